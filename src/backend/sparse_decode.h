@@ -1,0 +1,15 @@
+// Backend entries of sparse decode attention (include/dsv4/ops/sparse_decode.h). Core code validates
+// first; the backends may assume valid arguments. Without CUDA the cuda:: entries report
+// kUnsupported (src/backend/sparse_decode_stub.cpp).
+#pragma once
+#include "dsv4/ops/sparse_decode.h"
+
+namespace dsv4::cpu {
+Status sparse_decode(const SparseDecodeParams& p);
+}  // namespace dsv4::cpu
+
+namespace dsv4::cuda {
+// Workspace bytes for these shapes on q's device (the split-KV partials), 0 when none is needed.
+int64_t sparse_decode_workspace_size(const SparseDecodeParams& p);
+Status sparse_decode(const SparseDecodeParams& p, Stream stream);
+}  // namespace dsv4::cuda
