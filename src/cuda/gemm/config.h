@@ -1,0 +1,94 @@
+// The GEMM launch heuristic: a pure function from the problem to tile shape, pipeline depth and
+// split-K. No CUDA includes, so the CPU tests check it directly (tests/cpu/gemm_config_test.cpp).
+//
+// Every kernel uses BN = 128 output columns and BK = 128 K elements a pipeline stage (one scale
+// block of the FP8 formats, four of MXFP4). BM is 64 (one consumer warpgroup, decode-sized M) or
+// 128 (two consumer warpgroups). Small problems split K so that about one CTA runs per SM: at
+// decode the GEMM is bound by weight bytes and every SM has to pull its share.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "dsv4/ops/gemm.h"
+
+namespace dsv4::cuda::gemm {
+
+inline constexpr int kBN = 128;
+inline constexpr int kBK = 128;
+inline constexpr int kMaxStages = 8;
+inline constexpr int kMaxSplits = 16;
+// Dynamic shared memory an sm_90 CTA may use, and what the kernel keeps beside the stages
+// (mbarriers, 1 KiB alignment slack for the 128B-swizzled tiles, converted-B scale rows).
+inline constexpr int kSmemLimit = 232448;
+inline constexpr int kSmemReserved = 6144;
+
+// Bytes one stage (A tile + B tile as loaded by TMA) occupies.
+constexpr int stage_bytes(GemmFormat f, int bm) {
+  switch (f) {
+    case GemmFormat::kFP8Block: return bm * kBK + kBN * kBK;           // e4m3 A, e4m3 B
+    case GemmFormat::kW4A8MXFP4: return bm * kBK + kBN * kBK / 2;      // e4m3 A, packed e2m1 B
+    case GemmFormat::kW4A16MXFP4:
+    case GemmFormat::kW4A16NVFP4: return bm * kBK * 2 + kBN * kBK / 2;  // bf16 A, packed e2m1 B
+  }
+  return 0;
+}
+// Shared memory for B expanded by the consumers (double-buffered): 0 when B feeds wgmma directly.
+constexpr int converted_b_bytes(GemmFormat f) {
+  switch (f) {
+    case GemmFormat::kFP8Block: return 0;
+    case GemmFormat::kW4A8MXFP4: return 2 * kBN * kBK;        // e4m3
+    case GemmFormat::kW4A16MXFP4:
+    case GemmFormat::kW4A16NVFP4: return 2 * kBN * kBK * 2;   // bf16
+  }
+  return 0;
+}
+constexpr int max_stages(GemmFormat f, int bm) {
+  const int s = (kSmemLimit - kSmemReserved - converted_b_bytes(f)) / stage_bytes(f, bm);
+  return s < kMaxStages ? s : kMaxStages;
+}
+constexpr int smem_bytes(GemmFormat f, int bm, int stages) {
+  return stages * stage_bytes(f, bm) + converted_b_bytes(f) + kSmemReserved;
+}
+
+struct GemmConfig {
+  int bm = 128;          // 64 or 128
+  int stages = 1;        // TMA pipeline depth
+  int splits = 1;        // split-K factor (1: the kernel writes bf16 D directly)
+  int kblocks_per_split = 1;
+  int64_t tiles = 0;     // output tiles (M/BM x N/BN), times splits = work units
+  int grid = 1;          // persistent CTAs
+  int64_t workspace_bytes = 0;  // f32 partial sums [splits, M, N] when splits > 1
+};
+
+// M >= 1; N, K positive multiples of 128; sm_count >= 1. workspace_limit caps the split-K scratch
+// (pass a huge value to ask for the ideal choice).
+inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat f, int sm_count,
+                                     int64_t workspace_limit) {
+  GemmConfig c;
+  sm_count = std::max(sm_count, 1);
+  c.bm = M <= 64 ? 64 : 128;
+  c.stages = max_stages(f, c.bm);
+  const int64_t m_tiles = (M + c.bm - 1) / c.bm;
+  c.tiles = m_tiles * (N / kBN);
+  const int kblocks = static_cast<int>(K / kBK);
+  c.splits = 1;
+  // Split only when the tiles leave more than a quarter of the SMs idle, keep at least 2 K blocks
+  // (one 128-deep scale block each) per split so the pipeline fills, and never split big-M work:
+  // there the f32 round trip would cost more than the idle SMs.
+  if (c.tiles * 4 < static_cast<int64_t>(sm_count) * 3 && M <= 256 && kblocks >= 4) {
+    // Floor, so tiles x splits fits one wave: a second, partial wave would cost a whole split.
+    int want = static_cast<int>(sm_count / c.tiles);
+    want = std::min({want, kMaxSplits, kblocks / 2});
+    const int64_t per_split_bytes = M * N * 4;
+    while (want > 1 && want * per_split_bytes > workspace_limit) --want;
+    c.splits = std::max(want, 1);
+  }
+  c.kblocks_per_split = (kblocks + c.splits - 1) / c.splits;
+  c.splits = (kblocks + c.kblocks_per_split - 1) / c.kblocks_per_split;  // no empty split
+  c.workspace_bytes = c.splits > 1 ? static_cast<int64_t>(c.splits) * M * N * 4 : 0;
+  const int64_t units = c.tiles * c.splits;
+  c.grid = static_cast<int>(std::min<int64_t>(units, sm_count));
+  return c;
+}
+
+}  // namespace dsv4::cuda::gemm

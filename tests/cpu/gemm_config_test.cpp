@@ -1,0 +1,91 @@
+// The GEMM launch heuristic (src/cuda/gemm/config.h) is a pure function: its invariants are checked
+// here, on the CPU, over a sweep of the shapes the model uses and awkward ones.
+#include <gtest/gtest.h>
+
+#include "cuda/gemm/config.h"
+
+namespace dsv4::cuda::gemm {
+namespace {
+
+constexpr GemmFormat kFormats[] = {GemmFormat::kFP8Block, GemmFormat::kW4A16MXFP4, GemmFormat::kW4A16NVFP4,
+                                   GemmFormat::kW4A8MXFP4};
+constexpr int64_t kHuge = int64_t(1) << 40;
+
+TEST(GemmConfig, InvariantsOverSweep) {
+  const int64_t Ms[] = {1, 7, 16, 64, 65, 128, 129, 256, 1000, 4096, 65536};
+  const int64_t Ns[] = {128, 512, 1536, 4096, 7168, 24576};
+  const int64_t Ks[] = {128, 256, 512, 2048, 4096, 7168};
+  const int sms[] = {1, 16, 114, 132};
+  for (GemmFormat f : kFormats)
+    for (int64_t M : Ms)
+      for (int64_t N : Ns)
+        for (int64_t K : Ks)
+          for (int sm : sms)
+            for (int64_t ws : {int64_t(0), int64_t(1) << 20, kHuge}) {
+              const GemmConfig c = choose_gemm_config(M, N, K, f, sm, ws);
+              SCOPED_TRACE(testing::Message() << gemm_format_name(f) << " M=" << M << " N=" << N << " K=" << K
+                                              << " sms=" << sm << " ws=" << ws);
+              const int kblocks = static_cast<int>(K / kBK);
+              ASSERT_TRUE(c.bm == 64 || c.bm == 128);
+              ASSERT_EQ(c.bm, M <= 64 ? 64 : 128);
+              ASSERT_GE(c.stages, 2);
+              ASSERT_LE(c.stages, kMaxStages);
+              ASSERT_LE(smem_bytes(f, c.bm, c.stages), kSmemLimit);
+              ASSERT_GE(c.splits, 1);
+              ASSERT_LE(c.splits, kMaxSplits);
+              // Every K block belongs to exactly one split and no split is empty.
+              ASSERT_GE(int64_t(c.splits) * c.kblocks_per_split, kblocks);
+              ASSERT_LT(int64_t(c.splits - 1) * c.kblocks_per_split, kblocks);
+              ASSERT_EQ(c.tiles, (M + c.bm - 1) / c.bm * (N / kBN));
+              ASSERT_LE(c.workspace_bytes, ws);
+              ASSERT_EQ(c.workspace_bytes, c.splits > 1 ? int64_t(c.splits) * M * N * 4 : 0);
+              ASSERT_GE(c.grid, 1);
+              ASSERT_LE(c.grid, sm);
+              ASSERT_LE(int64_t(c.grid), c.tiles * c.splits);
+              if (c.splits > 1) {
+                ASSERT_LE(c.tiles * c.splits, sm) << "split-K must not spill into a second wave";
+                ASSERT_LE(M, 256);
+              }
+            }
+}
+
+TEST(GemmConfig, DecodeShapesSplitAcrossAllSms) {
+  // The decode shapes on an H100 (132 SMs): weights dominate, so the CTAs must cover the SMs.
+  for (GemmFormat f : kFormats)
+    for (int64_t M : {1, 16, 64, 128}) {
+      const GemmConfig c = choose_gemm_config(M, 4096, 7168, f, 132, kHuge);
+      EXPECT_GT(c.splits, 1) << gemm_format_name(f) << " M=" << M;
+      EXPECT_GE(c.tiles * c.splits, 100) << gemm_format_name(f) << " M=" << M;
+      EXPECT_EQ(c.grid, c.tiles * c.splits);
+    }
+}
+
+TEST(GemmConfig, LargeProblemsDoNotSplit) {
+  for (GemmFormat f : kFormats) {
+    const GemmConfig c = choose_gemm_config(4096, 4096, 7168, f, 132, kHuge);
+    EXPECT_EQ(c.splits, 1);
+    EXPECT_EQ(c.bm, 128);
+    EXPECT_EQ(c.grid, 132);
+    EXPECT_EQ(c.workspace_bytes, 0);
+  }
+}
+
+TEST(GemmConfig, NoWorkspaceMeansNoSplit) {
+  const GemmConfig c = choose_gemm_config(16, 4096, 7168, GemmFormat::kFP8Block, 132, 0);
+  EXPECT_EQ(c.splits, 1);
+  EXPECT_EQ(c.kblocks_per_split, 56);
+  // A workspace for exactly two splits allows two.
+  const GemmConfig c2 = choose_gemm_config(16, 4096, 7168, GemmFormat::kFP8Block, 132, 2 * 16 * 4096 * 4);
+  EXPECT_EQ(c2.splits, 2);
+}
+
+TEST(GemmConfig, StageBudgetPerFormat) {
+  // The pipeline must stay deep enough to hide TMA latency on every path.
+  EXPECT_GE(max_stages(GemmFormat::kFP8Block, 128), 5);
+  EXPECT_GE(max_stages(GemmFormat::kFP8Block, 64), 8);
+  EXPECT_GE(max_stages(GemmFormat::kW4A8MXFP4, 128), 6);
+  EXPECT_GE(max_stages(GemmFormat::kW4A16MXFP4, 128), 3);
+}
+
+}  // namespace
+}  // namespace dsv4::cuda::gemm

@@ -1,0 +1,2 @@
+// GPU GEMM tests (filled in with the kernels).
+#include <gtest/gtest.h>
