@@ -1,0 +1,317 @@
+// CUDA implementation of harness.h.
+#include "harness.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dsv4/dsv4.h"
+#include "harness_kernels.h"
+
+namespace dsv4::bench {
+namespace {
+
+void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw BenchError(std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+#define BENCH_CUDA(call) cuda_check((call), #call)
+
+void lt_check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw BenchError(std::string(what) + ": " + cublasLtGetStatusString(s));
+}
+#define BENCH_LT(call) lt_check((call), #call)
+
+cudaStream_t cstream() { return static_cast<cudaStream_t>(stream()); }
+
+GpuInfo query_gpu() {
+  GpuInfo g;
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    cudaGetLastError();
+    g.reason = e != cudaSuccess ? std::string("no CUDA device: ") + cudaGetErrorString(e) : "no CUDA device found";
+    return g;
+  }
+  g.present = true;
+  cudaGetDevice(&g.index);
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, g.index) != cudaSuccess) {
+    g.present = false;
+    g.reason = "cudaGetDeviceProperties failed";
+    return g;
+  }
+  g.name = p.name;
+  g.cc_major = p.major;
+  g.cc_minor = p.minor;
+  g.sms = p.multiProcessorCount;
+  g.mem_bytes = static_cast<int64_t>(p.totalGlobalMem);
+  g.l2_bytes = p.l2CacheSize;
+  g.mem_bus_bits = p.memoryBusWidth;
+  int khz = 0;
+  if (cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, g.index) == cudaSuccess) g.clock_mhz = khz / 1000;
+  if (cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, g.index) == cudaSuccess) g.mem_clock_mhz = khz / 1000;
+  cudaGetLastError();  // the clock attributes are optional
+  cudaDriverGetVersion(&g.driver_version);
+  cudaRuntimeGetVersion(&g.runtime_version);
+  g.supported = dsv4_cuda_available() != 0;
+  if (!g.supported) g.reason = "dsv4 kernels need an sm_90 (Hopper) GPU; this is sm_" + std::to_string(p.major * 10 + p.minor);
+  return g;
+}
+
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * (v.size() - 1);
+  const size_t lo = static_cast<size_t>(pos);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+}
+
+// One GEMM ceiling: D[M,N] bf16 = A[M,K] * B[N,K]^T (the "TN" layout FP8 cuBLASLt requires), with
+// per-tensor scales of 1 for e4m3. Random non-zero inputs: zeros would understate power draw.
+double gemm_tflops(bool fp8) {
+  constexpr int64_t n = 8192;
+  const size_t eb = fp8 ? 1 : 2;
+  DeviceBuffer a(n * n * eb), b(n * n * eb), d(n * n * 2), ws(64 << 20), sc(2 * sizeof(float));
+  fill_random(a.data(), a.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 11);
+  fill_random(b.data(), b.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 12);
+  const float ones[2] = {1.0f, 1.0f};
+  to_device(sc.data(), ones, sizeof ones);
+
+  struct Lt {
+    cublasLtHandle_t h = nullptr;
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+    cublasLtMatmulPreference_t pref = nullptr;
+    ~Lt() {
+      if (pref) cublasLtMatmulPreferenceDestroy(pref);
+      if (ld) cublasLtMatrixLayoutDestroy(ld);
+      if (lb) cublasLtMatrixLayoutDestroy(lb);
+      if (la) cublasLtMatrixLayoutDestroy(la);
+      if (op) cublasLtMatmulDescDestroy(op);
+      if (h) cublasLtDestroy(h);
+    }
+  } lt;
+  const cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+  BENCH_LT(cublasLtCreate(&lt.h));
+  BENCH_LT(cublasLtMatmulDescCreate(&lt.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  if (fp8) {
+    const float* sa = sc.as<float>();
+    const float* sb = sc.as<float>() + 1;
+    BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
+    BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
+  }
+  // Column-major: A is stored K x M (op T), B is K x N, D is M x N.
+  BENCH_LT(cublasLtMatrixLayoutCreate(&lt.la, in, n, n, n));
+  BENCH_LT(cublasLtMatrixLayoutCreate(&lt.lb, in, n, n, n));
+  BENCH_LT(cublasLtMatrixLayoutCreate(&lt.ld, CUDA_R_16BF, n, n, n));
+  BENCH_LT(cublasLtMatmulPreferenceCreate(&lt.pref));
+  const size_t ws_bytes = ws.size();
+  BENCH_LT(cublasLtMatmulPreferenceSetAttribute(lt.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                sizeof ws_bytes));
+  cublasLtMatmulHeuristicResult_t heur{};
+  int found = 0;
+  BENCH_LT(cublasLtMatmulAlgoGetHeuristic(lt.h, lt.op, lt.la, lt.lb, lt.ld, lt.ld, lt.pref, 1, &heur, &found));
+  if (found == 0) throw BenchError(std::string("cuBLASLt has no ") + (fp8 ? "fp8" : "bf16") + " GEMM algorithm here");
+  const float alpha = 1.0f, beta = 0.0f;
+  TimerOptions t;
+  t.warmup = 5;
+  t.iters = 20;
+  const Timing tm = time_gpu(
+      [&](int) {
+        BENCH_LT(cublasLtMatmul(lt.h, lt.op, &alpha, a.data(), lt.la, b.data(), lt.lb, &beta, d.data(), lt.ld, d.data(),
+                                lt.ld, &heur.algo, ws.data(), ws_bytes, cstream()));
+      },
+      t);
+  return 2.0 * n * n * n / (tm.median_us * 1e-6) * 1e-12;
+}
+
+}  // namespace
+
+const GpuInfo& gpu() {
+  static const GpuInfo g = query_gpu();
+  return g;
+}
+
+void require_gpu() {
+  const GpuInfo& g = gpu();
+  if (!g.present || !g.supported) throw BenchError("no GPU: " + g.reason);
+}
+
+void* stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t st = nullptr;
+    BENCH_CUDA(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    return st;
+  }();
+  return s;
+}
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : n_(bytes) {
+  if (bytes == 0) return;
+  const cudaError_t e = cudaMalloc(&p_, bytes);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    p_ = nullptr;
+    throw BenchError("cudaMalloc of " + std::to_string(bytes) + " bytes failed: " + cudaGetErrorString(e));
+  }
+}
+DeviceBuffer::~DeviceBuffer() {
+  if (p_) cudaFree(p_);
+}
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (p_) cudaFree(p_);
+    p_ = o.p_;
+    n_ = o.n_;
+    o.p_ = nullptr;
+    o.n_ = 0;
+  }
+  return *this;
+}
+
+void to_device(void* dst, const void* src, size_t bytes) {
+  BENCH_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cstream()));
+  sync();
+}
+void to_host(void* dst, const void* src, size_t bytes) {
+  BENCH_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cstream()));
+  sync();
+}
+void copy_device(void* dst, const void* src, size_t bytes) {
+  BENCH_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cstream()));
+}
+void fill_bytes(void* dst, uint8_t value, size_t bytes) { BENCH_CUDA(cudaMemsetAsync(dst, value, bytes, cstream())); }
+void sync() { BENCH_CUDA(cudaStreamSynchronize(cstream())); }
+
+void fill_random(void* dst, size_t bytes, Fill kind, uint64_t seed) {
+  int k = kernels::kFillBytes;
+  switch (kind) {
+    case Fill::kBF16: k = kernels::kFillBF16; break;
+    case Fill::kF32: k = kernels::kFillF32; break;
+    case Fill::kE4M3: k = kernels::kFillE4M3; break;
+    case Fill::kUE8M0: k = kernels::kFillUE8M0; break;
+    case Fill::kBytes: k = kernels::kFillBytes; break;
+  }
+  BENCH_CUDA(kernels::fill(dst, bytes, k, seed, std::max(gpu().sms, 1), cstream()));
+}
+
+TimerOptions timer_options(const Options& o) {
+  TimerOptions t;
+  t.warmup = static_cast<int>(o.get_int("warmup", t.warmup));
+  t.iters = static_cast<int>(o.get_int("iters", t.iters));
+  const std::string l2 = o.get("l2", "rotate");
+  if (l2 == "rotate") t.l2 = L2Policy::kRotate;
+  else if (l2 == "flush") t.l2 = L2Policy::kFlush;
+  else throw BenchError("--l2 must be 'rotate' or 'flush', got '" + l2 + "'");
+  if (t.iters < 1 || t.warmup < 0) throw BenchError("--iters must be >= 1 and --warmup >= 0");
+  return t;
+}
+
+int rotation_copies(size_t bytes) {
+  const double l2 = static_cast<double>(std::max<int64_t>(gpu().l2_bytes, 1 << 20));
+  if (bytes == 0) return 1;
+  return static_cast<int>(std::clamp(std::ceil(3.0 * l2 / static_cast<double>(bytes)), 1.0, 64.0));
+}
+
+Timing time_gpu(const std::function<void(int)>& enqueue, const TimerOptions& t) {
+  static DeviceBuffer flush_buf;  // 2x L2, allocated on the first flushing run
+  if (t.l2 == L2Policy::kFlush && flush_buf.size() == 0)
+    flush_buf = DeviceBuffer(static_cast<size_t>(std::max<int64_t>(gpu().l2_bytes, 1 << 20)) * 2);
+  struct Events {
+    std::vector<cudaEvent_t> ev;
+    ~Events() {
+      for (cudaEvent_t e : ev) cudaEventDestroy(e);
+    }
+  } events;
+  events.ev.resize(2 * t.iters, nullptr);
+  for (auto& e : events.ev) BENCH_CUDA(cudaEventCreate(&e));
+  for (int i = 0; i < t.warmup; ++i) enqueue(i);
+  for (int i = 0; i < t.iters; ++i) {
+    if (t.l2 == L2Policy::kFlush) BENCH_CUDA(cudaMemsetAsync(flush_buf.data(), i & 0xFF, flush_buf.size(), cstream()));
+    BENCH_CUDA(cudaEventRecord(events.ev[2 * i], cstream()));
+    enqueue(t.warmup + i);
+    BENCH_CUDA(cudaEventRecord(events.ev[2 * i + 1], cstream()));
+  }
+  sync();
+  std::vector<double> us(t.iters);
+  for (int i = 0; i < t.iters; ++i) {
+    float ms = 0;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, events.ev[2 * i], events.ev[2 * i + 1]));
+    us[i] = ms * 1000.0;
+  }
+  Timing r;
+  r.runs = t.iters;
+  r.median_us = percentile(us, 0.5);
+  r.p10_us = percentile(us, 0.1);
+  r.p90_us = percentile(us, 0.9);
+  r.min_us = *std::min_element(us.begin(), us.end());
+  r.max_us = *std::max_element(us.begin(), us.end());
+  return r;
+}
+
+Timing time_memcpy(double traffic_bytes, const TimerOptions& t) {
+  const size_t half = static_cast<size_t>(traffic_bytes / 2) / 256 * 256;
+  const int copies = rotation_copies(half);
+  DeviceBuffer src(half * copies), dst(half);
+  fill_random(src.data(), src.size(), Fill::kBytes, 99);
+  return time_gpu(
+      [&](int i) {
+        BENCH_CUDA(cudaMemcpyAsync(dst.data(), src.as<uint8_t>() + (i % copies) * half, half, cudaMemcpyDeviceToDevice,
+                                   cstream()));
+      },
+      t);
+}
+
+const Ceilings& ceilings() {
+  static const Ceilings c = [] {
+    require_gpu();
+    Ceilings r;
+    constexpr size_t kGiB = size_t(1) << 30;
+    TimerOptions t;
+    t.warmup = 3;
+    t.iters = 10;
+    {
+      DeviceBuffer src(kGiB), dst(kGiB);
+      DeviceBuffer sink(sizeof(unsigned long long));
+      fill_random(src.data(), kGiB, Fill::kBytes, 7);
+      const Timing copy = time_gpu(
+          [&](int) { BENCH_CUDA(cudaMemcpyAsync(dst.data(), src.data(), kGiB, cudaMemcpyDeviceToDevice, cstream())); }, t);
+      r.copy_gbps = 2.0 * kGiB / (copy.median_us * 1e-6) * 1e-9;
+      const Timing rd = time_gpu(
+          [&](int) {
+            BENCH_CUDA(kernels::read(src.data(), kGiB, sink.as<unsigned long long>(), gpu().sms, cstream()));
+          },
+          t);
+      r.read_gbps = 1.0 * kGiB / (rd.median_us * 1e-6) * 1e-9;
+    }
+    r.bf16_tflops = gemm_tflops(false);
+    r.fp8_tflops = gemm_tflops(true);
+    r.measured = true;
+    return r;
+  }();
+  return c;
+}
+
+void record(Result& r, const Timing& t, const TimerOptions& opts, bool memcpy_baseline) {
+  r.median_us = t.median_us;
+  r.min_us = t.min_us;
+  r.max_us = t.max_us;
+  r.p10_us = t.p10_us;
+  r.p90_us = t.p90_us;
+  r.runs = t.runs;
+  if (memcpy_baseline && r.baseline.empty() && r.bytes > 0) {
+    r.baseline = "memcpy";
+    r.baseline_us = time_memcpy(r.bytes, opts).median_us;
+  }
+  finalize(r, ceilings());
+}
+
+}  // namespace dsv4::bench
