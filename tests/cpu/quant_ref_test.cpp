@@ -219,7 +219,9 @@ void check_against_model(QuantRun r, const std::vector<float>& x, const std::str
     for (size_t i = 0; i < md.scales.size(); ++i)
       if (r.scales[i] != md.scales[i] && ++bad <= 10)
         ADD_FAILURE() << what << ": scale " << i << " = 0x" << std::hex << r.scales[i] << ", model 0x" << md.scales[i];
-    if (r.f == QuantFormat::kNVFP4) EXPECT_TRUE(same_bits(r.g_out, md.g)) << what << ": g " << r.g_out << " vs " << md.g;
+    if (r.f == QuantFormat::kNVFP4) {
+      EXPECT_TRUE(same_bits(r.g_out, md.g)) << what << ": g " << r.g_out << " vs " << md.g;
+    }
     if (bad) return;
   }
 }
