@@ -1,0 +1,147 @@
+// Host side of the sparse-decode kernel: schedule, argument packing, launch, split combine.
+// Nothing here allocates or synchronises; the only device queries (SM count, current device) are
+// not stream operations, so the call can be captured in a CUDA graph.
+#include <atomic>
+#include <limits>
+
+#include "backend/sparse_decode.h"
+#include "core/validate.h"
+#include "cuda/common/check.h"
+#include "cuda/sparse_decode/kernel.cuh"
+
+namespace dsv4::cuda {
+namespace {
+
+namespace sd = sdec;
+constexpr const char* kOp = "sparse_decode";
+
+Status sm_count(int device, int* out) {
+  static std::atomic<int> cached[64];
+  if (device >= 0 && device < 64) {
+    const int c = cached[device].load(std::memory_order_relaxed);
+    if (c > 0) {
+      *out = c;
+      return Status::Ok();
+    }
+  }
+  int n = 0;
+  DSV4_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), kOp);
+  if (n < 1) n = 1;
+  if (device >= 0 && device < 64) cached[device].store(n, std::memory_order_relaxed);
+  *out = n;
+  return Status::Ok();
+}
+
+int64_t k_of(const TensorView& idx) { return idx.defined() && idx.ndim == 3 ? idx.shape[2] : 0; }
+
+Status schedule_for(const SparseDecodeParams& p, sd::Schedule* s) {
+  int sms = 0;
+  DSV4_RETURN_IF_ERROR(sm_count(p.q.device.index, &sms));
+  *s = sd::make_schedule(p.q.shape[0], p.q.shape[1], p.q.shape[2], k_of(p.main_indices), k_of(p.extra_indices), sms);
+  return Status::Ok();
+}
+
+sd::KeySet key_set(const KVCacheView& c, const TensorView& idx, const TensorView& len) {
+  sd::KeySet k;
+  if (!idx.defined()) return k;
+  k.data = static_cast<const uint8_t*>(c.data.data);
+  k.scales = static_cast<const uint16_t*>(c.scales.data);
+  k.page_bytes = model1_page_bytes(c.page_size);
+  k.page_size = static_cast<int32_t>(c.page_size);
+  k.num_slots = static_cast<int32_t>(c.data.shape[0] * c.page_size);  // < 2^31, validated
+  k.model1 = c.layout == KVLayout::kModel1 ? 1 : 0;
+  k.idx = static_cast<const int32_t*>(idx.data);
+  k.idx_sb = idx.strides[0];
+  k.idx_ss = idx.strides[1];
+  k.idx_sk = idx.strides[2];
+  k.K = static_cast<int32_t>(idx.shape[2]);
+  if (len.defined()) {
+    k.len = static_cast<const int32_t*>(len.data);
+    k.len_sb = len.strides[0];
+    k.len_ss = len.ndim == 2 ? len.strides[1] : 0;
+  }
+  return k;
+}
+
+// Runs `device`'s launches with it current, restoring the caller's device after.
+class DeviceGuard {
+ public:
+  Status enter(int device) {
+    int cur = 0;
+    DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&cur), kOp);
+    if (cur != device) {
+      DSV4_CUDA_RETURN_IF_ERROR(cudaSetDevice(device), kOp);
+      prev_ = cur;
+    }
+    return Status::Ok();
+  }
+  ~DeviceGuard() {
+    if (prev_ >= 0) (void)cudaSetDevice(prev_);
+  }
+
+ private:
+  int prev_ = -1;
+};
+
+template <int RG>
+Status launch_main(const sd::Args& a, int64_t ctas, cudaStream_t st) {
+  const auto kernel = sd::sparse_decode_kernel<RG>;
+  DSV4_CUDA_RETURN_IF_ERROR(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::Smem::kTotal), kOp);
+  kernel<<<static_cast<unsigned>(ctas), sd::kThreads, sd::Smem::kTotal, st>>>(a);
+  return launch_status(kOp, "sparse_decode_kernel");
+}
+
+}  // namespace
+
+int64_t sparse_decode_workspace_size(const SparseDecodeParams& p) {
+  if (p.q.ndim != 4) return 0;
+  sd::Schedule s;
+  if (!schedule_for(p, &s).ok()) return 0;
+  return sd::workspace_bytes(s, p.q.shape[2]);
+}
+
+Status sparse_decode(const SparseDecodeParams& p, Stream stream) {
+  DeviceGuard guard;
+  DSV4_RETURN_IF_ERROR(guard.enter(p.q.device.index));
+  sd::Schedule s;
+  DSV4_RETURN_IF_ERROR(schedule_for(p, &s));
+  const int64_t H = p.q.shape[2];
+  if (s.ctas() > std::numeric_limits<int32_t>::max() || s.tokens * H / 8 + 1 > std::numeric_limits<int32_t>::max())
+    return {StatusCode::kUnsupported, "sparse_decode: batch too large for one launch (" + std::to_string(s.ctas()) +
+                                          " CTAs); split the batch"};
+
+  sd::Args a;
+  a.q = static_cast<const __nv_bfloat16*>(p.q.data);
+  a.q_sb = p.q.strides[0];
+  a.q_ss = p.q.strides[1];
+  a.q_sh = p.q.strides[2];
+  a.S = static_cast<int32_t>(p.q.shape[1]);
+  a.H = static_cast<int32_t>(H);
+  a.set[0] = key_set(p.main_cache, p.main_indices, p.main_lengths);
+  a.set[1] = key_set(p.extra_cache, p.extra_indices, p.extra_lengths);
+  a.sink = p.attn_sink.defined() ? static_cast<const float*>(p.attn_sink.data) : nullptr;
+  a.scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  a.out = static_cast<__nv_bfloat16*>(p.out.data);
+  a.lse = p.lse.defined() ? static_cast<float*>(p.lse.data) : nullptr;
+  a.sched = s;
+  if (s.num_splits > 1) {
+    a.ws_o = static_cast<float*>(p.workspace.data);
+    a.ws_lse = a.ws_o + sd::workspace_o_floats(s, H);
+  }
+
+  auto st = static_cast<cudaStream_t>(stream);
+  switch (s.row_groups) {
+    case 1: DSV4_RETURN_IF_ERROR(launch_main<1>(a, s.ctas(), st)); break;
+    case 2: DSV4_RETURN_IF_ERROR(launch_main<2>(a, s.ctas(), st)); break;
+    default: DSV4_RETURN_IF_ERROR(launch_main<4>(a, s.ctas(), st)); break;
+  }
+  if (s.num_splits > 1) {
+    const int64_t rows = s.tokens * H;
+    sd::sparse_decode_combine<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, st>>>(a);
+    DSV4_RETURN_IF_ERROR(launch_status(kOp, "sparse_decode_combine"));
+  }
+  return Status::Ok();
+}
+
+}  // namespace dsv4::cuda
