@@ -112,20 +112,21 @@ std::vector<std::string> select_ops(const Map& reg, const std::string& op, const
   return ops;
 }
 
-void print_gpu(const GpuInfo& g) {
-  std::printf("dsv4 %s, C ABI %s\n", dsv4_version(), DSV4_VERSION_STRING);
+// Human-readable lines go to `f`: stderr when stdout carries JSON.
+void print_gpu(FILE* f, const GpuInfo& g) {
+  std::fprintf(f, "dsv4 %s, C ABI %s\n", dsv4_version(), DSV4_VERSION_STRING);
   if (!g.present) {
-    std::printf("GPU: none (%s)\n", g.reason.c_str());
+    std::fprintf(f, "GPU: none (%s)\n", g.reason.c_str());
     return;
   }
-  std::printf("GPU %d: %s (sm_%d%d), %d SMs\n", g.index, g.name.c_str(), g.cc_major, g.cc_minor, g.sms);
-  std::printf("  memory %.1f GiB, %d-bit bus%s", g.mem_bytes / 1073741824.0, g.mem_bus_bits,
+  std::fprintf(f, "GPU %d: %s (sm_%d%d), %d SMs\n", g.index, g.name.c_str(), g.cc_major, g.cc_minor, g.sms);
+  std::fprintf(f, "  memory %.1f GiB, %d-bit bus%s", g.mem_bytes / 1073741824.0, g.mem_bus_bits,
               g.mem_clock_mhz ? "" : "\n");
-  if (g.mem_clock_mhz) std::printf(", memory clock %d MHz\n", g.mem_clock_mhz);
-  std::printf("  L2 %.1f MiB%s", g.l2_bytes / 1048576.0, g.clock_mhz ? "" : "\n");
-  if (g.clock_mhz) std::printf(", SM clock %d MHz (peak)\n", g.clock_mhz);
-  std::printf("  driver %d, runtime %d\n", g.driver_version, g.runtime_version);
-  if (!g.supported) std::printf("  dsv4 kernels: unavailable (%s)\n", g.reason.c_str());
+  if (g.mem_clock_mhz) std::fprintf(f, ", memory clock %d MHz\n", g.mem_clock_mhz);
+  std::fprintf(f, "  L2 %.1f MiB%s", g.l2_bytes / 1048576.0, g.clock_mhz ? "" : "\n");
+  if (g.clock_mhz) std::fprintf(f, ", SM clock %d MHz (peak)\n", g.clock_mhz);
+  std::fprintf(f, "  driver %d, runtime %d\n", g.driver_version, g.runtime_version);
+  if (!g.supported) std::fprintf(f, "  dsv4 kernels: unavailable (%s)\n", g.reason.c_str());
 }
 
 int cmd_info(const std::vector<std::string>& args) {
@@ -133,18 +134,19 @@ int cmd_info(const std::vector<std::string>& args) {
   const bool want_ceilings = !c.opts.has("no-ceilings");
   warn_unused(c.opts);
   const GpuInfo& g = gpu();
-  print_gpu(g);
+  FILE* f = c.json == "-" ? stderr : stdout;
+  print_gpu(f, g);
   Ceilings ce;
   if (g.present && g.supported && want_ceilings) {
-    std::printf("measuring ceilings (1 GiB copy/read, 8192^3 GEMMs)...\n");
-    std::fflush(stdout);
+    std::fprintf(f, "measuring ceilings (1 GiB copy/read, 8192^3 GEMMs)...\n");
+    std::fflush(f);
     ce = ceilings();
-    std::printf("  device copy bandwidth   %8.0f GB/s (cudaMemcpyAsync D2D, read + written)\n", ce.copy_gbps);
-    std::printf("  device read bandwidth   %8.0f GB/s (streaming reduction kernel)\n", ce.read_gbps);
-    std::printf("  bf16 GEMM 8192^3        %8.1f TFLOP/s (cuBLASLt, bf16 out)\n", ce.bf16_tflops);
-    std::printf("  fp8 e4m3 GEMM 8192^3    %8.1f TFLOP/s (cuBLASLt, per-tensor scales, bf16 out)\n", ce.fp8_tflops);
+    std::fprintf(f, "  device copy bandwidth   %8.0f GB/s (cudaMemcpyAsync D2D, read + written)\n", ce.copy_gbps);
+    std::fprintf(f, "  device read bandwidth   %8.0f GB/s (streaming reduction kernel)\n", ce.read_gbps);
+    std::fprintf(f, "  bf16 GEMM 8192^3        %8.1f TFLOP/s (cuBLASLt, bf16 out)\n", ce.bf16_tflops);
+    std::fprintf(f, "  fp8 e4m3 GEMM 8192^3    %8.1f TFLOP/s (cuBLASLt, per-tensor scales, bf16 out)\n", ce.fp8_tflops);
   } else if (!g.present) {
-    std::printf("no GPU: ceilings not measured\n");
+    std::fprintf(f, "no GPU: ceilings not measured\n");
   }
   if (!c.json.empty() && !write_file(c.json, to_json({}, ce, gpu_json(g)))) return 1;
   return 0;
@@ -156,15 +158,17 @@ int cmd_bench(const std::vector<std::string>& args) {
   const GpuInfo& g = gpu();
   if (!g.present || !g.supported) {
     // Not an error: a CPU-only machine has nothing to time.
-    std::printf("dsv4 bench %s: skipped, no GPU: %s\n", c.op.c_str(), g.reason.c_str());
+    std::fprintf(c.json == "-" ? stderr : stdout, "dsv4 bench %s: skipped, no GPU: %s\n", c.op.c_str(),
+                 g.reason.c_str());
     if (!c.json.empty() && !write_file(c.json, to_json({}, Ceilings{}, gpu_json(g)))) return 1;
     return 0;
   }
-  print_gpu(g);
-  std::printf("measuring ceilings...\n");
-  std::fflush(stdout);
+  FILE* f = c.json == "-" ? stderr : stdout;
+  print_gpu(f, g);
+  std::fprintf(f, "measuring ceilings...\n");
+  std::fflush(f);
   const Ceilings& ce = ceilings();
-  std::printf("ceilings: copy %.0f GB/s, read %.0f GB/s, bf16 %.1f TFLOP/s, fp8 %.1f TFLOP/s\n\n", ce.copy_gbps,
+  std::fprintf(f, "ceilings: copy %.0f GB/s, read %.0f GB/s, bf16 %.1f TFLOP/s, fp8 %.1f TFLOP/s\n\n", ce.copy_gbps,
               ce.read_gbps, ce.bf16_tflops, ce.fp8_tflops);
   std::vector<Result> results;
   int rc = 0;
