@@ -4,7 +4,7 @@
 
 #include "cuda/gemm/config.h"
 
-namespace dsv4::cuda::gemm {
+namespace dsv4::cuda::gemm_detail {
 namespace {
 
 constexpr GemmFormat kFormats[] = {GemmFormat::kFP8Block, GemmFormat::kW4A16MXFP4, GemmFormat::kW4A16NVFP4,
@@ -88,4 +88,4 @@ TEST(GemmConfig, StageBudgetPerFormat) {
 }
 
 }  // namespace
-}  // namespace dsv4::cuda::gemm
+}  // namespace dsv4::cuda::gemm_detail

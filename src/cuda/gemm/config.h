@@ -11,7 +11,7 @@
 
 #include "dsv4/ops/gemm.h"
 
-namespace dsv4::cuda::gemm {
+namespace dsv4::cuda::gemm_detail {
 
 inline constexpr int kBN = 128;
 inline constexpr int kBK = 128;
@@ -91,4 +91,4 @@ inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat
   return c;
 }
 
-}  // namespace dsv4::cuda::gemm
+}  // namespace dsv4::cuda::gemm_detail

@@ -1,7 +1,206 @@
-// CUDA launcher of the block-scaled GEMMs (placeholder until the kernels land).
+// Host side of the block-scaled GEMMs: picks the configuration (config.h), encodes the TMA tensor
+// maps, launches the persistent kernel (and the split-K reduction) on the caller's stream. Nothing
+// here allocates or synchronises, so the op can be captured in a CUDA graph.
+#include <cudaTypedefs.h>
+
+#include <mutex>
+#include <string>
+
 #include "backend/gemm.h"
+#include "core/validate.h"
+#include "cuda/common/check.h"
+#include "cuda/gemm/config.h"
+#include "cuda/gemm/kernel.cuh"
 
 namespace dsv4::cuda {
-Status gemm(const GemmParams&, Stream) { return {StatusCode::kUnsupported, "gemm: CUDA kernels not built yet"}; }
-int64_t gemm_workspace_size(GemmFormat, int64_t, int64_t, int64_t, int) { return 0; }
+namespace {
+
+constexpr const char* kOp = "gemm";
+constexpr int kMaxDevices = 64;
+
+// The driver's tensor-map encoder, reached through the runtime so libdsv4 needs no -lcuda.
+Status tensor_map_encoder(PFN_cuTensorMapEncodeTiled_v12000* out) {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static cudaError_t err = cudaSuccess;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    err = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q);
+    if (err == cudaSuccess && q == cudaDriverEntryPointSuccess) fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  });
+  if (!fn) {
+    if (err != cudaSuccess) return cuda_status(err, kOp, "cudaGetDriverEntryPointByVersion(cuTensorMapEncodeTiled)");
+    return {StatusCode::kUnsupported, "gemm: the CUDA driver does not provide cuTensorMapEncodeTiled"};
+  }
+  *out = fn;
+  return Status::Ok();
+}
+
+// Multiprocessor count of `device`, cached (the attribute query is not free on every call).
+Status sm_count(int device, int* out) {
+  static int cache[kMaxDevices] = {};
+  if (device >= 0 && device < kMaxDevices && cache[device] > 0) {
+    *out = cache[device];
+    return Status::Ok();
+  }
+  int n = 0;
+  DSV4_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), kOp);
+  if (device >= 0 && device < kMaxDevices) cache[device] = n;
+  *out = n;
+  return Status::Ok();
+}
+
+// A 2-D row-major tensor map: `inner` elements a row (contiguous), `rows` rows `row_bytes` apart,
+// boxes of box_inner x box_rows.
+Status encode_2d(CUtensorMap* map, CUtensorMapDataType dtype, const void* base, uint64_t inner, uint64_t rows,
+                 uint64_t row_bytes, uint32_t box_inner, uint32_t box_rows, CUtensorMapSwizzle swizzle,
+                 const char* what) {
+  PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+  DSV4_RETURN_IF_ERROR(tensor_map_encoder(&encode));
+  const cuuint64_t dims[2] = {inner, rows};
+  const cuuint64_t strides[1] = {row_bytes};
+  const cuuint32_t box[2] = {box_inner, box_rows};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = encode(map, dtype, 2, const_cast<void*>(base), dims, strides, box, elem_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return {StatusCode::kCudaError, std::string("gemm: cuTensorMapEncodeTiled for '") + what + "' failed with CUresult " +
+                                        std::to_string(static_cast<int>(r))};
+  return Status::Ok();
+}
+
+// Row stride in bytes of a validated 2-D view; a one-row view may carry any stride, so use the
+// packed one (TMA wants a multiple of 16 even when it never steps).
+uint64_t row_bytes(const TensorView& t) {
+  const int64_t stride = t.shape[0] > 1 ? t.strides[0] : t.shape[1];
+  return static_cast<uint64_t>(stride * dtype_bits(t.dtype) / 8);
+}
+
+class DeviceGuard {
+ public:
+  Status enter(int device) {
+    DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&prev_), kOp);
+    if (prev_ != device) DSV4_CUDA_RETURN_IF_ERROR(cudaSetDevice(device), kOp);
+    else prev_ = -1;
+    return Status::Ok();
+  }
+  ~DeviceGuard() {
+    if (prev_ >= 0) (void)cudaSetDevice(prev_);
+  }
+
+ private:
+  int prev_ = -1;
+};
+
+template <GemmFormat F, int BM, bool kMXFP8A>
+Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const gemm_detail::KernelArgs& args, int grid,
+                     cudaStream_t stream) {
+  using T = gemm_detail::Traits<F, BM, kMXFP8A>;
+  auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A>;
+  DSV4_CUDA_RETURN_IF_ERROR(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes), kOp);
+  kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(tm_a, tm_b, args);
+  return launch_status(kOp, "gemm_kernel");
+}
+
+template <GemmFormat F, bool kMXFP8A = false>
+Status launch_bm(int bm, const CUtensorMap& tm_a, const CUtensorMap& tm_b, const gemm_detail::KernelArgs& args, int grid,
+                 cudaStream_t stream) {
+  if (bm == 64) return launch_kernel<F, 64, kMXFP8A>(tm_a, tm_b, args, grid, stream);
+  return launch_kernel<F, 128, kMXFP8A>(tm_a, tm_b, args, grid, stream);
+}
+
+}  // namespace
+
+int64_t gemm_workspace_size(GemmFormat format, int64_t M, int64_t N, int64_t K, int device_index) {
+  int sms = 0;
+  if (!sm_count(device_index, &sms).ok()) {
+    cudaGetLastError();
+    return 0;
+  }
+  return gemm_detail::choose_gemm_config(M, N, K, format, sms, int64_t(1) << 62).workspace_bytes;
+}
+
+Status gemm(const GemmParams& p, Stream stream_) {
+  const GemmFormat f = p.format;
+  const int64_t M = p.a.shape[0], K = p.a.shape[1], N = p.b.shape[0];
+  if (M > INT32_MAX / 2 || N > INT32_MAX / 2 || K > INT32_MAX / 2)
+    return {StatusCode::kUnsupported, "gemm: dimensions beyond 2^30 are not supported by the CUDA kernels"};
+  DeviceGuard guard;
+  DSV4_RETURN_IF_ERROR(guard.enter(p.d.device.index));
+  int sms = 0;
+  DSV4_RETURN_IF_ERROR(sm_count(p.d.device.index, &sms));
+  const int64_t ws_bytes = p.workspace.defined() ? p.workspace.numel() : 0;
+  const gemm_detail::GemmConfig cfg = gemm_detail::choose_gemm_config(M, N, K, f, sms, ws_bytes);
+
+  const bool a_bf16 = f == GemmFormat::kW4A16MXFP4 || f == GemmFormat::kW4A16NVFP4;
+  const bool b_fp4 = f != GemmFormat::kFP8Block;
+  CUtensorMap tm_a, tm_b;
+  if (a_bf16)
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_a, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.a.data, K, M, row_bytes(p.a), 64,
+                                   cfg.bm, CU_TENSOR_MAP_SWIZZLE_128B, "a"));
+  else
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.a.data, K, M, row_bytes(p.a), 128, cfg.bm,
+                                   CU_TENSOR_MAP_SWIZZLE_128B, "a"));
+  if (b_fp4)  // packed bytes, expanded by the consumers: no swizzle needed
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K / 2, N, row_bytes(p.b), 64,
+                                   gemm_detail::kBN, CU_TENSOR_MAP_SWIZZLE_NONE, "b"));
+  else
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K, N, row_bytes(p.b), 128,
+                                   gemm_detail::kBN, CU_TENSOR_MAP_SWIZZLE_128B, "b"));
+
+  gemm_detail::KernelArgs args;
+  args.M = static_cast<int>(M), args.N = static_cast<int>(N), args.K = static_cast<int>(K);
+  args.n_tiles = static_cast<int>(N / gemm_detail::kBN);
+  args.splits = cfg.splits;
+  args.kblocks_per_split = cfg.kblocks_per_split;
+  args.kblocks = static_cast<int>(K / gemm_detail::kBK);
+  const bool mx_a = f == GemmFormat::kW4A8MXFP4 && p.a_scales.shape[1] == K / 32;
+  if (p.a_scales.defined()) {
+    args.a_scales = static_cast<const uint8_t*>(p.a_scales.data);
+    args.as_s0 = p.a_scales.strides[0], args.as_s1 = p.a_scales.strides[1];
+    args.a_scale_f32 = p.a_scales.dtype == DType::F32;
+  }
+  args.b_scales = static_cast<const uint8_t*>(p.b_scales.data);
+  args.bs_s0 = p.b_scales.strides[0], args.bs_s1 = p.b_scales.strides[1];
+  args.b_scale_f32 = p.b_scales.dtype == DType::F32;
+  if (p.b_global_scale.defined()) args.b_global = static_cast<const float*>(p.b_global_scale.data);
+  if (p.bias.defined()) args.bias = static_cast<const __nv_bfloat16*>(p.bias.data);
+  if (p.residual.defined()) {
+    args.residual = static_cast<const __nv_bfloat16*>(p.residual.data);
+    args.res_ld = p.residual.strides[0];
+  }
+  args.d = static_cast<__nv_bfloat16*>(p.d.data);
+  args.d_ld = p.d.strides[0];
+  if (cfg.splits > 1) args.partial = static_cast<float*>(p.workspace.data);
+
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_);
+  switch (f) {
+    case GemmFormat::kFP8Block:
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, tm_a, tm_b, args, cfg.grid, stream));
+      break;
+    case GemmFormat::kW4A8MXFP4:
+      if (mx_a) DSV4_RETURN_IF_ERROR((launch_bm<GemmFormat::kW4A8MXFP4, true>(cfg.bm, tm_a, tm_b, args, cfg.grid, stream)));
+      else DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A8MXFP4>(cfg.bm, tm_a, tm_b, args, cfg.grid, stream));
+      break;
+    case GemmFormat::kW4A16MXFP4:
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16MXFP4>(cfg.bm, tm_a, tm_b, args, cfg.grid, stream));
+      break;
+    case GemmFormat::kW4A16NVFP4:
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16NVFP4>(cfg.bm, tm_a, tm_b, args, cfg.grid, stream));
+      break;
+  }
+  if (cfg.splits > 1) {
+    const int64_t quads = M * N / 4;
+    const int threads = 256;
+    const int blocks = static_cast<int>(std::min<int64_t>((quads + threads - 1) / threads, int64_t(sms) * 8));
+    gemm_detail::splitk_reduce_kernel<<<blocks, threads, 0, stream>>>(args.partial, cfg.splits, args.M, args.N, args.bias,
+                                                                args.residual, args.res_ld, args.d, args.d_ld);
+    DSV4_RETURN_IF_ERROR(launch_status(kOp, "splitk_reduce_kernel"));
+  }
+  return Status::Ok();
+}
+
 }  // namespace dsv4::cuda
