@@ -133,6 +133,28 @@ DSV4_API int dsv4_kv_cache_insert(const dsv4_tensor* kv, const dsv4_tensor* slot
 DSV4_API int dsv4_kv_cache_gather(const dsv4_kv_cache* cache, const dsv4_tensor* indices, const dsv4_tensor* out,
                                   void* stream);
 
+/* dsv4::GemmFormat (include/dsv4/ops/gemm.h) */
+typedef enum dsv4_gemm_format {
+  DSV4_GEMM_FP8_BLOCK = 0,    /* A e4m3 + [M, K/128] scales, B e4m3 + [N/128, K/128] scales */
+  DSV4_GEMM_W4A16_MXFP4 = 1,  /* A bf16, B e2m1 + ue8m0 [N, K/32] */
+  DSV4_GEMM_W4A16_NVFP4 = 2,  /* A bf16, B e2m1 + e4m3 [N, K/16] + f32 global [1] */
+  DSV4_GEMM_W4A8_MXFP4 = 3    /* A e4m3 + [M, K/128] or MXFP8 [M, K/32] scales, B e2m1 + ue8m0 [N, K/32] */
+} dsv4_gemm_format;
+
+/* gemm: d [M, N] bf16 = a [M, K] x b [N, K]^T (+ bias [N]) (+ residual [M, N], may be d itself);
+ * see dsv4::gemm. a_scales: NULL for W4A16. b_global_scale: NVFP4 only. workspace: u8, at least
+ * dsv4_gemm_workspace_size() bytes to enable split-K for small M (optional). */
+DSV4_API int dsv4_gemm(int32_t format, const dsv4_tensor* a, const dsv4_tensor* a_scales /* optional */,
+                       const dsv4_tensor* b, const dsv4_tensor* b_scales,
+                       const dsv4_tensor* b_global_scale /* optional */, const dsv4_tensor* bias /* optional */,
+                       const dsv4_tensor* residual /* optional */, const dsv4_tensor* d,
+                       const dsv4_tensor* workspace /* optional */, void* stream);
+
+/* Workspace bytes dsv4_gemm wants on device (device_type, device_index); 0 on the CPU or when it
+ * does not split; -1 on an unknown format or device_type. */
+DSV4_API int64_t dsv4_gemm_workspace_size(int32_t format, int64_t M, int64_t N, int64_t K, int32_t device_type,
+                                          int32_t device_index);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -11,6 +11,7 @@
 
 #include "backend/backends.h"
 #include "core/validate.h"
+#include "dsv4/ops/gemm.h"
 #include "dsv4/ops/kv_cache.h"
 #include "dsv4/ops/quant.h"
 
@@ -262,6 +263,50 @@ int dsv4_kv_cache_gather(const dsv4_kv_cache* cache, const dsv4_tensor* indices,
     DSV4_RETURN_IF_ERROR(to_view(op, "out", out, false, &p.out));
     return dsv4::kv_cache_gather(p, stream);
   });
+}
+
+static_assert(DSV4_GEMM_FP8_BLOCK == static_cast<int>(dsv4::GemmFormat::kFP8Block));
+static_assert(DSV4_GEMM_W4A16_MXFP4 == static_cast<int>(dsv4::GemmFormat::kW4A16MXFP4));
+static_assert(DSV4_GEMM_W4A16_NVFP4 == static_cast<int>(dsv4::GemmFormat::kW4A16NVFP4));
+static_assert(DSV4_GEMM_W4A8_MXFP4 == static_cast<int>(dsv4::GemmFormat::kW4A8MXFP4));
+
+int dsv4_gemm(int32_t format, const dsv4_tensor* a, const dsv4_tensor* a_scales, const dsv4_tensor* b,
+              const dsv4_tensor* b_scales, const dsv4_tensor* b_global_scale, const dsv4_tensor* bias,
+              const dsv4_tensor* residual, const dsv4_tensor* d, const dsv4_tensor* workspace, void* stream) {
+  constexpr const char* op = "gemm";
+  return guarded(op, [&]() -> dsv4::Status {
+    if (format < DSV4_GEMM_FP8_BLOCK || format > DSV4_GEMM_W4A8_MXFP4)
+      return invalid(op, "argument 'format' is unknown: " + std::to_string(format) + " (expected 0..3)");
+    dsv4::GemmParams p;
+    p.format = static_cast<dsv4::GemmFormat>(format);
+    DSV4_RETURN_IF_ERROR(to_view(op, "a", a, false, &p.a));
+    DSV4_RETURN_IF_ERROR(to_view(op, "a_scales", a_scales, true, &p.a_scales));
+    DSV4_RETURN_IF_ERROR(to_view(op, "b", b, false, &p.b));
+    DSV4_RETURN_IF_ERROR(to_view(op, "b_scales", b_scales, false, &p.b_scales));
+    DSV4_RETURN_IF_ERROR(to_view(op, "b_global_scale", b_global_scale, true, &p.b_global_scale));
+    DSV4_RETURN_IF_ERROR(to_view(op, "bias", bias, true, &p.bias));
+    DSV4_RETURN_IF_ERROR(to_view(op, "residual", residual, true, &p.residual));
+    DSV4_RETURN_IF_ERROR(to_view(op, "d", d, false, &p.d));
+    DSV4_RETURN_IF_ERROR(to_view(op, "workspace", workspace, true, &p.workspace));
+    return dsv4::gemm(p, stream);
+  });
+}
+
+int64_t dsv4_gemm_workspace_size(int32_t format, int64_t M, int64_t N, int64_t K, int32_t device_type,
+                                 int32_t device_index) {
+  try {
+    if (format < DSV4_GEMM_FP8_BLOCK || format > DSV4_GEMM_W4A8_MXFP4 ||
+        (device_type != DSV4_DEVICE_CPU && device_type != DSV4_DEVICE_CUDA) || device_index < 0) {
+      t_last_error = "gemm_workspace_size: unknown format " + std::to_string(format) + " or device " +
+                     std::to_string(device_type) + ":" + std::to_string(device_index);
+      return -1;
+    }
+    t_last_error.clear();
+    return dsv4::gemm_workspace_size(static_cast<dsv4::GemmFormat>(format), M, N, K,
+                                     {static_cast<dsv4::DeviceType>(device_type), device_index});
+  } catch (...) {
+    return -1;
+  }
 }
 
 }  // extern "C"

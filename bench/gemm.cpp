@@ -1,0 +1,383 @@
+// Bench and verify cases for the block-scaled GEMMs (include/dsv4/ops/gemm.h).
+//
+// `dsv4 bench gemm` times every format on the shapes (or --m/--n/--k) next to cuBLASLt bf16
+// and cuBLASLt fp8 (per-tensor scales: the closest vendor GEMM, which does less work than block
+// scaling) on the same shape in the same process. Inputs rotate through copies beyond 3x L2, so
+// weights stream from HBM as they do in serving. `dsv4 verify gemm` compares GPU and CPU reference
+// on exact (bit-for-bit) and random problems.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#if defined(DSV4_HAVE_CUDA)
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#endif
+
+#include "bench_util.h"
+#include "dsv4/ops/gemm.h"
+#include "dsv4/ops/quant.h"
+
+namespace dsv4::bench {
+namespace {
+
+constexpr GemmFormat kFormats[] = {GemmFormat::kFP8Block, GemmFormat::kW4A8MXFP4, GemmFormat::kW4A16MXFP4,
+                                   GemmFormat::kW4A16NVFP4};
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+  return s;
+}
+
+// --formats fp8block,w4a8-mxfp4,... (case-insensitive gemm_format_name), default all.
+std::vector<GemmFormat> formats_from(const Options& o) {
+  const std::string want = o.get("formats", "all");
+  if (want == "all") return {std::begin(kFormats), std::end(kFormats)};
+  std::vector<GemmFormat> out;
+  std::stringstream ss(want);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    bool found = false;
+    for (GemmFormat f : kFormats)
+      if (lower(item) == lower(gemm_format_name(f))) out.push_back(f), found = true;
+    if (!found) throw BenchError("--formats: unknown format '" + item + "' (FP8Block, W4A8-MXFP4, W4A16-MXFP4, W4A16-NVFP4)");
+  }
+  return out;
+}
+
+bool a_bf16(GemmFormat f) { return f == GemmFormat::kW4A16MXFP4 || f == GemmFormat::kW4A16NVFP4; }
+
+// Byte sizes of one problem's operands (row-major, packed), in the layouts of ops/gemm.h.
+struct Sizes {
+  int64_t a, as, b, bs, d;
+  int64_t as_cols, bs_rows, bs_cols;
+};
+Sizes sizes(GemmFormat f, int64_t M, int64_t N, int64_t K) {
+  Sizes s{};
+  s.a = M * K * (a_bf16(f) ? 2 : 1);
+  s.as_cols = a_bf16(f) ? 0 : K / 128;
+  s.as = M * s.as_cols;
+  s.b = f == GemmFormat::kFP8Block ? N * K : N * K / 2;
+  s.bs_rows = f == GemmFormat::kFP8Block ? N / 128 : N;
+  s.bs_cols = f == GemmFormat::kFP8Block ? K / 128 : f == GemmFormat::kW4A16NVFP4 ? K / 16 : K / 32;
+  s.bs = s.bs_rows * s.bs_cols;
+  s.d = M * N * 2;
+  return s;
+}
+
+void check_shape(int64_t M, int64_t N, int64_t K) {
+  if (M < 1 || N < 128 || K < 128 || N % 128 || K % 128)
+    throw BenchError("gemm: --m must be >= 1 and --n, --k positive multiples of 128, got " + std::to_string(M) + "x" +
+                     std::to_string(N) + "x" + std::to_string(K));
+}
+
+#if defined(DSV4_HAVE_CUDA)
+void lt_check(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw BenchError(std::string(what) + ": " + cublasLtGetStatusString(s));
+}
+#define GEMM_LT(call) lt_check((call), #call)
+
+// cuBLASLt D[M, N] bf16 = A[M, K] * B[N, K]^T, i.e. column-major D^T = B^T(op T) * A: the TN layout
+// FP8 cuBLASLt requires. fp8 uses per-tensor scales of 1.
+class LtGemm {
+ public:
+  LtGemm(bool fp8, int64_t M, int64_t N, int64_t K) : ws_(32 << 20), sc_(2 * sizeof(float)) {
+    const float ones[2] = {1.f, 1.f};
+    to_device(sc_.data(), ones, sizeof ones);
+    const cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+    GEMM_LT(cublasLtCreate(&h_));
+    GEMM_LT(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    if (fp8) {
+      const float* sa = sc_.as<float>();
+      const float* sb = sc_.as<float>() + 1;
+      GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
+      GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
+    }
+    GEMM_LT(cublasLtMatrixLayoutCreate(&la_, in, K, N, K));
+    GEMM_LT(cublasLtMatrixLayoutCreate(&lb_, in, K, M, K));
+    GEMM_LT(cublasLtMatrixLayoutCreate(&ld_, CUDA_R_16BF, N, M, N));
+    GEMM_LT(cublasLtMatmulPreferenceCreate(&pref_));
+    const size_t wsb = ws_.size();
+    GEMM_LT(cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+    int found = 0;
+    GEMM_LT(cublasLtMatmulAlgoGetHeuristic(h_, op_, la_, lb_, ld_, ld_, pref_, 1, &heur_, &found));
+    if (found == 0) throw BenchError(std::string("cuBLASLt has no ") + (fp8 ? "fp8" : "bf16") + " algorithm for this shape");
+  }
+  ~LtGemm() {
+    if (pref_) cublasLtMatmulPreferenceDestroy(pref_);
+    if (ld_) cublasLtMatrixLayoutDestroy(ld_);
+    if (lb_) cublasLtMatrixLayoutDestroy(lb_);
+    if (la_) cublasLtMatrixLayoutDestroy(la_);
+    if (op_) cublasLtMatmulDescDestroy(op_);
+    if (h_) cublasLtDestroy(h_);
+  }
+  void run(const void* a, const void* b, void* d) {
+    const float alpha = 1.f, beta = 0.f;
+    GEMM_LT(cublasLtMatmul(h_, op_, &alpha, b, la_, a, lb_, &beta, d, ld_, d, ld_, &heur_.algo, ws_.data(), ws_.size(),
+                           static_cast<cudaStream_t>(stream())));
+  }
+
+ private:
+  DeviceBuffer ws_, sc_;
+  cublasLtHandle_t h_ = nullptr;
+  cublasLtMatmulDesc_t op_ = nullptr;
+  cublasLtMatrixLayout_t la_ = nullptr, lb_ = nullptr, ld_ = nullptr;
+  cublasLtMatmulPreference_t pref_ = nullptr;
+  cublasLtMatmulHeuristicResult_t heur_{};
+};
+
+Result lt_case(bool fp8, int64_t M, int64_t N, int64_t K, const TimerOptions& t) {
+  const int64_t eb = fp8 ? 1 : 2;
+  const int64_t a_bytes = M * K * eb, b_bytes = N * K * eb, set = (a_bytes + b_bytes + 255) / 256 * 256;
+  const int copies = rotation_copies(set);
+  DeviceBuffer in(set * copies), d(M * N * 2);
+  fill_random(in.data(), in.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 77);
+  LtGemm lt(fp8, M, N, K);
+  Result r;
+  r.op = "gemm";
+  r.case_name = fp8 ? "cuBLASLt fp8 (per-tensor)" : "cuBLASLt bf16";
+  r.shape = shape_str({M, N, K});
+  r.flops = 2.0 * M * N * K;
+  r.bytes = static_cast<double>(a_bytes + b_bytes + M * N * 2);
+  r.peak = fp8 ? Peak::kFP8 : Peak::kBF16;
+  const Timing tm = time_gpu(
+      [&](int i) {
+        const uint8_t* base = in.as<uint8_t>() + (i % copies) * set;
+        lt.run(base, base + a_bytes, d.data());
+      },
+      t);
+  record(r, tm, t, false);
+  return r;
+}
+#endif
+
+// The shapes: prefill-sized, and the decode shapes bound by weight bytes.
+std::vector<std::array<int64_t, 3>> shapes_from(const Options& o) {
+  if (o.has("m") || o.has("n") || o.has("k"))
+    return {{o.get_int("m", 4096), o.get_int("n", 4096), o.get_int("k", 7168)}};
+  return {{4096, 4096, 7168}, {128, 4096, 7168}, {16, 4096, 7168}, {1, 4096, 7168}, {1, 7168, 2048}};
+}
+
+void bench_gemm(const Options& o, std::vector<Result>& out) {
+  const auto formats = formats_from(o);
+  const auto shapes = shapes_from(o);
+  const TimerOptions t = timer_options(o);
+  const bool baselines = !o.has("no-baseline");
+  require_gpu();
+  for (const auto& s : shapes) check_shape(s[0], s[1], s[2]);
+  void* st = stream();
+  for (const auto& s : shapes) {
+    const int64_t M = s[0], N = s[1], K = s[2];
+    double lt_fp8_us = 0, lt_bf16_us = 0;
+#if defined(DSV4_HAVE_CUDA)
+    if (baselines) {
+      Result b16 = lt_case(false, M, N, K, t), b8 = lt_case(true, M, N, K, t);
+      lt_bf16_us = b16.median_us, lt_fp8_us = b8.median_us;
+      out.push_back(b16);
+      out.push_back(b8);
+    }
+#endif
+    for (GemmFormat f : formats) {
+      const Sizes z = sizes(f, M, N, K);
+      const int64_t set = (z.a + 255) / 256 * 256 + (z.as + 255) / 256 * 256 + (z.b + 255) / 256 * 256 +
+                          (z.bs + 255) / 256 * 256;
+      const int copies = rotation_copies(set);
+      DeviceBuffer in(set * copies), d(z.d), g(16);
+      const float one = 1.f;
+      to_device(g.data(), &one, 4);
+      // Each copy: A | A scales | B | B scales, every piece 256-byte aligned.
+      const int64_t off_as = (z.a + 255) / 256 * 256, off_b = off_as + (z.as + 255) / 256 * 256,
+                    off_bs = off_b + (z.b + 255) / 256 * 256;
+      for (int c = 0; c < copies; ++c) {
+        uint8_t* base = in.as<uint8_t>() + c * set;
+        fill_random(base, z.a, a_bf16(f) ? Fill::kBF16 : Fill::kE4M3, 100 + c);
+        if (z.as) fill_random(base + off_as, z.as, Fill::kUE8M0, 200 + c);
+        fill_random(base + off_b, z.b, f == GemmFormat::kFP8Block ? Fill::kE4M3 : Fill::kBytes, 300 + c);
+        fill_random(base + off_bs, z.bs, f == GemmFormat::kW4A16NVFP4 ? Fill::kE4M3 : Fill::kUE8M0, 400 + c);
+      }
+      const int64_t ws_bytes = gemm_workspace_size(f, M, N, K, Device::cuda(0));
+      DeviceBuffer ws(std::max<int64_t>(ws_bytes, 16));
+      auto params = [&](int i) {
+        uint8_t* base = in.as<uint8_t>() + (i % copies) * set;
+        GemmParams p;
+        p.format = f;
+        p.a = view(base, a_bf16(f) ? DType::BF16 : DType::E4M3, {M, K}, true);
+        if (z.as) p.a_scales = view(base + off_as, DType::UE8M0, {M, z.as_cols}, true);
+        p.b = view(base + off_b, f == GemmFormat::kFP8Block ? DType::E4M3 : DType::E2M1, {N, K}, true);
+        p.b_scales = view(base + off_bs, f == GemmFormat::kW4A16NVFP4 ? DType::E4M3 : DType::UE8M0,
+                          {z.bs_rows, z.bs_cols}, true);
+        if (f == GemmFormat::kW4A16NVFP4) p.b_global_scale = view(g.data(), DType::F32, {1}, true);
+        p.d = view(d.data(), DType::BF16, {M, N}, true);
+        if (ws_bytes > 0) p.workspace = view(ws.data(), DType::U8, {ws_bytes}, true);
+        return p;
+      };
+      Result r;
+      r.op = "gemm";
+      r.case_name = gemm_format_name(f);
+      r.shape = shape_str({M, N, K});
+      r.flops = 2.0 * M * N * K;
+      r.bytes = static_cast<double>(z.a + z.as + z.b + z.bs + z.d);
+      r.peak = a_bf16(f) ? Peak::kBF16 : Peak::kFP8;
+      if (baselines) {
+        r.baseline = a_bf16(f) ? "cuBLASLt bf16" : "cuBLASLt fp8";
+        r.baseline_us = a_bf16(f) ? lt_bf16_us : lt_fp8_us;
+      }
+      r.note = ws_bytes > 0 ? "split-K" : "";
+      const Timing tm = time_gpu([&](int i) { check_ok(gemm(params(i), st), r.case_name); }, t);
+      record(r, tm, t, false);
+      out.push_back(r);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify: the GPU against the CPU reference on an exact problem (integers, power-of-two scales:
+// bit for bit) and on a random one quantized like the model (within one bf16 ulp + slack).
+
+struct HostProblem {
+  GemmFormat f;
+  int64_t M, N, K;
+  std::vector<uint8_t> a, as, b, bs;
+  float g = 1.f;
+};
+
+HostProblem make_problem(GemmFormat f, int64_t M, int64_t N, int64_t K, bool exact, std::mt19937_64& rng) {
+  HostProblem h{f, M, N, K, {}, {}, {}, {}, 1.f};
+  const Sizes z = sizes(f, M, N, K);
+  h.a.resize(z.a), h.as.resize(z.as), h.b.resize(z.b), h.bs.resize(z.bs);
+  if (exact) {
+    std::uniform_int_distribution<int> iv(-4, 4), se(-2, 2), bse(0, 1), code(0, 255);
+    for (int64_t i = 0; i < M * K; ++i) {
+      if (a_bf16(f)) {
+        const uint16_t v = num::bf16_from_float(float(iv(rng)));
+        std::memcpy(&h.a[2 * i], &v, 2);
+      } else {
+        h.a[i] = num::e4m3_from_float(float(iv(rng)));
+      }
+    }
+    for (auto& s : h.as) s = static_cast<uint8_t>(127 + se(rng));
+    if (f == GemmFormat::kFP8Block) {
+      for (auto& v : h.b) v = num::e4m3_from_float(float(iv(rng)));
+    } else {
+      for (auto& v : h.b) v = static_cast<uint8_t>(code(rng));
+    }
+    for (auto& s : h.bs) {
+      if (f == GemmFormat::kW4A16NVFP4) s = num::e4m3_from_float(std::ldexp(1.f + 0.125f * (code(rng) & 7), se(rng)));
+      else s = static_cast<uint8_t>(127 + (f == GemmFormat::kW4A8MXFP4 ? bse(rng) : se(rng)));
+    }
+    h.g = 0.5f;
+    return h;
+  }
+  std::vector<uint16_t> x = host_random_bf16(rng, M * K), w = host_random_bf16(rng, N * K);
+  if (a_bf16(f)) {
+    std::memcpy(h.a.data(), x.data(), z.a);
+  } else {
+    QuantizeParams q;
+    q.format = QuantFormat::kFP8_1x128;
+    q.x = view(x.data(), DType::BF16, {M, K}, false);
+    q.q = view(h.a.data(), DType::E4M3, {M, K}, false);
+    q.scales = view(h.as.data(), DType::UE8M0, {M, z.as_cols}, false);
+    check_ok(quantize(q), "CPU quantize A");
+  }
+  QuantizeParams q;
+  q.format = f == GemmFormat::kFP8Block ? QuantFormat::kFP8_128x128
+             : f == GemmFormat::kW4A16NVFP4 ? QuantFormat::kNVFP4
+                                            : QuantFormat::kMXFP4;
+  q.x = view(w.data(), DType::BF16, {N, K}, false);
+  q.q = view(h.b.data(), f == GemmFormat::kFP8Block ? DType::E4M3 : DType::E2M1, {N, K}, false);
+  q.scales = view(h.bs.data(), f == GemmFormat::kW4A16NVFP4 ? DType::E4M3 : DType::UE8M0, {z.bs_rows, z.bs_cols}, false);
+  if (f == GemmFormat::kW4A16NVFP4) {
+    q.global_scale = view(&h.g, DType::F32, {1}, false);
+    q.compute_global_scale = true;
+  }
+  check_ok(quantize(q), "CPU quantize B");
+  return h;
+}
+
+GemmParams problem_params(const HostProblem& h, void* a, void* as, void* b, void* bs, void* g, void* d, bool gpu) {
+  const Sizes z = sizes(h.f, h.M, h.N, h.K);
+  GemmParams p;
+  p.format = h.f;
+  p.a = view(a, a_bf16(h.f) ? DType::BF16 : DType::E4M3, {h.M, h.K}, gpu);
+  if (z.as) p.a_scales = view(as, DType::UE8M0, {h.M, z.as_cols}, gpu);
+  p.b = view(b, h.f == GemmFormat::kFP8Block ? DType::E4M3 : DType::E2M1, {h.N, h.K}, gpu);
+  p.b_scales = view(bs, h.f == GemmFormat::kW4A16NVFP4 ? DType::E4M3 : DType::UE8M0, {z.bs_rows, z.bs_cols}, gpu);
+  if (h.f == GemmFormat::kW4A16NVFP4) p.b_global_scale = view(g, DType::F32, {1}, gpu);
+  p.d = view(d, DType::BF16, {h.M, h.N}, gpu);
+  return p;
+}
+
+void verify_gemm(const Options& o, std::vector<VerifyReport>& out) {
+  std::string why;
+  const bool gpu_ok = gpu_usable(&why);
+  const int64_t M = o.get_int("m", 129), N = o.get_int("n", 512), K = o.get_int("k", 1024);
+  const auto formats = formats_from(o);
+  const uint64_t seed = seed_from(o);
+  check_shape(M, N, K);
+  std::printf("verify gemm: %lldx%lldx%lld, seed %llu (replay with --seed %llu)%s%s\n", (long long)M, (long long)N,
+              (long long)K, (unsigned long long)seed, (unsigned long long)seed, gpu_ok ? "" : "; GPU part skipped: ",
+              why.c_str());
+  std::mt19937_64 rng(seed);
+  for (GemmFormat f : formats)
+    for (bool exact : {true, false}) {
+      VerifyReport rep;
+      rep.op = "gemm";
+      rep.case_name = std::string(gemm_format_name(f)) + (exact ? " exact" : " random");
+      rep.shape = shape_str({M, N, K});
+      HostProblem h = make_problem(f, M, N, K, exact, rng);
+      std::vector<uint16_t> want(M * N, 0x7FC0);
+      check_ok(gemm(problem_params(h, h.a.data(), h.as.data(), h.b.data(), h.bs.data(), &h.g, want.data(), false)),
+               "CPU gemm");
+      rep.pass = true;
+      if (!gpu_ok) {
+        rep.detail = "CPU reference only; GPU part skipped";
+        out.push_back(rep);
+        continue;
+      }
+      rep.gpu_ran = true;
+      const Sizes z = sizes(f, M, N, K);
+      DeviceBuffer a(z.a), as(std::max<int64_t>(z.as, 16)), b(z.b), bs(z.bs), g(16), d(z.d);
+      to_device(a.data(), h.a.data(), z.a);
+      if (z.as) to_device(as.data(), h.as.data(), z.as);
+      to_device(b.data(), h.b.data(), z.b);
+      to_device(bs.data(), h.bs.data(), z.bs);
+      to_device(g.data(), &h.g, 4);
+      fill_bytes(d.data(), 0xFF, z.d);  // NaN poison
+      const int64_t ws_bytes = gemm_workspace_size(f, M, N, K, Device::cuda(0));
+      DeviceBuffer ws(std::max<int64_t>(ws_bytes, 16));
+      GemmParams p = problem_params(h, a.data(), as.data(), b.data(), bs.data(), g.data(), d.data(), true);
+      if (ws_bytes > 0) p.workspace = view(ws.data(), DType::U8, {ws_bytes}, true);
+      check_ok(gemm(p, stream()), "GPU gemm");
+      std::vector<uint16_t> got(M * N);
+      to_host(got.data(), d.data(), z.d);
+      double amax = 0;
+      for (uint16_t w : want) amax = std::max(amax, std::fabs(double(num::bf16_to_float(w))));
+      int64_t bad = 0;
+      for (int64_t i = 0; i < M * N; ++i) {
+        const double gv = num::bf16_to_float(got[i]), wv = num::bf16_to_float(want[i]);
+        const double e = std::fabs(gv - wv);
+        const double tol = exact ? 0.0 : std::ldexp(std::fabs(wv), -7) + std::ldexp(amax, -12);
+        if (!(e <= tol)) ++bad;
+        if (std::isfinite(e)) rep.max_abs_err = std::max(rep.max_abs_err, e);
+        else rep.max_abs_err = INFINITY;
+      }
+      rep.mismatches = bad;
+      rep.pass = bad == 0;
+      std::ostringstream det;
+      det << bad << "/" << M * N << " elements " << (exact ? "differ from the reference bits" : "beyond 1 bf16 ulp + 2^-12 amax")
+          << (ws_bytes > 0 ? " (split-K)" : "");
+      rep.detail = det.str();
+      out.push_back(rep);
+    }
+}
+
+DSV4_BENCH_CASE("gemm", bench_gemm);
+DSV4_VERIFY_CASE("gemm", verify_gemm);
+
+}  // namespace
+}  // namespace dsv4::bench
