@@ -69,16 +69,13 @@ __device__ __forceinline__ float e2m1_to_float(uint32_t nibble) {
   return __uint_as_float(bits) * 0x1p126f;
 }
 
-// The output side of every dequantizer: NaN results are written as the one canonical quiet NaN
-// (f32 0x7FC00000, bf16 0x7FC0) so results do not depend on which operand's NaN payload the
-// hardware propagates.
-__device__ __forceinline__ float canonical_nan(float v) {
-  return num::is_nan(v) ? __uint_as_float(0x7FC00000u) : v;
-}
-// Two f32 to a bf16 pair (low half first), round to nearest even, NaN canonical.
-__device__ __forceinline__ uint32_t bf16x2_bits(float lo, float hi) {
-  return static_cast<uint32_t>(num::bf16_from_float(canonical_nan(lo))) |
-         (static_cast<uint32_t>(num::bf16_from_float(canonical_nan(hi))) << 16);
+// Two f32 to a bf16 pair (low half first), round to nearest even: the hardware conversion, equal
+// to num::bf16_from_float for every non-NaN value (subnormals kept). A NaN comes out as some bf16
+// NaN: dsv4 outputs promise NaN there, not a payload.
+__device__ __forceinline__ uint32_t bf16x2_rn(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %2, %1;" : "=r"(r) : "f"(lo), "f"(hi));
+  return r;
 }
 
 // Magnitude bits of the two bf16 in a packed word, widened to f32 bit patterns: comparing these
@@ -86,6 +83,28 @@ __device__ __forceinline__ uint32_t bf16x2_bits(float lo, float hi) {
 __device__ __forceinline__ uint32_t bf16x2_absmax_bits(uint32_t w) {
   const uint32_t lo = (w << 16) & 0x7FFF0000u, hi = w & 0x7FFF0000u;
   return max(lo, hi);
+}
+
+// Running max of bf16 magnitudes, two 16-bit lanes at a time (one sm_90 instruction per word):
+// acc = max(acc, |w|) lane-wise, as unsigned 16-bit integers (NaN above inf, as above).
+__device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("max.u16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ uint32_t bf16x2_absmax_acc(uint32_t acc, uint32_t w) {
+  return max_u16x2(acc, w & 0x7FFF7FFFu);
+}
+// The same over finite values only: a lane holding inf/NaN (magnitude >= 0x7F80) counts as 0.
+// Adding 0x80 carries into the lane's bit 15 exactly for those magnitudes.
+__device__ __forceinline__ uint32_t bf16x2_finite_absmax_acc(uint32_t acc, uint32_t w) {
+  const uint32_t mag = w & 0x7FFF7FFFu;
+  const uint32_t non_finite = ((mag + 0x00800080u) & 0x80008000u) >> 15;  // 1 in each such lane
+  return max_u16x2(acc, mag & ~(non_finite * 0xFFFFu));
+}
+// The two lanes of an accumulator as one f32 magnitude bit pattern.
+__device__ __forceinline__ uint32_t bf16x2_acc_to_f32_bits(uint32_t acc) {
+  return max(acc << 16, acc & 0xFFFF0000u);
 }
 
 }  // namespace dsv4::cuda::dev

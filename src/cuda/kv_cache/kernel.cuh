@@ -1,10 +1,12 @@
 // FP8 KV-cache kernels (include/dsv4/ops/kv_cache.h, spec 3.5/3.6). Numerics follow the CPU
 // reference (src/cpu/kv_cache.cpp) bit for bit: same f32 operations, software scale rules, and the
-// hardware e4m3 conversion only on non-NaN values, where it equals num::e4m3_from_float.
+// hardware e4m3 / bf16 conversions only on non-NaN values, where they equal the num:: codecs (a
+// NaN output is some NaN; the payload is not part of the contract).
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/common/vec.cuh"
 #include "cuda/kv_cache/config.h"
@@ -50,8 +52,8 @@ __device__ __forceinline__ void unpack_bf16x8(const uint4& v, float* f) {
   }
 }
 __device__ __forceinline__ uint32_t absmax_bf16x8(const uint4& v) {
-  return max(max(dev::bf16x2_absmax_bits(v.x), dev::bf16x2_absmax_bits(v.y)),
-             max(dev::bf16x2_absmax_bits(v.z), dev::bf16x2_absmax_bits(v.w)));
+  const uint32_t acc = dev::bf16x2_absmax_acc(dev::bf16x2_absmax_acc(v.x & 0x7FFF7FFFu, v.y), v.z);
+  return dev::bf16x2_acc_to_f32_bits(dev::bf16x2_absmax_acc(acc, v.w));
 }
 // e4m3 codes of 8 values times (kDivide ? 1/s : s), exact f32 operations as the reference.
 template <bool kDivide>
@@ -159,16 +161,14 @@ __device__ __forceinline__ void store_chunk(uint8_t* row, int chunk, const float
 template <>
 __device__ __forceinline__ void store_chunk<float>(uint8_t* row, int chunk, const float* y) {
   uint8_t* p = row + chunk * 32;
-  dev::st16(p, make_uint4(__float_as_uint(dev::canonical_nan(y[0])), __float_as_uint(dev::canonical_nan(y[1])),
-                          __float_as_uint(dev::canonical_nan(y[2])), __float_as_uint(dev::canonical_nan(y[3]))));
-  dev::st16(p + 16, make_uint4(__float_as_uint(dev::canonical_nan(y[4])), __float_as_uint(dev::canonical_nan(y[5])),
-                               __float_as_uint(dev::canonical_nan(y[6])), __float_as_uint(dev::canonical_nan(y[7]))));
+  dev::st16(p, make_uint4(__float_as_uint(y[0]), __float_as_uint(y[1]), __float_as_uint(y[2]), __float_as_uint(y[3])));
+  dev::st16(p + 16, make_uint4(__float_as_uint(y[4]), __float_as_uint(y[5]), __float_as_uint(y[6]), __float_as_uint(y[7])));
 }
 struct Bf16 {};
 template <>
 __device__ __forceinline__ void store_chunk<Bf16>(uint8_t* row, int chunk, const float* y) {
-  dev::st16(row + chunk * 16, make_uint4(dev::bf16x2_bits(y[0], y[1]), dev::bf16x2_bits(y[2], y[3]),
-                                         dev::bf16x2_bits(y[4], y[5]), dev::bf16x2_bits(y[6], y[7])));
+  dev::st16(row + chunk * 16, make_uint4(dev::bf16x2_rn(y[0], y[1]), dev::bf16x2_rn(y[2], y[3]),
+                                         dev::bf16x2_rn(y[4], y[5]), dev::bf16x2_rn(y[6], y[7])));
 }
 // Eight bf16 rope values, written as the reference does: bf16 -> f32 exactly, then f32 out as is,
 // or back to bf16 (identical bits, except that a signalling NaN comes back quiet).
@@ -190,13 +190,18 @@ template <>
 __device__ __forceinline__ void store_rope_chunk<Bf16>(uint8_t* row, int chunk, const uint4& v) {
   dev::st16(row + chunk * 16, make_uint4(quiet_bf16x2(v.x), quiet_bf16x2(v.y), quiet_bf16x2(v.z), quiet_bf16x2(v.w)));
 }
+// A whole row of one value: +0, or the quiet NaN (f32 0x7FC00000, bf16 0x7FC0), bits written directly.
 template <class O>
-__device__ __forceinline__ void fill_row(uint8_t* row, int lane, float value) {
-  float y[8];
+__device__ __forceinline__ void fill_row(uint8_t* row, int lane, bool nan) {
+  const uint32_t w = std::is_same_v<O, float> ? (nan ? 0x7FC00000u : 0u) : (nan ? 0x7FC07FC0u : 0u);
+  const uint4 v = make_uint4(w, w, w, w);
+  constexpr int kChunkBytes = std::is_same_v<O, float> ? 32 : 16;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) y[i] = value;
-  store_chunk<O>(row, lane, y);
-  store_chunk<O>(row, 32 + lane, y);
+  for (int half = 0; half < 2; ++half) {
+    uint8_t* p = row + (half * 32 + lane) * kChunkBytes;
+    dev::st16(p, v);
+    if constexpr (kChunkBytes == 32) dev::st16(p + 16, v);
+  }
 }
 
 __device__ __forceinline__ void decode_e4m3x8(const uint2& c, float s, float* y) {
@@ -213,11 +218,11 @@ __device__ __forceinline__ void decode_e4m3x8(const uint2& c, float s, float* y)
 template <class O>
 __device__ __forceinline__ bool gather_special_row(const GatherArgs& a, int64_t slot, uint8_t* out_row, int lane) {
   if (slot == -1) {
-    fill_row<O>(out_row, lane, 0.0f);
+    fill_row<O>(out_row, lane, false);
     return true;
   }
   if (slot < 0 || slot >= a.cache.num_slots) {
-    fill_row<O>(out_row, lane, __uint_as_float(0x7FC00000u));
+    fill_row<O>(out_row, lane, true);
     return true;
   }
   return false;

@@ -22,17 +22,19 @@ constexpr int block_k(Kind k) {
 }
 constexpr bool is_fp4(Kind k) { return k == Kind::kMXFP4 || k == Kind::kNVFP4; }
 
-// The streaming kernels: 256 threads a CTA, each thread keeps kUnroll independent 16-byte chunks in
-// flight per loop trip, and the grid covers the device a few CTAs deep per SM (grid-stride loop).
+// The streaming kernels: 256 threads a CTA, each thread keeps several independent 16-byte chunks in
+// flight per loop trip (quantize: 8 loads of the wide input; dequantize: 4 narrow code loads, its
+// traffic is mostly stores), and the grid covers the device a few CTAs deep per SM (grid-stride).
 inline constexpr int kThreads = 256;
-inline constexpr int kUnroll = 4;
+inline constexpr int kQuantUnroll = 8;
+inline constexpr int kDequantUnroll = 4;
 inline constexpr int kCtasPerSm = 8;
 // One launch indexes chunks with 32 bits (with headroom for the unrolled stride); bigger tensors
 // are cut into row slices, each its own launch.
 inline constexpr int64_t kMaxChunksPerLaunch = int64_t{1} << 30;
 
-inline int grid_for(int64_t chunks, int sm_count) {
-  const int64_t per_cta = int64_t{kThreads} * kUnroll;
+inline int grid_for(int64_t chunks, int unroll, int sm_count) {
+  const int64_t per_cta = int64_t{kThreads} * unroll;
   const int64_t need = (chunks + per_cta - 1) / per_cta;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(need, int64_t{sm_count} * kCtasPerSm)));
 }

@@ -1,13 +1,15 @@
 // Quantization kernels (include/dsv4/ops/quant.h). All are memory-bound streams: 16-byte loads,
 // several in flight per thread, coalesced stores, no shared-memory round trips except the one
 // CTA-wide amax of an FP8_128x128 block. Numerics follow the CPU reference bit for bit: the same
-// f32 operations in the same order, the software codecs of dsv4/numerics.h, and the hardware e4m3
-// conversion only where it provably equals the software one (see dev::e4m3x2).
+// f32 operations in the same order, the codecs of dsv4/numerics.h or forms proven equal to them
+// (fast::e2m1_code, tested against num:: over whole binades; the hardware e4m3 and bf16 conversions
+// on non-NaN values). A NaN output is some NaN: its payload is not part of the contract.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "cuda/common/fast_codecs.h"
 #include "cuda/common/fast_div.h"
 #include "cuda/common/vec.cuh"
 #include "cuda/quant/config.h"
@@ -63,31 +65,25 @@ struct Wide<Bf16> {
     }
   }
   __device__ __forceinline__ static uint32_t absmax_bits(const uint4& v) {
-    return max(max(dev::bf16x2_absmax_bits(v.x), dev::bf16x2_absmax_bits(v.y)),
-               max(dev::bf16x2_absmax_bits(v.z), dev::bf16x2_absmax_bits(v.w)));
+    uint32_t acc = dev::bf16x2_absmax_acc(dev::bf16x2_absmax_acc(v.x & 0x7FFF7FFFu, v.y), v.z);
+    return dev::bf16x2_acc_to_f32_bits(dev::bf16x2_absmax_acc(acc, v.w));
   }
   __device__ __forceinline__ static uint32_t finite_absmax_bits(const uint4& v) {
-    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-    uint32_t m = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t lo = (w[i] << 16) & 0x7FFF0000u, hi = w[i] & 0x7FFF0000u;
-      m = lo < kInfBits ? max(m, lo) : m;
-      m = hi < kInfBits ? max(m, hi) : m;
-    }
-    return m;
+    uint32_t acc = dev::bf16x2_finite_absmax_acc(dev::bf16x2_finite_absmax_acc(0, v.x), v.y);
+    acc = dev::bf16x2_finite_absmax_acc(dev::bf16x2_finite_absmax_acc(acc, v.z), v.w);
+    return dev::bf16x2_acc_to_f32_bits(acc);
   }
 };
 
 // ---------------------------------------------------------------------------------------------
-// Encoders for one chunk's E values. `finite` false zeroes the codes (a non-finite block).
+// Encoders for one chunk's E values (callers skip them for a non-finite block, whose codes are 0).
 
 // e2m1 codes of f[i] * mul (ue8m0 scales: the multiply by 2^-e is exact), element 0 low nibble.
 template <int E>
 __device__ __forceinline__ uint32_t e2m1_codes_mul(const float* f, float mul) {
   uint32_t c = 0;
 #pragma unroll
-  for (int i = 0; i < E; ++i) c |= static_cast<uint32_t>(num::e2m1_from_float(f[i] * mul)) << (4 * i);
+  for (int i = 0; i < E; ++i) c |= fast::e2m1_code(f[i] * mul) << (4 * i);
   return c;
 }
 // e2m1 codes of f[i] / d (NVFP4: IEEE division, as the reference).
@@ -95,7 +91,7 @@ template <int E>
 __device__ __forceinline__ uint32_t e2m1_codes_div(const float* f, float d) {
   uint32_t c = 0;
 #pragma unroll
-  for (int i = 0; i < E; ++i) c |= static_cast<uint32_t>(num::e2m1_from_float(f[i] / d)) << (4 * i);
+  for (int i = 0; i < E; ++i) c |= fast::e2m1_code(f[i] / d) << (4 * i);
   return c;
 }
 // e4m3 codes, 4 a word, element 0 in the lowest byte. kDivide: f / s (f32 scales), else f * s.
@@ -197,18 +193,18 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(RowArgs a) {
   const bool leader = (threadIdx.x & (kLanes - 1)) == 0;
 
   // The trip condition is uniform across the warp: shuffles below need every lane.
-  for (uint32_t it = 0; it + (tid & ~31u) < a.chunks; it += stride * kUnroll) {
-    uint4 v[kUnroll];
-    uint32_t row[kUnroll], col[kUnroll];
+  for (uint32_t it = 0; it + (tid & ~31u) < a.chunks; it += stride * kQuantUnroll) {
+    uint4 v[kQuantUnroll];
+    uint32_t row[kQuantUnroll], col[kQuantUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < kQuantUnroll; ++u) {
       const uint32_t c = it + u * stride + tid;
       row[u] = a.chunks_per_row.div(c);
       col[u] = c - row[u] * a.chunks_per_row.divisor;
       v[u] = c < a.chunks ? dev::ld_stream16(a.x + row[u] * a.x_row_bytes + col[u] * 16u) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < kQuantUnroll; ++u) {
       const bool ok = it + u * stride + tid < a.chunks;
       uint32_t m = W::absmax_bits(v[u]);
       if constexpr (kLanes == 32) {
@@ -301,17 +297,17 @@ __global__ void __launch_bounds__(kThreads) finite_amax_kernel(RowArgs a, uint32
   const uint32_t tid = blockIdx.x * kThreads + threadIdx.x;
   const uint32_t stride = gridDim.x * kThreads;
   uint32_t m = 0;
-  for (uint32_t it = 0; it + (tid & ~31u) < a.chunks; it += stride * kUnroll) {
-    uint4 v[kUnroll];
+  for (uint32_t it = 0; it + (tid & ~31u) < a.chunks; it += stride * kQuantUnroll) {
+    uint4 v[kQuantUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < kQuantUnroll; ++u) {
       const uint32_t c = it + u * stride + tid;
       const uint32_t row = a.chunks_per_row.div(c);
       const uint32_t col = c - row * a.chunks_per_row.divisor;
       v[u] = c < a.chunks ? dev::ld_stream16(a.x + row * a.x_row_bytes + col * 16u) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) m = max(m, W::finite_absmax_bits(v[u]));
+    for (int u = 0; u < kQuantUnroll; ++u) m = max(m, W::finite_absmax_bits(v[u]));
   }
   m = __reduce_max_sync(kFullMask, m);
   if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x / 32] = m;
@@ -350,16 +346,15 @@ template <>
 struct Out<float> {
   static constexpr int kElems = 4;
   __device__ __forceinline__ static uint4 pack(const float* y) {
-    return make_uint4(__float_as_uint(dev::canonical_nan(y[0])), __float_as_uint(dev::canonical_nan(y[1])),
-                      __float_as_uint(dev::canonical_nan(y[2])), __float_as_uint(dev::canonical_nan(y[3])));
+    return make_uint4(__float_as_uint(y[0]), __float_as_uint(y[1]), __float_as_uint(y[2]), __float_as_uint(y[3]));
   }
 };
 template <>
 struct Out<Bf16> {
   static constexpr int kElems = 8;
   __device__ __forceinline__ static uint4 pack(const float* y) {
-    return make_uint4(dev::bf16x2_bits(y[0], y[1]), dev::bf16x2_bits(y[2], y[3]), dev::bf16x2_bits(y[4], y[5]),
-                      dev::bf16x2_bits(y[6], y[7]));
+    return make_uint4(dev::bf16x2_rn(y[0], y[1]), dev::bf16x2_rn(y[2], y[3]), dev::bf16x2_rn(y[4], y[5]),
+                      dev::bf16x2_rn(y[6], y[7]));
   }
 };
 
@@ -390,12 +385,12 @@ __global__ void __launch_bounds__(kThreads) dequantize_rows_kernel(DequantArgs a
   if constexpr (K == Kind::kNVFP4) g = *a.global_scale;
   const uint32_t tid = blockIdx.x * kThreads + threadIdx.x;
   const uint32_t stride = gridDim.x * kThreads;
-  for (uint32_t it = 0; it < a.units; it += stride * kUnroll) {
-    uint2 codes[kUnroll] = {};
-    float s[kUnroll] = {};
-    uint32_t row[kUnroll], col[kUnroll];
+  for (uint32_t it = 0; it < a.units; it += stride * kDequantUnroll) {
+    uint2 codes[kDequantUnroll] = {};
+    float s[kDequantUnroll] = {};
+    uint32_t row[kDequantUnroll], col[kDequantUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < kDequantUnroll; ++u) {
       const uint32_t c = it + u * stride + tid;
       row[u] = a.units_per_row.div(c);
       col[u] = c - row[u] * a.units_per_row.divisor;
@@ -406,7 +401,7 @@ __global__ void __launch_bounds__(kThreads) dequantize_rows_kernel(DequantArgs a
       }
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < kDequantUnroll; ++u) {
       if (it + u * stride + tid >= a.units) continue;
       float y[E];
       if constexpr (kFp4) {

@@ -88,7 +88,8 @@ Status compute_nvfp4_global(const QuantizeParams& p, cudaStream_t stream, int sm
       a.x_row_bytes = x_row;
       a.chunks = static_cast<uint32_t>(rows * cpr);
       a.chunks_per_row = FastDiv(static_cast<uint32_t>(cpr));
-      kernel<<<quant::grid_for(rows * cpr, sms), quant::kThreads, 0, stream>>>(a, reinterpret_cast<uint32_t*>(g));
+      kernel<<<quant::grid_for(rows * cpr, quant::kQuantUnroll, sms), quant::kThreads, 0, stream>>>(
+          a, reinterpret_cast<uint32_t*>(g));
       return launch_status(op, "finite_amax_kernel");
     }));
   }
@@ -150,7 +151,7 @@ Status quantize(const QuantizeParams& p, Stream s) {
     a.global_scale = p.format == QuantFormat::kNVFP4 ? p.global_scale.ptr<const float>() : nullptr;
     a.chunks = static_cast<uint32_t>(rows * cpr);
     a.chunks_per_row = FastDiv(static_cast<uint32_t>(cpr));
-    kernel<<<quant::grid_for(rows * cpr, sms), quant::kThreads, 0, stream>>>(a);
+    kernel<<<quant::grid_for(rows * cpr, quant::kQuantUnroll, sms), quant::kThreads, 0, stream>>>(a);
     return launch_status(op, "quantize_rows_kernel");
   });
 }
@@ -186,7 +187,7 @@ Status dequantize(const DequantizeParams& p, Stream s) {
     a.units = static_cast<uint32_t>(rows * upr);
     a.units_per_row = FastDiv(static_cast<uint32_t>(upr));
     a.row_shift = row_shift;
-    kernel<<<quant::grid_for(rows * upr, sms), quant::kThreads, 0, stream>>>(a);
+    kernel<<<quant::grid_for(rows * upr, quant::kDequantUnroll, sms), quant::kThreads, 0, stream>>>(a);
     return launch_status(op, "dequantize_rows_kernel");
   });
 }
