@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/backends.h"
+#include "backend/sparse_decode.h"
 #include "common/sparse_decode_util.h"
 #include "dsv4/ops/sparse_decode.h"
 
@@ -289,17 +290,24 @@ void compare(const Problem& pr, const Reference& ref, const std::vector<uint16_t
               what.c_str(), static_cast<long long>(rows), static_cast<long long>(empty_rows), worst, rel_l2);
 }
 
+// Head blocks of more than 32 heads run on the wgmma kernel; they are also checked on the mma.sync
+// kernel so that both stay correct.
 void run_case(const Case& c) {
   const std::string what = describe_case(c);
   Problem pr(c);
   pr.upload();
   const Reference ref = run_reference(pr);
-  SparseDecodeParams p = pr.device_params();
-  const Status s = sparse_decode(p);
-  ASSERT_TRUE(s.ok()) << what << ": " << s.message();
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
-  const int64_t rows = c.B * c.S * c.H;
-  compare(pr, ref, pr.d_out->download<uint16_t>(rows * kKVDim), pr.d_lse->download<float>(rows), what);
+  for (int variant = 0; variant < (c.H > 32 ? 2 : 1); ++variant) {
+    cuda::sparse_decode_force_mma_sync(variant == 1);
+    SparseDecodeParams p = pr.device_params();
+    const Status s = sparse_decode(p);
+    cuda::sparse_decode_force_mma_sync(false);
+    ASSERT_TRUE(s.ok()) << what << ": " << s.message();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
+    const int64_t rows = c.B * c.S * c.H;
+    compare(pr, ref, pr.d_out->download<uint16_t>(rows * kKVDim), pr.d_lse->download<float>(rows),
+            what + (c.H > 32 ? (variant ? " [mma.sync]" : " [wgmma]") : ""));
+  }
 }
 
 constexpr KVLayout M1 = KVLayout::kModel1, PT = KVLayout::kPerTokenScale;
@@ -481,6 +489,8 @@ TEST(SparseDecodeCuda, DISABLED_Timing) {
     const int64_t ws = sparse_decode_workspace_size(p);
     DevBuf dws(static_cast<size_t>(ws));
     if (ws) p.workspace = make_tensor(dws.p, DType::U8, {ws}, dev);
+    for (int variant = 0; variant < (sh.H > 32 ? 2 : 1); ++variant) {
+    cuda::sparse_decode_force_mma_sync(variant == 1);
     for (int i = 0; i < 3; ++i) ASSERT_TRUE(sparse_decode(p).ok());
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0);
@@ -495,11 +505,13 @@ TEST(SparseDecodeCuda, DISABLED_Timing) {
     const double us = ms * 1e3 / iters;
     const double flops = 4.0 * sh.H * sh.S * K * 512 * sh.B;
     const double bytes = static_cast<double>(sh.B * sh.S * K) * 584;
-    std::printf("[timing] %-12s B=%lld s_q=%lld H=%lld keys=%lld: %8.1f us  %6.1f TFLOP/s  %6.0f GB/s (keys)\n",
-                sh.name, (long long)sh.B, (long long)sh.S, (long long)sh.H, (long long)K, us, flops / us * 1e-6,
-                bytes / us * 1e-3);
+    std::printf("[timing] %-12s%s B=%lld s_q=%lld H=%lld keys=%lld: %8.1f us  %6.1f TFLOP/s  %6.0f GB/s (keys)\n",
+                sh.name, variant ? " mma.sync" : "", (long long)sh.B, (long long)sh.S, (long long)sh.H, (long long)K,
+                us, flops / us * 1e-6, bytes / us * 1e-3);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
+    }
+    cuda::sparse_decode_force_mma_sync(false);
   }
 }
 

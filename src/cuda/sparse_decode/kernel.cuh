@@ -102,6 +102,75 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 // chunk index is XORed with the row's low bits so the 8 rows an ldmatrix reads hit 8 bank groups.
 __device__ __forceinline__ uint32_t swz(int r, int c, int chunks) { return r * chunks * 16 + ((c ^ (r & 7)) * 16); }
 
+// The 64-row Q and key tiles. The mma.sync path keeps a row's 64 chunks together (swz). The wgmma
+// path needs the canonical 128-byte-swizzle K-major layout: the 512 dims in 8 blocks of 64
+// (128 bytes), each block a [64 rows][128 B] region of 8-row, 1024-byte swizzle atoms in which
+// chunk c of row r sits at (c ^ (r % 8)). The same bytes read as N-major atoms (64 dims x 8 keys)
+// serve as the B operand of P K, so K and V share one tile.
+template <bool kWgmma>
+__device__ __forceinline__ uint32_t tile_off(int r, int c) {
+  if constexpr (kWgmma) return (c >> 3) * (64 * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4);
+  else return swz(r, c, 64);
+}
+
+// wgmma shared-memory descriptor, 128-byte swizzle: start address, leading and stride byte offsets
+// (PTX "matrix descriptor": bits 0-13 addr >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 62-63 mode 1).
+// K-major: SBO = 1024 between 8-row atoms, LBO unused. N-major: LBO = stride between 64-element
+// blocks along N, SBO = 1024 between 8-row groups along K.
+__device__ __forceinline__ uint64_t wg_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16) |
+         (static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32) | (static_cast<uint64_t>(1) << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Generic-proxy smem writes (st.shared, cp.async) become visible to wgmma (async proxy) reads.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Pins accumulator registers so the compiler cannot move their use across the async wgmma.
+template <int N>
+__device__ __forceinline__ void pin(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// D(64 x 32, f32) += A(64 x 16 bf16, K-major smem) * B(16 x 32 bf16, K-major smem).
+__device__ __forceinline__ void wgmma_m64n32k16_bf16(float (&d)[16], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+      "%16, %17, 1, 1, 1, 0, 0;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(desc_a), "l"(desc_b));
+}
+
+// D(64 x 256, f32) += A(64 x 16 bf16, K-major smem) * B(16 x 256 bf16, N-major (transposed) smem).
+__device__ __forceinline__ void wgmma_m64n256k16_bf16_tb(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+      "%128, %129, 1, 1, 1, 0, 1;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(desc_a), "l"(desc_b));
+}
+
+// Regions start on 1024-byte boundaries (the wgmma swizzle atoms); the launcher adds 1024 bytes so
+// the kernel can align the dynamic smem base itself.
 struct Smem {
   static constexpr int kQBytes = kMaxRowsPerCta * kDim * 2;
   static constexpr int kKBytes = kTileKeys * kDim * 2;
@@ -109,17 +178,22 @@ struct Smem {
   static constexpr int kPBytes = kMaxRowsPerCta * kTileKeys * 2;
   static constexpr int kOffK = kQBytes;
   static constexpr int kOffRaw = kOffK + kKBytes;
-  static constexpr int kOffS = kOffRaw + kRawBytes;
+  static constexpr int kOffS = kOffRaw + (kRawBytes + 1023) / 1024 * 1024;
   static constexpr int kOffP = kOffS + kSBytes;
-  static constexpr int kOffVec = kOffP + kPBytes;  // six float/int arrays of 64
-  static constexpr int kTotal = kOffVec + 6 * 64 * 4;
-  static_assert(kOffRaw % 16 == 0 && kOffS % 16 == 0 && kOffP % 16 == 0, "16-byte aligned regions");
-  static_assert(kTotal <= 227 * 1024, "fits the sm_90 smem carve-out");
+  static constexpr int kOffVec = kOffP + kPBytes;  // seven float/int arrays of 64
+  static constexpr int kTotal = kOffVec + 7 * 64 * 4;
+  static constexpr int kLaunchBytes = kTotal + 1024;
+  static_assert(kOffK % 1024 == 0 && kOffRaw % 1024 == 0 && kOffS % 1024 == 0 && kOffP % 1024 == 0,
+                "1024-byte aligned regions");
+  static_assert(kLaunchBytes <= 227 * 1024, "fits the sm_90 smem carve-out");
 };
 
-template <int RG>
+// kWgmma (64 rows only): both GEMMs on warpgroup MMA, warpgroup w taking keys [32w, 32w+32) of
+// S = Q K^T and dims [256w, 256w+256) of O; otherwise mma.sync with 16-row warp tiles.
+template <int RG, bool kWgmma>
 __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a) {
   static_assert(RG == 1 || RG == 2 || RG == 4, "16, 32 or 64 rows a CTA");
+  static_assert(!kWgmma || RG == 4, "the wgmma path works on 64-row tiles");
   constexpr int kRows = 16 * RG;
   constexpr int kSNt = RG;                 // 8-key n-tiles per warp in S = Q K^T
   constexpr int kKeysPerWarp = 8 * kSNt;   // warps split the 64 keys kWarps / RG ways
@@ -128,7 +202,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
   constexpr int kTpr = kThreads / kRows;   // softmax threads per row
   constexpr int kKpt = kTileKeys / kTpr;   // softmax keys per thread
 
-  extern __shared__ __align__(128) uint8_t smem[];
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   uint8_t* sQ = smem;
   uint8_t* sK = smem + Smem::kOffK;
   uint8_t* sRaw = smem + Smem::kOffRaw;
@@ -136,8 +211,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
   uint8_t* sP = smem + Smem::kOffP;
   float* s_kscale = reinterpret_cast<float*>(smem + Smem::kOffVec);
   int* s_kvalid = reinterpret_cast<int*>(s_kscale + 64);
-  int* s_rvalid = s_kvalid + 64;
-  float* s_alpha = reinterpret_cast<float*>(s_rvalid + 64);
+  int* s_slot = s_kvalid + 64;  // [2][64]
+  float* s_alpha = reinterpret_cast<float*>(s_slot + 128);
   float* s_m = s_alpha + 64;
   float* s_l = s_m + 64;
 
@@ -158,7 +233,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
     const __nv_bfloat16* qrow0 = a.q + b * a.q_sb + s * a.q_ss + static_cast<int64_t>(head0) * a.q_sh;
     for (int i = tid; i < kRows * 64; i += kThreads) {
       const int r = i >> 6, c = i & 63;
-      uint8_t* dst = sQ + swz(r, c, 64);
+      uint8_t* dst = sQ + tile_off<kWgmma>(r, c);
       if (r < nh) cp_async16(dst, qrow0 + r * a.q_sh + c * 8);
       else *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
     }
@@ -189,24 +264,29 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
 
   float pend_scale = 1.0f;  // per-token layout: the scale of key `tid` of the tile in flight
 
-  // Gathers the raw bytes of tile t (cp.async) and its validity flags.
-  auto issue = [&](int t) {
+  // Slot of key `tid` (< 64) of tile t, -1 when invalid. A plain global load whose result is only
+  // needed a phase later, so its latency hides behind the work in between.
+  auto load_slot = [&](int t) {
     const int w = t < sc.tiles_main ? 0 : 1;
     const KeySet& ks = a.set[w];
-    const int pos0 = (w == 0 ? t : t - sc.tiles_main) * kTileKeys;
-    const int32_t* irow = ks.idx + b * ks.idx_sb + s * ks.idx_ss;
-    auto slot_of = [&](int key) {
-      const int pos = pos0 + key;
-      if (pos >= len[w]) return -1;
-      const int32_t v = __ldg(irow + static_cast<int64_t>(pos) * ks.idx_sk);
-      return (v >= 0 && v < ks.num_slots) ? v : -1;
-    };
+    const int pos = (w == 0 ? t : t - sc.tiles_main) * kTileKeys + tid;
+    if (pos >= len[w]) return -1;
+    const int32_t v = __ldg(ks.idx + b * ks.idx_sb + s * ks.idx_ss + static_cast<int64_t>(pos) * ks.idx_sk);
+    return (v >= 0 && v < ks.num_slots) ? v : -1;
+  };
+
+  // Gathers the raw bytes of tile t (cp.async) from the slots in `slots` (smem, -1 = skip).
+  auto issue = [&](int t, const int* slots) {
+    const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
     if (ks.model1) {
       // 36 data chunks of 16 bytes and one 8-byte scale chunk a key.
-      for (int i = tid; i < kTileKeys * 37; i += kThreads) {
+      constexpr int kItems = kTileKeys * 37;
+#pragma unroll 1
+      for (int j = 0; j < (kItems + kThreads - 1) / kThreads; ++j) {
+        const int i = tid + j * kThreads;
+        if (i >= kItems) break;
         const int key = i / 37, c = i - key * 37;
-        const int slot = slot_of(key);
-        if (c == 0) s_rvalid[key] = slot >= 0;
+        const int slot = slots[key];
         if (slot < 0) continue;
         const int page = slot / ks.page_size, off = slot - page * ks.page_size;
         const uint8_t* pb = ks.data + static_cast<int64_t>(page) * ks.page_bytes;
@@ -215,31 +295,34 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
       }
       pend_scale = 1.0f;
     } else {
-      for (int i = tid; i < kTileKeys * 32; i += kThreads) {
+#pragma unroll 2
+      for (int j = 0; j < kTileKeys * 32 / kThreads; ++j) {
+        const int i = tid + j * kThreads;
         const int key = i >> 5, c = i & 31;
-        const int slot = slot_of(key);
-        if (c == 0) s_rvalid[key] = slot >= 0;
+        const int slot = slots[key];
         if (slot < 0) continue;
         cp_async16(sRaw + key * 512 + c * 16, ks.data + static_cast<int64_t>(slot) * 512 + c * 16);
       }
       if (tid < kTileKeys) {
-        const int slot = slot_of(tid);
+        const int slot = slots[tid];
         pend_scale = slot >= 0 ? __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + slot))) : 0.0f;
       }
     }
   };
 
   // Raw tile -> bf16 key tile (swizzled rows of 64 chunks), key scales and validity.
-  auto dequant = [&](int t) {
+  auto dequant = [&](int t, const int* slots) {
     const bool model1 = a.set[t < sc.tiles_main ? 0 : 1].model1;
     if (tid < kTileKeys) {
-      s_kvalid[tid] = s_rvalid[tid];
+      s_kvalid[tid] = slots[tid] >= 0;
       s_kscale[tid] = pend_scale;
     }
-    for (int i = tid; i < kTileKeys * 64; i += kThreads) {
+#pragma unroll 4
+    for (int j = 0; j < kTileKeys * 64 / kThreads; ++j) {
+      const int i = tid + j * kThreads;
       const int key = i >> 6, c = i & 63;
       uint4 v = make_uint4(0, 0, 0, 0);
-      if (s_rvalid[key]) {
+      if (slots[key] >= 0) {
         if (model1) {
           if (c < 56) {
             const uint2 codes = *reinterpret_cast<const uint2*>(sRaw + key * 576 + c * 8);
@@ -263,7 +346,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
           v = make_uint4(pack_bf16(f0.x, f0.y), pack_bf16(f1.x, f1.y), pack_bf16(f2.x, f2.y), pack_bf16(f3.x, f3.y));
         }
       }
-      *reinterpret_cast<uint4*>(sK + swz(key, c, 64)) = v;
+      *reinterpret_cast<uint4*>(sK + tile_off<kWgmma>(key, c)) = v;
     }
   };
 
@@ -277,19 +360,30 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
 #pragma unroll
   for (int n = 0; n < kONt; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
+  // Pipeline: the slots of a tile are loaded two phases before its gather, the gather one tile
+  // before its dequantization. s_slot[cur] holds the slots of the tile being consumed,
+  // s_slot[cur ^ 1] those of the tile being gathered.
+  int cur = 0;
   int t = next_live(t_begin);
-  if (t < t_end) issue(t);
+  if (t < t_end && tid < kTileKeys) s_slot[tid] = load_slot(t);
+  __syncthreads();
+  if (t < t_end) issue(t, s_slot);
   cp_async_commit();
+  int tn = t < t_end ? next_live(t + 1) : t_end;
+  int nslot = (tn < t_end && tid < kTileKeys) ? load_slot(tn) : -1;
 
   const uint32_t sQa = smem_addr(sQ), sKa = smem_addr(sK), sPa = smem_addr(sP);
   while (t < t_end) {
     cp_async_wait_all();
     __syncthreads();
-    dequant(t);
+    dequant(t, s_slot + cur * 64);
+    if (tid < kTileKeys) s_slot[(cur ^ 1) * 64 + tid] = nslot;
+    if constexpr (kWgmma) fence_proxy_async();
     __syncthreads();
-    const int tn = next_live(t + 1);
-    if (tn < t_end) issue(tn);
+    if (tn < t_end) issue(tn, s_slot + (cur ^ 1) * 64);
     cp_async_commit();
+    const int tnn = tn < t_end ? next_live(tn + 1) : t_end;
+    nslot = (tnn < t_end && tid < kTileKeys) ? load_slot(tnn) : -1;
 
     // ---- S = Q K^T for rows [rg*16, +16) and keys [kg*kKeysPerWarp, +kKeysPerWarp) ----
     {
@@ -298,6 +392,18 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
       float sacc[kSNt][4];
 #pragma unroll
       for (int n = 0; n < kSNt; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+      if constexpr (kWgmma) {
+        float(&d)[16] = reinterpret_cast<float(&)[16]>(sacc);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < kDim / 16; ++kk) {
+          const uint32_t koff = (kk >> 2) * (64 * 128) + (kk & 3) * 32;
+          wgmma_m64n32k16_bf16(d, wg_desc(sQa + koff, 16, 1024), wg_desc(sKa + koff + key0 * 128, 16, 1024));
+        }
+        wg_commit();
+        wg_wait_all();
+        pin(d);
+      } else {
       const int a_row = rg * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
       const int a_chunk = lane >> 4;
 #pragma unroll 4
@@ -319,6 +425,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
           ldsm_x2(sKa + swz(key, kk * 2 + ((lane >> 3) & 1), 64), bf);
           mma_bf16(sacc[0], af, bf[0], bf[1]);
         }
+      }
       }
       const int r0 = rg * 16 + (lane >> 2);
 #pragma unroll
@@ -362,6 +469,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
       l_run = l_run * alpha + sum;
       m_run = m_new;
       if (sm_part == 0) s_alpha[sm_row] = alpha;
+      if constexpr (kWgmma) fence_proxy_async();
     }
     __syncthreads();
 
@@ -376,6 +484,19 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
         acc[n][2] *= al1;
         acc[n][3] *= al1;
       }
+      if constexpr (kWgmma) {
+        // A = P [64 rows][64 keys], one K-major block; B = the key tile read N-major: dims
+        // [256 dg, +256) are 4 blocks of 64 dims, 8192 bytes apart (LBO); 8-key groups 1024 apart (SBO).
+        float(&d)[kONt * 4] = reinterpret_cast<float(&)[kONt * 4]>(acc);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < kTileKeys / 16; ++kk)
+          wgmma_m64n256k16_bf16_tb(d, wg_desc(sPa + kk * 32, 16, 1024),
+                                   wg_desc(sKa + dg * 4 * (64 * 128) + kk * 16 * 128, 64 * 128, 1024));
+        wg_commit();
+        wg_wait_all();
+        pin(d);
+      } else {
       const int a_row = rg * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
       const int b_key = (lane & 7) + ((lane >> 3) & 1) * 8;
       const int chunk0 = dg * kDimsPerWarp / 8 + (lane >> 4);
@@ -391,8 +512,11 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
           mma_bf16(acc[2 * np + 1], af, bf[2], bf[3]);
         }
       }
+      }
     }
     t = tn;
+    tn = tnn;
+    cur ^= 1;
   }
   cp_async_wait_all();  // a Q-only CTA (no live tile) still has its Q copies in flight
 

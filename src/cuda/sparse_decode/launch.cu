@@ -83,16 +83,20 @@ class DeviceGuard {
   int prev_ = -1;
 };
 
-template <int RG>
+std::atomic<bool> g_force_mma_sync{false};
+
+template <int RG, bool kWgmma>
 Status launch_main(const sd::Args& a, int64_t ctas, cudaStream_t st) {
-  const auto kernel = sd::sparse_decode_kernel<RG>;
+  const auto kernel = sd::sparse_decode_kernel<RG, kWgmma>;
   DSV4_CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::Smem::kTotal), kOp);
-  kernel<<<static_cast<unsigned>(ctas), sd::kThreads, sd::Smem::kTotal, st>>>(a);
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::Smem::kLaunchBytes), kOp);
+  kernel<<<static_cast<unsigned>(ctas), sd::kThreads, sd::Smem::kLaunchBytes, st>>>(a);
   return launch_status(kOp, "sparse_decode_kernel");
 }
 
 }  // namespace
+
+void sparse_decode_force_mma_sync(bool on) { g_force_mma_sync.store(on, std::memory_order_relaxed); }
 
 int64_t sparse_decode_workspace_size(const SparseDecodeParams& p) {
   if (p.q.ndim != 4) return 0;
@@ -132,9 +136,12 @@ Status sparse_decode(const SparseDecodeParams& p, Stream stream) {
 
   auto st = static_cast<cudaStream_t>(stream);
   switch (s.row_groups) {
-    case 1: DSV4_RETURN_IF_ERROR(launch_main<1>(a, s.ctas(), st)); break;
-    case 2: DSV4_RETURN_IF_ERROR(launch_main<2>(a, s.ctas(), st)); break;
-    default: DSV4_RETURN_IF_ERROR(launch_main<4>(a, s.ctas(), st)); break;
+    case 1: DSV4_RETURN_IF_ERROR((launch_main<1, false>(a, s.ctas(), st))); break;
+    case 2: DSV4_RETURN_IF_ERROR((launch_main<2, false>(a, s.ctas(), st))); break;
+    default:
+      if (g_force_mma_sync.load(std::memory_order_relaxed)) DSV4_RETURN_IF_ERROR((launch_main<4, false>(a, s.ctas(), st)));
+      else DSV4_RETURN_IF_ERROR((launch_main<4, true>(a, s.ctas(), st)));
+      break;
   }
   if (s.num_splits > 1) {
     const int64_t rows = s.tokens * H;
