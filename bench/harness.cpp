@@ -76,10 +76,12 @@ double percentile(std::vector<double> v, double q) {
 double gemm_tflops(bool fp8) {
   constexpr int64_t n = 8192;
   const size_t eb = fp8 ? 1 : 2;
-  DeviceBuffer a(n * n * eb), b(n * n * eb), d(n * n * 2), ws(64 << 20), sc(2 * sizeof(float));
+  // The two scales sit 16 bytes apart: cuBLASLt rejects (NOT_SUPPORTED) a scale pointer that is
+  // only 4-byte aligned.
+  DeviceBuffer a(n * n * eb), b(n * n * eb), d(n * n * 2), ws(64 << 20), sc(32);
   fill_random(a.data(), a.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 11);
   fill_random(b.data(), b.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 12);
-  const float ones[2] = {1.0f, 1.0f};
+  const float ones[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
   to_device(sc.data(), ones, sizeof ones);
 
   struct Lt {
@@ -104,7 +106,7 @@ double gemm_tflops(bool fp8) {
   BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   if (fp8) {
     const float* sa = sc.as<float>();
-    const float* sb = sc.as<float>() + 1;
+    const float* sb = sc.as<float>() + 4;
     BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
     BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
   }
