@@ -155,6 +155,28 @@ DSV4_API int dsv4_gemm(int32_t format, const dsv4_tensor* a, const dsv4_tensor* 
 DSV4_API int64_t dsv4_gemm_workspace_size(int32_t format, int64_t M, int64_t N, int64_t K, int32_t device_type,
                                           int32_t device_index);
 
+/* Sparse decode attention (dsv4::sparse_decode, include/dsv4/ops/sparse_decode.h): per query row
+ * and head, softmax over the keys named by main_indices [B, s_q, K_main] (i32 slots, -1 = unused)
+ * and, optionally, extra_indices [B, s_q, K_extra] into a second cache, with an optional attention
+ * sink [H] f32. q [B, s_q, H, 512] bf16 (1 <= s_q <= 4, 1 <= H <= 128); out [B, s_q, H, 512] bf16;
+ * lse [B, s_q, H] f32 (optional; +inf where no key is valid). Lengths: optional [B] or [B, s_q] i32.
+ * extra_cache NULL (with extra_indices and extra_lengths NULL) attends over main only. workspace: u8,
+ * at least dsv4_sparse_decode_workspace_size() bytes on the CUDA device (NULL when that is 0). */
+#define DSV4_SPARSE_DECODE_DEFAULT_SCALE 0.044194173824159216f /* 512^-0.5 */
+DSV4_API int dsv4_sparse_decode(const dsv4_tensor* q, const dsv4_kv_cache* main_cache, const dsv4_tensor* main_indices,
+                                const dsv4_tensor* main_lengths /* optional */,
+                                const dsv4_kv_cache* extra_cache /* optional */,
+                                const dsv4_tensor* extra_indices /* optional */,
+                                const dsv4_tensor* extra_lengths /* optional */,
+                                const dsv4_tensor* attn_sink /* optional */, float softmax_scale,
+                                const dsv4_tensor* out, const dsv4_tensor* lse /* optional */,
+                                const dsv4_tensor* workspace /* optional */, void* stream);
+
+/* Workspace bytes dsv4_sparse_decode needs for these shapes on (device_type, device_index); 0 on
+ * the CPU or when the keys are not split; -1 on an unknown device_type or a negative extent. */
+DSV4_API int64_t dsv4_sparse_decode_workspace_size(int64_t batch, int64_t s_q, int64_t heads, int64_t k_main,
+                                                   int64_t k_extra, int32_t device_type, int32_t device_index);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

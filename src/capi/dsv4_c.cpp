@@ -14,6 +14,7 @@
 #include "dsv4/ops/gemm.h"
 #include "dsv4/ops/kv_cache.h"
 #include "dsv4/ops/quant.h"
+#include "dsv4/ops/sparse_decode.h"
 
 namespace {
 
@@ -304,6 +305,51 @@ int64_t dsv4_gemm_workspace_size(int32_t format, int64_t M, int64_t N, int64_t K
     t_last_error.clear();
     return dsv4::gemm_workspace_size(static_cast<dsv4::GemmFormat>(format), M, N, K,
                                      {static_cast<dsv4::DeviceType>(device_type), device_index});
+  } catch (...) {
+    return -1;
+  }
+}
+
+int dsv4_sparse_decode(const dsv4_tensor* q, const dsv4_kv_cache* main_cache, const dsv4_tensor* main_indices,
+                       const dsv4_tensor* main_lengths, const dsv4_kv_cache* extra_cache,
+                       const dsv4_tensor* extra_indices, const dsv4_tensor* extra_lengths,
+                       const dsv4_tensor* attn_sink, float softmax_scale, const dsv4_tensor* out,
+                       const dsv4_tensor* lse, const dsv4_tensor* workspace, void* stream) {
+  constexpr const char* op = "sparse_decode";
+  return guarded(op, [&]() -> dsv4::Status {
+    dsv4::SparseDecodeParams p;
+    DSV4_RETURN_IF_ERROR(to_view(op, "q", q, false, &p.q));
+    DSV4_RETURN_IF_ERROR(to_cache(op, main_cache, &p.main_cache));
+    DSV4_RETURN_IF_ERROR(to_view(op, "main_indices", main_indices, false, &p.main_indices));
+    DSV4_RETURN_IF_ERROR(to_view(op, "main_lengths", main_lengths, true, &p.main_lengths));
+    if (extra_cache) DSV4_RETURN_IF_ERROR(to_cache(op, extra_cache, &p.extra_cache));
+    DSV4_RETURN_IF_ERROR(to_view(op, "extra_indices", extra_indices, true, &p.extra_indices));
+    DSV4_RETURN_IF_ERROR(to_view(op, "extra_lengths", extra_lengths, true, &p.extra_lengths));
+    DSV4_RETURN_IF_ERROR(to_view(op, "attn_sink", attn_sink, true, &p.attn_sink));
+    p.softmax_scale = softmax_scale;
+    DSV4_RETURN_IF_ERROR(to_view(op, "out", out, false, &p.out));
+    DSV4_RETURN_IF_ERROR(to_view(op, "lse", lse, true, &p.lse));
+    DSV4_RETURN_IF_ERROR(to_view(op, "workspace", workspace, true, &p.workspace));
+    return dsv4::sparse_decode(p, stream);
+  });
+}
+
+int64_t dsv4_sparse_decode_workspace_size(int64_t batch, int64_t s_q, int64_t heads, int64_t k_main, int64_t k_extra,
+                                          int32_t device_type, int32_t device_index) {
+  try {
+    if ((device_type != DSV4_DEVICE_CPU && device_type != DSV4_DEVICE_CUDA) || device_index < 0 || batch < 0 ||
+        s_q < 0 || heads < 0 || k_main < 0 || k_extra < 0) {
+      t_last_error = "sparse_decode_workspace_size: unknown device " + std::to_string(device_type) + ":" +
+                     std::to_string(device_index) + " or a negative extent";
+      return -1;
+    }
+    t_last_error.clear();
+    const dsv4::Device dev{static_cast<dsv4::DeviceType>(device_type), device_index};
+    dsv4::SparseDecodeParams p;
+    p.q = dsv4::make_tensor(nullptr, DType::BF16, {batch, s_q, heads, dsv4::kKVDim}, dev);
+    p.main_indices = dsv4::make_tensor(nullptr, DType::I32, {batch, s_q, k_main}, dev);
+    if (k_extra > 0) p.extra_indices = dsv4::make_tensor(nullptr, DType::I32, {batch, s_q, k_extra}, dev);
+    return dsv4::sparse_decode_workspace_size(p);
   } catch (...) {
     return -1;
   }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/sparse_decode_util.h"
+#include "dsv4/dsv4.h"
 #include "dsv4/ops/sparse_decode.h"
 
 namespace dsv4 {
@@ -247,6 +248,42 @@ TEST(SparseDecodeRef, BadInputIsRejectedAndNothingWritten) {
   expect_rejected(p, "extra indices without a cache", "extra");
   p = pr.params(); p.out.data = p.q.data;
   expect_rejected(p, "out overlapping q", "overlap");
+}
+
+dsv4_tensor c_view(const TensorView& t) {
+  dsv4_tensor c{};
+  c.data = t.data;
+  c.dtype = static_cast<int32_t>(t.dtype);
+  c.ndim = t.ndim;
+  for (int i = 0; i < t.ndim; ++i) c.shape[i] = t.shape[i], c.strides[i] = t.strides[i];
+  c.device_type = DSV4_DEVICE_CPU;
+  return c;
+}
+
+TEST(SparseDecodeRef, CAbiMatchesCpp) {
+  Problem pr(1, 1, 2, 2);
+  const auto key = exact_key();
+  pr.cache.set(5, key.data());
+  pr.idx = {5, -1};
+  fill_q(pr, 0.25f);
+  const SparseDecodeParams p = pr.params();
+  dsv4_kv_cache cache{};
+  cache.layout = DSV4_KV_MODEL1;
+  cache.page_size = pr.cache.page_size;
+  cache.data = c_view(p.main_cache.data);
+  const dsv4_tensor q = c_view(p.q), idx = c_view(p.main_indices), out = c_view(p.out), lse = c_view(p.lse);
+  ASSERT_EQ(dsv4_sparse_decode(&q, &cache, &idx, nullptr, nullptr, nullptr, nullptr, nullptr,
+                               DSV4_SPARSE_DECODE_DEFAULT_SCALE, &out, &lse, nullptr, nullptr),
+            DSV4_OK)
+      << dsv4_last_error();
+  for (int i = 0; i < kKVDim; ++i) ASSERT_EQ(pr.o(1, i), key[i]);
+  EXPECT_NEAR(pr.lse[1], dot_bf16(pr.q, 1, key) * kSparseDecodeDefaultScale, 1e-5);
+  EXPECT_EQ(dsv4_sparse_decode(&q, &cache, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1.0f, &out, &lse,
+                               nullptr, nullptr),
+            DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(dsv4_last_error()).find("main_indices"), std::string::npos) << dsv4_last_error();
+  EXPECT_EQ(dsv4_sparse_decode_workspace_size(1, 1, 128, 128, 1024, DSV4_DEVICE_CPU, 0), 0);
+  EXPECT_EQ(dsv4_sparse_decode_workspace_size(1, 1, 128, 128, 1024, 7, 0), -1);
 }
 
 }  // namespace
