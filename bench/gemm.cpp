@@ -73,6 +73,19 @@ void check_shape(int64_t M, int64_t N, int64_t K) {
                      std::to_string(N) + "x" + std::to_string(K));
 }
 
+// record(), but a failure to measure the machine's ceilings (they run cuBLASLt 8192^3 GEMMs) must
+// not lose this case's timing: fall back to no ceilings and say so.
+void record_safe(Result& r, const Timing& tm, const TimerOptions& t) {
+  try {
+    record(r, tm, t, false);
+  } catch (const BenchError& e) {
+    r.median_us = tm.median_us, r.min_us = tm.min_us, r.max_us = tm.max_us;
+    r.p10_us = tm.p10_us, r.p90_us = tm.p90_us, r.runs = tm.runs;
+    finalize(r, Ceilings{});
+    r.note += std::string(r.note.empty() ? "" : "; ") + "no ceilings (" + e.what() + ")";
+  }
+}
+
 #if defined(DSV4_HAVE_CUDA)
 void lt_check(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) throw BenchError(std::string(what) + ": " + cublasLtGetStatusString(s));
@@ -104,9 +117,20 @@ class LtGemm {
     GEMM_LT(cublasLtMatmulPreferenceCreate(&pref_));
     const size_t wsb = ws_.size();
     GEMM_LT(cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
-    int found = 0;
-    GEMM_LT(cublasLtMatmulAlgoGetHeuristic(h_, op_, la_, lb_, ld_, ld_, pref_, 1, &heur_, &found));
-    if (found == 0) throw BenchError(std::string("cuBLASLt has no ") + (fp8 ? "fp8" : "bf16") + " algorithm for this shape");
+    GEMM_LT(cublasLtMatmulAlgoGetHeuristic(h_, op_, la_, lb_, ld_, ld_, pref_, kMaxAlgos, heur_, &found_));
+    if (found_ == 0) throw BenchError(std::string("cuBLASLt has no ") + (fp8 ? "fp8" : "bf16") + " algorithm for this shape");
+  }
+  // The heuristic's first choice can still refuse at run time; keep the first that runs.
+  void select(const void* a, const void* b, void* d) {
+    const float alpha = 1.f, beta = 0.f;
+    cublasStatus_t last = CUBLAS_STATUS_NOT_SUPPORTED;
+    for (; pick_ < found_; ++pick_) {
+      if (heur_[pick_].workspaceSize > ws_.size()) continue;
+      last = cublasLtMatmul(h_, op_, &alpha, b, la_, a, lb_, &beta, d, ld_, d, ld_, &heur_[pick_].algo, ws_.data(),
+                            ws_.size(), static_cast<cudaStream_t>(stream()));
+      if (last == CUBLAS_STATUS_SUCCESS) return;
+    }
+    lt_check(last, "cublasLtMatmul (every heuristic algorithm)");
   }
   ~LtGemm() {
     if (pref_) cublasLtMatmulPreferenceDestroy(pref_);
@@ -118,8 +142,8 @@ class LtGemm {
   }
   void run(const void* a, const void* b, void* d) {
     const float alpha = 1.f, beta = 0.f;
-    GEMM_LT(cublasLtMatmul(h_, op_, &alpha, b, la_, a, lb_, &beta, d, ld_, d, ld_, &heur_.algo, ws_.data(), ws_.size(),
-                           static_cast<cudaStream_t>(stream())));
+    GEMM_LT(cublasLtMatmul(h_, op_, &alpha, b, la_, a, lb_, &beta, d, ld_, d, ld_, &heur_[pick_].algo, ws_.data(),
+                           ws_.size(), static_cast<cudaStream_t>(stream())));
   }
 
  private:
@@ -128,7 +152,9 @@ class LtGemm {
   cublasLtMatmulDesc_t op_ = nullptr;
   cublasLtMatrixLayout_t la_ = nullptr, lb_ = nullptr, ld_ = nullptr;
   cublasLtMatmulPreference_t pref_ = nullptr;
-  cublasLtMatmulHeuristicResult_t heur_{};
+  static constexpr int kMaxAlgos = 8;
+  cublasLtMatmulHeuristicResult_t heur_[kMaxAlgos] = {};
+  int found_ = 0, pick_ = 0;
 };
 
 Result lt_case(bool fp8, int64_t M, int64_t N, int64_t K, const TimerOptions& t) {
@@ -138,6 +164,7 @@ Result lt_case(bool fp8, int64_t M, int64_t N, int64_t K, const TimerOptions& t)
   DeviceBuffer in(set * copies), d(M * N * 2);
   fill_random(in.data(), in.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 77);
   LtGemm lt(fp8, M, N, K);
+  lt.select(in.data(), in.as<uint8_t>() + a_bytes, d.data());
   Result r;
   r.op = "gemm";
   r.case_name = fp8 ? "cuBLASLt fp8 (per-tensor)" : "cuBLASLt bf16";
@@ -151,7 +178,7 @@ Result lt_case(bool fp8, int64_t M, int64_t N, int64_t K, const TimerOptions& t)
         lt.run(base, base + a_bytes, d.data());
       },
       t);
-  record(r, tm, t, false);
+  record_safe(r, tm, t);
   return r;
 }
 #endif
@@ -176,10 +203,16 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
     double lt_fp8_us = 0, lt_bf16_us = 0;
 #if defined(DSV4_HAVE_CUDA)
     if (baselines) {
-      Result b16 = lt_case(false, M, N, K, t), b8 = lt_case(true, M, N, K, t);
-      lt_bf16_us = b16.median_us, lt_fp8_us = b8.median_us;
-      out.push_back(b16);
-      out.push_back(b8);
+      for (bool fp8 : {false, true}) {
+        try {
+          Result b = lt_case(fp8, M, N, K, t);
+          (fp8 ? lt_fp8_us : lt_bf16_us) = b.median_us;
+          out.push_back(b);
+        } catch (const BenchError& e) {
+          std::fprintf(stderr, "gemm bench: cuBLASLt %s baseline for %lldx%lldx%lld unavailable: %s\n",
+                       fp8 ? "fp8" : "bf16", (long long)M, (long long)N, (long long)K, e.what());
+        }
+      }
     }
 #endif
     for (GemmFormat f : formats) {
@@ -223,13 +256,13 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
       r.flops = 2.0 * M * N * K;
       r.bytes = static_cast<double>(z.a + z.as + z.b + z.bs + z.d);
       r.peak = a_bf16(f) ? Peak::kBF16 : Peak::kFP8;
-      if (baselines) {
+      if (baselines && (a_bf16(f) ? lt_bf16_us : lt_fp8_us) > 0) {
         r.baseline = a_bf16(f) ? "cuBLASLt bf16" : "cuBLASLt fp8";
         r.baseline_us = a_bf16(f) ? lt_bf16_us : lt_fp8_us;
       }
       r.note = ws_bytes > 0 ? "split-K" : "";
       const Timing tm = time_gpu([&](int i) { check_ok(gemm(params(i), st), r.case_name); }, t);
-      record(r, tm, t, false);
+      record_safe(r, tm, t);
       out.push_back(r);
     }
   }
@@ -330,9 +363,20 @@ void verify_gemm(const Options& o, std::vector<VerifyReport>& out) {
       rep.case_name = std::string(gemm_format_name(f)) + (exact ? " exact" : " random");
       rep.shape = shape_str({M, N, K});
       HostProblem h = make_problem(f, M, N, K, exact, rng);
-      std::vector<uint16_t> want(M * N, 0x7FC0);
+      std::vector<uint16_t> want(M * N, 0x7FC0), absref(M * N, 0x7FC0);
       check_ok(gemm(problem_params(h, h.a.data(), h.as.data(), h.b.data(), h.bs.data(), &h.g, want.data(), false)),
                "CPU gemm");
+      if (!exact) {
+        // sum_k |a_k b_k| per output: the scale of any summation-order error (see the tolerance).
+        HostProblem m = h;
+        for (size_t i = 0; i < m.a.size(); ++i)
+          if (!a_bf16(f) || (i & 1)) m.a[i] &= 0x7F;
+        for (auto& v : m.b) v &= f == GemmFormat::kFP8Block ? 0x7F : 0x77;
+        if (f == GemmFormat::kW4A16NVFP4)
+          for (auto& v : m.bs) v &= 0x7F;
+        check_ok(gemm(problem_params(m, m.a.data(), m.as.data(), m.b.data(), m.bs.data(), &m.g, absref.data(), false)),
+                 "CPU gemm (magnitudes)");
+      }
       rep.pass = true;
       if (!gpu_ok) {
         rep.detail = "CPU reference only; GPU part skipped";
@@ -355,13 +399,14 @@ void verify_gemm(const Options& o, std::vector<VerifyReport>& out) {
       check_ok(gemm(p, stream()), "GPU gemm");
       std::vector<uint16_t> got(M * N);
       to_host(got.data(), d.data(), z.d);
-      double amax = 0;
-      for (uint16_t w : want) amax = std::max(amax, std::fabs(double(num::bf16_to_float(w))));
       int64_t bad = 0;
       for (int64_t i = 0; i < M * N; ++i) {
         const double gv = num::bf16_to_float(got[i]), wv = num::bf16_to_float(want[i]);
         const double e = std::fabs(gv - wv);
-        const double tol = exact ? 0.0 : std::ldexp(std::fabs(wv), -7) + std::ldexp(amax, -12);
+        // One bf16 ulp (both sides round) + 2^-11 of sum |a b|: f32 and the fp8 tensor cores'
+        // ~14-bit internal accumulation err by about 2^-13 of it.
+        const double tol =
+            exact ? 0.0 : std::ldexp(std::fabs(wv), -7) + std::ldexp(double(num::bf16_to_float(absref[i])), -11);
         if (!(e <= tol)) ++bad;
         if (std::isfinite(e)) rep.max_abs_err = std::max(rep.max_abs_err, e);
         else rep.max_abs_err = INFINITY;
@@ -369,7 +414,7 @@ void verify_gemm(const Options& o, std::vector<VerifyReport>& out) {
       rep.mismatches = bad;
       rep.pass = bad == 0;
       std::ostringstream det;
-      det << bad << "/" << M * N << " elements " << (exact ? "differ from the reference bits" : "beyond 1 bf16 ulp + 2^-12 amax")
+      det << bad << "/" << M * N << " elements " << (exact ? "differ from the reference bits" : "beyond 1 bf16 ulp + 2^-11 sum|ab|")
           << (ws_bytes > 0 ? " (split-K)" : "");
       rep.detail = det.str();
       out.push_back(rep);

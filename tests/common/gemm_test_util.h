@@ -218,6 +218,23 @@ inline std::vector<double> unquantized_product(const HostGemm& h) {
   return out;
 }
 
+// The same problem with every element and scale replaced by its magnitude: its product is
+// sum_k |a_k b_k| per output, the scale of the accumulation error any summation order can make.
+inline HostGemm abs_problem(const HostGemm& h) {
+  HostGemm m = h;
+  const bool a16 = h.a_bf16();
+  for (size_t i = 0; i < m.a.size(); ++i)
+    if (!a16 || (i & 1)) m.a[i] &= 0x7F;  // e4m3 sign, or the high byte of a bf16
+  for (auto& v : m.b) v &= h.b_fp4() ? 0x77 : 0x7F;
+  if (h.format == GemmFormat::kW4A16NVFP4)
+    for (auto& v : m.b_scales) v &= 0x7F;
+  for (int i = 1; i < static_cast<int>(m.bias.size()); i += 2) m.bias[i] &= 0x7F;
+  for (size_t i = 1; i < m.residual.size(); i += 2) m.residual[i] &= 0x7F;
+  m.global = std::fabs(m.global);
+  // f32 scales from the quantizers and generators are positive already.
+  return m;
+}
+
 // 1 - cos(x, y) over all elements (DeepGEMM's "diff").
 inline double cos_diff(const std::vector<uint16_t>& x, const std::vector<double>& y) {
   double xy = 0, xx = 0, yy = 0;

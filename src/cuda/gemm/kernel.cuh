@@ -313,71 +313,47 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
     // Rows past the group's end compute on TMA's zero fill; their scale reads are clamped in range.
     const int64_t rs_lo = min(r_lo, t.m_end - 1), rs_hi = min(r_hi, t.m_end - 1);
 
-    for (int kb = t.kb0; kb < t.kb1; ++kb) {
-      // Scale loads go out before the wait so their latency hides behind the TMA.
-      float sa_lo = 1.f, sa_hi = 1.f, sb = 1.f;
-      [[maybe_unused]] float sa32_lo[4], sa32_hi[4];
+    // A K block's scales; loaded ahead of the barrier waits so their latency hides behind them.
+    struct Scales {
+      float lo = 1.f, hi = 1.f, b = 1.f;  // a_scale of rows r_lo / r_hi, FP8's block b_scale
+      float lo32[4], hi32[4];             // MXFP8 activations: per k32
+    };
+    auto load_scales = [&](int kb, Scales& sc) {
       if constexpr (F == GemmFormat::kFP8Block || (F == GemmFormat::kW4A8MXFP4 && !kMXFP8A)) {
-        sa_lo = load_scale(args.a_scales, rs_lo * args.as_s0 + kb * args.as_s1, args.a_scale_f32);
-        sa_hi = load_scale(args.a_scales, rs_hi * args.as_s0 + kb * args.as_s1, args.a_scale_f32);
+        sc.lo = load_scale(args.a_scales, rs_lo * args.as_s0 + kb * args.as_s1, args.a_scale_f32);
+        sc.hi = load_scale(args.a_scales, rs_hi * args.as_s0 + kb * args.as_s1, args.a_scale_f32);
       }
       if constexpr (F == GemmFormat::kFP8Block)
-        sb = load_scale(args.b_scales, (t.b_row0 / 128) * args.bs_s0 + kb * args.bs_s1, args.b_scale_f32);
+        sc.b = load_scale(args.b_scales, (t.b_row0 / 128) * args.bs_s0 + kb * args.bs_s1, args.b_scale_f32);
       if constexpr (kMXFP8A) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          sa32_lo[j] = load_scale(args.a_scales, rs_lo * args.as_s0 + (kb * 4 + j) * args.as_s1, false);
-          sa32_hi[j] = load_scale(args.a_scales, rs_hi * args.as_s0 + (kb * 4 + j) * args.as_s1, false);
+          sc.lo32[j] = load_scale(args.a_scales, rs_lo * args.as_s0 + (kb * 4 + j) * args.as_s1, false);
+          sc.hi32[j] = load_scale(args.a_scales, rs_hi * args.as_s0 + (kb * 4 + j) * args.as_s1, false);
         }
       }
-
-      ptx::mbar_wait(&full[stage], phase);
-      const uint8_t* a_tile = s_a + stage * T::kABytes + cw * 64 * 128;
-      const uint8_t* b_tile = s_b + stage * T::kBBytes;
-      float* scale_rows = s_scale_rows + buf * T::kScaleRowFloats;
-      if constexpr (T::kConvertB) {
-        uint8_t* dst = s_bconv + buf * T::kBConvBytes;
-        if constexpr (T::kBF16) expand_w4a16<F, T::kConsumerThreads>(b_tile, dst, args, t.b_row0, kb, ctid);
-        else expand_w4a8<kMXFP8A, T::kConsumerThreads>(b_tile, dst, scale_rows, args, t.b_row0, kb, ctid);
-        // The expanded tile is read by wgmma (async proxy) of every consumer warpgroup.
-        ptx::fence_proxy_async_smem();
-        ptx::named_barrier_sync(1, T::kConsumerThreads);
-        b_tile = dst;
+    };
+    // acc += tmp * a_scale[row] * b_scale[col] with b_scale per column from shared memory.
+    auto promote_cols = [&](const float* sb_row, float s_lo, float s_hi) {
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int col = j * 8 + (lane % 4) * 2;
+        const float2 sbc = *reinterpret_cast<const float2*>(sb_row + col);
+        acc[4 * j + 0] += tmp[4 * j + 0] * (s_lo * sbc.x);
+        acc[4 * j + 1] += tmp[4 * j + 1] * (s_lo * sbc.y);
+        acc[4 * j + 2] += tmp[4 * j + 2] * (s_hi * sbc.x);
+        acc[4 * j + 3] += tmp[4 * j + 3] * (s_hi * sbc.y);
       }
-      const uint32_t a_addr = ptx::smem_addr(a_tile), b_addr = ptx::smem_addr(b_tile);
+    };
 
-      if constexpr (T::kBF16) {
-        ptx::wgmma_fence();
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          const uint32_t off = (k & 3) * 32;  // K slice inside the 64-element swizzle atom
-          ptx::wgmma_m64n128k16_bf16(acc, ptx::wgmma_desc_sw128(a_addr + (k >> 2) * BM * 128 + off),
-                                     ptx::wgmma_desc_sw128(b_addr + (k >> 2) * kBN * 128 + off), 1);
-        }
-        ptx::wgmma_commit();
-        ptx::wgmma_wait<0>();
-        ptx::fence_accumulators(acc);
-      } else if constexpr (kMXFP8A) {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          ptx::wgmma_fence();
-          ptx::wgmma_m64n128k32_e4m3(tmp, ptx::wgmma_desc_sw128(a_addr + k * 32),
-                                     ptx::wgmma_desc_sw128(b_addr + k * 32), 0);
-          ptx::wgmma_commit();
-          ptx::wgmma_wait<0>();
-          ptx::fence_accumulators(tmp);
-          const float* sbr = scale_rows + k * kBN;
-#pragma unroll
-          for (int j = 0; j < 16; ++j) {
-            const int col = j * 8 + (lane % 4) * 2;
-            const float2 sbc = *reinterpret_cast<const float2*>(sbr + col);
-            acc[4 * j + 0] += tmp[4 * j + 0] * (sa32_lo[k] * sbc.x);
-            acc[4 * j + 1] += tmp[4 * j + 1] * (sa32_lo[k] * sbc.y);
-            acc[4 * j + 2] += tmp[4 * j + 2] * (sa32_hi[k] * sbc.x);
-            acc[4 * j + 3] += tmp[4 * j + 3] * (sa32_hi[k] * sbc.y);
-          }
-        }
-      } else {
+    if constexpr (!T::kConvertB) {
+      // FP8: B feeds wgmma straight from the TMA stage.
+      for (int kb = t.kb0; kb < t.kb1; ++kb) {
+        Scales sc;
+        load_scales(kb, sc);
+        ptx::mbar_wait(&full[stage], phase);
+        const uint32_t a_addr = ptx::smem_addr(s_a + stage * T::kABytes + cw * 64 * 128);
+        const uint32_t b_addr = ptx::smem_addr(s_b + stage * T::kBBytes);
         ptx::wgmma_fence();
 #pragma unroll
         for (int k = 0; k < 4; ++k)
@@ -386,15 +362,9 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         ptx::wgmma_commit();
         ptx::wgmma_wait<0>();
         ptx::fence_accumulators(tmp);
-      }
-
-      // This warp is done with the stage (its wgmmas completed; B was expanded before the barrier).
-      if (lane == 0) ptx::mbar_arrive(&empty[stage]);
-      if (++stage == S) stage = 0, phase ^= 1;
-      buf ^= 1;
-
-      if constexpr (F == GemmFormat::kFP8Block) {
-        const float s_lo = sa_lo * sb, s_hi = sa_hi * sb;
+        if (lane == 0) ptx::mbar_arrive(&empty[stage]);
+        if (++stage == S) stage = 0, phase ^= 1;
+        const float s_lo = sc.lo * sc.b, s_hi = sc.hi * sc.b;
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
           acc[4 * j + 0] += tmp[4 * j + 0] * s_lo;
@@ -402,16 +372,90 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
           acc[4 * j + 2] += tmp[4 * j + 2] * s_hi;
           acc[4 * j + 3] += tmp[4 * j + 3] * s_hi;
         }
-      } else if constexpr (F == GemmFormat::kW4A8MXFP4 && !kMXFP8A) {
+      }
+    } else {
+      // FP4 B: the consumers expand stage kb+1 into the other buffer while the wgmmas of stage kb
+      // run, so the expansion overlaps the tensor cores. One named barrier an iteration both
+      // publishes the expanded tile and proves every warpgroup is done with the older buffer.
+      auto expand = [&](int stg, int bf, int kb) {
+        uint8_t* dst = s_bconv + bf * T::kBConvBytes;
+        const uint8_t* src = s_b + stg * T::kBBytes;
+        if constexpr (T::kBF16) expand_w4a16<F, T::kConsumerThreads>(src, dst, args, t.b_row0, kb, ctid);
+        else expand_w4a8<kMXFP8A, T::kConsumerThreads>(src, dst, s_scale_rows + bf * T::kScaleRowFloats, args,
+                                                      t.b_row0, kb, ctid);
+        ptx::fence_proxy_async_smem();  // the expanded tile is read by wgmma (async proxy)
+      };
+      ptx::mbar_wait(&full[stage], phase);
+      expand(stage, buf, t.kb0);
+      ptx::named_barrier_sync(1, T::kConsumerThreads);
+      for (int kb = t.kb0; kb < t.kb1; ++kb) {
+        Scales sc;
+        load_scales(kb, sc);
+        const uint32_t a_addr = ptx::smem_addr(s_a + stage * T::kABytes + cw * 64 * 128);
+        const uint32_t b_addr = ptx::smem_addr(s_bconv + buf * T::kBConvBytes);
+        const float* scale_rows = s_scale_rows + buf * T::kScaleRowFloats;
+        ptx::wgmma_fence();
+        if constexpr (T::kBF16) {
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
-          const int col = j * 8 + (lane % 4) * 2;
-          const float2 sbc = *reinterpret_cast<const float2*>(scale_rows + col);
-          acc[4 * j + 0] += tmp[4 * j + 0] * (sa_lo * sbc.x);
-          acc[4 * j + 1] += tmp[4 * j + 1] * (sa_lo * sbc.y);
-          acc[4 * j + 2] += tmp[4 * j + 2] * (sa_hi * sbc.x);
-          acc[4 * j + 3] += tmp[4 * j + 3] * (sa_hi * sbc.y);
+          for (int k = 0; k < 8; ++k) {
+            const uint32_t off = (k & 3) * 32;  // K slice inside a 64-element swizzle atom
+            ptx::wgmma_m64n128k16_bf16(acc, ptx::wgmma_desc_sw128(a_addr + (k >> 2) * BM * 128 + off),
+                                       ptx::wgmma_desc_sw128(b_addr + (k >> 2) * kBN * 128 + off), 1);
+          }
+        } else if constexpr (kMXFP8A) {
+          ptx::wgmma_m64n128k32_e4m3(tmp, ptx::wgmma_desc_sw128(a_addr), ptx::wgmma_desc_sw128(b_addr), 0);
+        } else {
+#pragma unroll
+          for (int k = 0; k < 4; ++k)
+            ptx::wgmma_m64n128k32_e4m3(tmp, ptx::wgmma_desc_sw128(a_addr + k * 32),
+                                       ptx::wgmma_desc_sw128(b_addr + k * 32), k > 0);
         }
+        ptx::wgmma_commit();
+
+        const int next_stage = stage + 1 == S ? 0 : stage + 1;
+        const uint32_t next_phase = stage + 1 == S ? phase ^ 1 : phase;
+        if (kb + 1 < t.kb1) {
+          ptx::mbar_wait(&full[next_stage], next_phase);
+          expand(next_stage, buf ^ 1, kb + 1);
+        }
+
+        if constexpr (T::kBF16) {
+          ptx::wgmma_wait<0>();
+          ptx::fence_accumulators(acc);
+        } else if constexpr (kMXFP8A) {
+          // One wgmma per 32-wide scale block, promoted one by one.
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            ptx::wgmma_wait<0>();
+            ptx::fence_accumulators(tmp);
+            const float* sbr = scale_rows + k * kBN;
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+              const int col = j * 8 + (lane % 4) * 2;
+              const float2 sbc = *reinterpret_cast<const float2*>(sbr + col);
+              acc[4 * j + 0] += tmp[4 * j + 0] * (sc.lo32[k] * sbc.x);
+              acc[4 * j + 1] += tmp[4 * j + 1] * (sc.lo32[k] * sbc.y);
+              acc[4 * j + 2] += tmp[4 * j + 2] * (sc.hi32[k] * sbc.x);
+              acc[4 * j + 3] += tmp[4 * j + 3] * (sc.hi32[k] * sbc.y);
+            }
+            if (k < 3) {
+              ptx::wgmma_fence();
+              ptx::wgmma_m64n128k32_e4m3(tmp, ptx::wgmma_desc_sw128(a_addr + (k + 1) * 32),
+                                         ptx::wgmma_desc_sw128(b_addr + (k + 1) * 32), 0);
+              ptx::wgmma_commit();
+            }
+          }
+        } else {
+          ptx::wgmma_wait<0>();
+          ptx::fence_accumulators(tmp);
+          promote_cols(scale_rows, sc.lo, sc.hi);
+        }
+        // Stage kb's A was read by this warp's wgmmas (done), its packed B by the expansion before
+        // the previous barrier.
+        if (lane == 0) ptx::mbar_arrive(&empty[stage]);
+        stage = next_stage, phase = next_phase;
+        buf ^= 1;
+        ptx::named_barrier_sync(1, T::kConsumerThreads);
       }
     }
 
