@@ -63,6 +63,7 @@ __device__ __forceinline__ void cp_async8(void* dst, const void* src) {
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -176,14 +177,16 @@ struct Smem {
   static constexpr int kKBytes = kTileKeys * kDim * 2;
   static constexpr int kSBytes = kMaxRowsPerCta * kScoreStride * 4;
   static constexpr int kPBytes = kMaxRowsPerCta * kTileKeys * 2;
+  static constexpr int kRawStride = (kRawBytes + 1023) / 1024 * 1024;
   static constexpr int kOffK = kQBytes;
-  static constexpr int kOffRaw = kOffK + kKBytes;
-  static constexpr int kOffS = kOffRaw + (kRawBytes + 1023) / 1024 * 1024;
-  static constexpr int kOffP = kOffS + kSBytes;
-  static constexpr int kOffVec = kOffP + kPBytes;  // seven float/int arrays of 64
-  static constexpr int kTotal = kOffVec + 7 * 64 * 4;
+  static constexpr int kOffRaw = kOffK + kKBytes;     // two raw tiles: two gathers in flight
+  static constexpr int kOffS = kOffRaw + 2 * kRawStride;
+  static constexpr int kOffP = kOffS;                 // P overwrites S once S is in registers
+  static constexpr int kOffVec = kOffS + kSBytes;     // eight float/int arrays of 64
+  static constexpr int kTotal = kOffVec + 8 * 64 * 4;
   static constexpr int kLaunchBytes = kTotal + 1024;
-  static_assert(kOffK % 1024 == 0 && kOffRaw % 1024 == 0 && kOffS % 1024 == 0 && kOffP % 1024 == 0,
+  static_assert(kPBytes <= kSBytes, "P fits in the score tile it replaces");
+  static_assert(kOffK % 1024 == 0 && kOffRaw % 1024 == 0 && kOffS % 1024 == 0 && kRawStride % 1024 == 0,
                 "1024-byte aligned regions");
   static_assert(kLaunchBytes <= 227 * 1024, "fits the sm_90 smem carve-out");
 };
@@ -206,13 +209,13 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   uint8_t* sQ = smem;
   uint8_t* sK = smem + Smem::kOffK;
-  uint8_t* sRaw = smem + Smem::kOffRaw;
+  uint8_t* sRaw0 = smem + Smem::kOffRaw;
   float* sS = reinterpret_cast<float*>(smem + Smem::kOffS);
   uint8_t* sP = smem + Smem::kOffP;
   float* s_kscale = reinterpret_cast<float*>(smem + Smem::kOffVec);
   int* s_kvalid = reinterpret_cast<int*>(s_kscale + 64);
-  int* s_slot = s_kvalid + 64;  // [2][64]
-  float* s_alpha = reinterpret_cast<float*>(s_slot + 128);
+  int* s_slot = s_kvalid + 64;  // [3][64]
+  float* s_alpha = reinterpret_cast<float*>(s_slot + 192);
   float* s_m = s_alpha + 64;
   float* s_l = s_m + 64;
 
@@ -262,7 +265,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
     return ((t - sc.tiles_main) * kTileKeys < len[1]) ? t : t_end;
   };
 
-  float pend_scale = 1.0f;  // per-token layout: the scale of key `tid` of the tile in flight
+  // Per-token layout: the scales of key `tid` of the two tiles in flight (older first).
+  float pend_scale = 1.0f, pend_scale_next = 1.0f;
 
   // Slot of key `tid` (< 64) of tile t, -1 when invalid. A plain global load whose result is only
   // needed a phase later, so its latency hides behind the work in between.
@@ -276,7 +280,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
   };
 
   // Gathers the raw bytes of tile t (cp.async) from the slots in `slots` (smem, -1 = skip).
-  auto issue = [&](int t, const int* slots) {
+  auto issue = [&](int t, const int* slots, uint8_t* sRaw) {
     const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
     if (ks.model1) {
       // 36 data chunks of 16 bytes and one 8-byte scale chunk a key.
@@ -293,7 +297,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
         if (c < 36) cp_async16(sRaw + key * 576 + c * 16, pb + off * 576 + c * 16);
         else cp_async8(sRaw + kTileKeys * 576 + key * 8, pb + static_cast<int64_t>(ks.page_size) * 576 + off * 8);
       }
-      pend_scale = 1.0f;
+      pend_scale_next = 1.0f;
     } else {
 #pragma unroll 2
       for (int j = 0; j < kTileKeys * 32 / kThreads; ++j) {
@@ -305,13 +309,13 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
       }
       if (tid < kTileKeys) {
         const int slot = slots[tid];
-        pend_scale = slot >= 0 ? __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + slot))) : 0.0f;
+        pend_scale_next = slot >= 0 ? __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + slot))) : 0.0f;
       }
     }
   };
 
   // Raw tile -> bf16 key tile (swizzled rows of 64 chunks), key scales and validity.
-  auto dequant = [&](int t, const int* slots) {
+  auto dequant = [&](int t, const int* slots, const uint8_t* sRaw) {
     const bool model1 = a.set[t < sc.tiles_main ? 0 : 1].model1;
     if (tid < kTileKeys) {
       s_kvalid[tid] = slots[tid] >= 0;
@@ -360,30 +364,40 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
 #pragma unroll
   for (int n = 0; n < kONt; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
-  // Pipeline: the slots of a tile are loaded two phases before its gather, the gather one tile
-  // before its dequantization. s_slot[cur] holds the slots of the tile being consumed,
-  // s_slot[cur ^ 1] those of the tile being gathered.
-  int cur = 0;
+  // Pipeline over the live tiles T_0, T_1, ... of this split: iteration i dequantizes T_i from raw
+  // buffer i % 2 while the gathers of T_(i+1) and (issued now) T_(i+2) are in flight; the slots of
+  // a tile are loaded a whole iteration before its gather (ring of three slot rows, i % 3).
   int t = next_live(t_begin);
-  if (t < t_end && tid < kTileKeys) s_slot[tid] = load_slot(t);
+  int t1 = t < t_end ? next_live(t + 1) : t_end;
+  if (tid < kTileKeys) {
+    s_slot[tid] = t < t_end ? load_slot(t) : -1;
+    s_slot[64 + tid] = t1 < t_end ? load_slot(t1) : -1;
+  }
   __syncthreads();
-  if (t < t_end) issue(t, s_slot);
+  if (t < t_end) issue(t, s_slot, sRaw0);
   cp_async_commit();
-  int tn = t < t_end ? next_live(t + 1) : t_end;
-  int nslot = (tn < t_end && tid < kTileKeys) ? load_slot(tn) : -1;
+  pend_scale = pend_scale_next;
+  if (t1 < t_end) issue(t1, s_slot + 64, sRaw0 + Smem::kRawStride);
+  cp_async_commit();
+  int t2 = t1 < t_end ? next_live(t1 + 1) : t_end;
+  int nslot = (t2 < t_end && tid < kTileKeys) ? load_slot(t2) : -1;
 
   const uint32_t sQa = smem_addr(sQ), sKa = smem_addr(sK), sPa = smem_addr(sP);
+  int it = 0;
   while (t < t_end) {
-    cp_async_wait_all();
+    cp_async_wait_1();  // T_i has landed; T_(i+1) may still be in flight
     __syncthreads();
-    dequant(t, s_slot + cur * 64);
-    if (tid < kTileKeys) s_slot[(cur ^ 1) * 64 + tid] = nslot;
+    const int ring = it % 3;
+    uint8_t* raw = sRaw0 + (it & 1) * Smem::kRawStride;
+    dequant(t, s_slot + ring * 64, raw);
+    if (tid < kTileKeys) s_slot[((ring + 2) % 3) * 64 + tid] = nslot;
     if constexpr (kWgmma) fence_proxy_async();
     __syncthreads();
-    if (tn < t_end) issue(tn, s_slot + (cur ^ 1) * 64);
+    pend_scale = pend_scale_next;
+    if (t2 < t_end) issue(t2, s_slot + ((ring + 2) % 3) * 64, raw);
     cp_async_commit();
-    const int tnn = tn < t_end ? next_live(tn + 1) : t_end;
-    nslot = (tnn < t_end && tid < kTileKeys) ? load_slot(tnn) : -1;
+    const int t3 = t2 < t_end ? next_live(t2 + 1) : t_end;
+    nslot = (t3 < t_end && tid < kTileKeys) ? load_slot(t3) : -1;
 
     // ---- S = Q K^T for rows [rg*16, +16) and keys [kg*kKeysPerWarp, +kKeysPerWarp) ----
     {
@@ -450,6 +464,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
         sv[j] = sS[sm_row * kScoreStride + sm_part + kTpr * j];
         mx = fmaxf(mx, sv[j]);
       }
+      __syncthreads();  // every score is in registers: P may now overwrite the score tile
 #pragma unroll
       for (int o = kTpr / 2; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
       const float m_new = fmaxf(m_run, mx);
@@ -514,9 +529,10 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
       }
       }
     }
-    t = tn;
-    tn = tnn;
-    cur ^= 1;
+    t = t1;
+    t1 = t2;
+    t2 = t3;
+    ++it;
   }
   cp_async_wait_all();  // a Q-only CTA (no live tile) still has its Q copies in flight
 
