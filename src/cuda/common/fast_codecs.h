@@ -17,15 +17,31 @@ namespace dsv4::cuda::fast {
 // n3 = rne(a/2) + 4 are the codes a would get in each binade range. On [0, 2] n1 is the smallest
 // (2a <= a + 2 <= a/2 + 4), on [2, 4] n2, on [4, inf) n3, so the code is min(n1, n2, n3, 7),
 // ties to even included (an even grid count is an even mantissa). Infinity gives 7, like num::.
-DSV4_HD uint32_t e2m1_code(float x) {
-  const float a = fabsf(x);
+DSV4_HD uint32_t e2m1_magnitude_code(float a) {  // a >= 0 (or -0)
   const uint32_t n1 = num::f32_bits(a + 0x1p22f) - 0x4A800000u;
   const uint32_t n2 = num::f32_bits(a + 0x1p23f) - (0x4B000000u - 2u);
   const uint32_t n3 = num::f32_bits(a + 0x1p24f) - (0x4B800000u - 4u);
   uint32_t c = n1 < n2 ? n1 : n2;
   c = c < n3 ? c : n3;
-  c = c < 7u ? c : 7u;
-  return c | ((num::f32_bits(x) >> 28) & 0x8u);
+  return c < 7u ? c : 7u;
+}
+DSV4_HD uint32_t e2m1_code(float x) { return e2m1_magnitude_code(fabsf(x)) | ((num::f32_bits(x) >> 28) & 0x8u); }
+
+// IEEE division a / d for a >= 0 without a divide instruction per element: with y = RN(1/d)
+// (once per scale block), q0 = RN(a*y) is within 1.5 ulp of a/d, one fma correction makes it
+// faithful, and a second gives RN(a/d) exactly (Markstein's theorem: y within half an ulp of 1/d,
+// q faithful, r = a - d*q exact by fma). The preconditions (no overflow, r never rounded) hold
+// when div_exact_range(d, y, amax) is true for the block; elsewhere callers divide. Quotients below
+// 2^-13 may be off in the last bit, but every one of them encodes as 0 in e4m3 and e2m1.
+DSV4_HD float div_nonneg(float a, float d, float y) {
+  const float q0 = a * y;
+  const float q1 = fmaf(fmaf(-q0, d, a), y, q0);
+  return fmaf(fmaf(-q1, d, a), y, q1);
+}
+// d in [2^-60, 2^100] keeps a - d*q for quotients >= 2^-13 on a grid of 2^-149 (exact in f32) and
+// the block's quotients (<= amax * y) far from overflow.
+DSV4_HD bool div_exact_range(float d, float y, float amax) {
+  return d >= 0x1p-60f && d <= 0x1p100f && amax * y <= 0x1p100f;
 }
 
 }  // namespace dsv4::cuda::fast

@@ -28,6 +28,8 @@ constexpr bool is_fp4(Kind k) { return k == Kind::kMXFP4 || k == Kind::kNVFP4; }
 inline constexpr int kThreads = 256;
 inline constexpr int kQuantUnroll = 8;
 inline constexpr int kDequantUnroll = 4;
+// Quantize keeps 4 CTAs (32 warps) resident per SM: 64 registers a thread.
+inline constexpr int kQuantMinCtasPerSm = 4;
 inline constexpr int kCtasPerSm = 8;
 // One launch indexes chunks with 32 bits (with headroom for the unrolled stride); bigger tensors
 // are cut into row slices, each its own launch.

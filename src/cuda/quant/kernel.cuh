@@ -86,20 +86,36 @@ __device__ __forceinline__ uint32_t e2m1_codes_mul(const float* f, float mul) {
   for (int i = 0; i < E; ++i) c |= fast::e2m1_code(f[i] * mul) << (4 * i);
   return c;
 }
-// e2m1 codes of f[i] / d (NVFP4: IEEE division, as the reference).
+// f[i] / d, bit-equal to IEEE division (the reference's `x / d`): by reciprocal and two fma
+// corrections where fast::div_exact_range allows (every realistic block), else by division.
+// kMagnitude: |f[i]| / d (the e2m1 path takes the signs from f itself).
+template <int E, bool kMagnitude>
+__device__ __forceinline__ void quotients(const float* f, float d, float amax, float* out) {
+  const float y = __frcp_rn(d);
+  if (fast::div_exact_range(d, y, amax)) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const float q = fast::div_nonneg(fabsf(f[i]), d, y);
+      out[i] = kMagnitude ? q : __uint_as_float(__float_as_uint(q) | (__float_as_uint(f[i]) & 0x80000000u));
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) out[i] = kMagnitude ? fabsf(f[i]) / d : f[i] / d;
+  }
+}
+// e2m1 codes of magnitudes q[i] with the signs of f[i] (q[i] = |f[i]| / d rounds to the same
+// magnitude as f[i] / d: IEEE division is sign-symmetric).
 template <int E>
-__device__ __forceinline__ uint32_t e2m1_codes_div(const float* f, float d) {
+__device__ __forceinline__ uint32_t e2m1_codes_signed(const float* q, const float* f) {
   uint32_t c = 0;
 #pragma unroll
-  for (int i = 0; i < E; ++i) c |= fast::e2m1_code(f[i] / d) << (4 * i);
+  for (int i = 0; i < E; ++i)
+    c |= (fast::e2m1_magnitude_code(q[i]) | ((__float_as_uint(f[i]) >> 28) & 0x8u)) << (4 * i);
   return c;
 }
-// e4m3 codes, 4 a word, element 0 in the lowest byte. kDivide: f / s (f32 scales), else f * s.
-template <int E, bool kDivide>
-__device__ __forceinline__ uint2 e4m3_codes(const float* f, float s) {
-  float y[8];
-#pragma unroll
-  for (int i = 0; i < E; ++i) y[i] = kDivide ? f[i] / s : f[i] * s;
+// e4m3 codes of y[i], 4 a word, element 0 in the lowest byte.
+template <int E>
+__device__ __forceinline__ uint2 e4m3_codes(const float* y) {
   uint2 r;
   r.x = dev::e4m3x4(y[0], y[1], y[2], y[3]);
   if constexpr (E == 8) r.y = dev::e4m3x4(y[4], y[5], y[6], y[7]);
@@ -119,33 +135,66 @@ __device__ __forceinline__ void store_codes(uint8_t* dst, uint2 c) {
   }
 }
 
+// NVFP4's per-kernel constants: g, g * 6 and its reciprocal, so each block's
+// amax / (g * 6) costs a multiply and four fmas instead of a division (exact, fast::div_nonneg).
+struct GlobalScale {
+  float g = 0.0f, g6 = 0.0f, y6 = 0.0f;
+  bool fast = false;
+};
+__device__ __forceinline__ GlobalScale make_global_scale(float g) {
+  GlobalScale c;
+  c.g = g;
+  c.g6 = g * 6.0f;
+  c.y6 = __frcp_rn(c.g6);
+  c.fast = c.g6 >= 0x1p-60f && c.g6 <= 0x1p100f;
+  return c;
+}
+__device__ __forceinline__ float nvfp4_scale_ratio(float amax, const GlobalScale& c) {
+  return c.fast && amax * c.y6 <= 0x1p100f ? fast::div_nonneg(amax, c.g6, c.y6) : amax / c.g6;
+}
+
 // The scale of one block from its amax bits, and the chunk's codes. Returns the codes; *scale
 // receives the stored scale (one byte in the low bits, or f32 bits for kFP8F32).
 template <Kind K, int E>
-__device__ __forceinline__ uint2 encode_block(const float* f, uint32_t amax_bits, float g, uint32_t* scale) {
+__device__ __forceinline__ uint2 encode_block(const float* f, uint32_t amax_bits, const GlobalScale& gs,
+                                              uint32_t* scale) {
   const bool finite = amax_bits < kInfBits;
   const float amax = __uint_as_float(amax_bits);
   uint2 c = make_uint2(0, 0);
+  float y[E];
   if constexpr (K == Kind::kMXFP4) {
     const int e = num::ceil_log2_ratio(amax, 6.0f, -126);
     *scale = finite ? num::ue8m0_from_exp(e) : 0xFFu;
     if (finite) c.x = e2m1_codes_mul<E>(f, num::exp2i(-e));
   } else if constexpr (K == Kind::kNVFP4) {
-    uint32_t sc = num::e4m3_from_float(amax / (g * 6.0f));
-    const float sg = num::e4m3_to_float(static_cast<uint8_t>(sc)) * g;
-    const bool zero = g == 0.0f || sg == 0.0f;
+    // The block scale through the hardware e4m3 conversions: exact equivalents of num:: for
+    // non-NaN values, and the quotient is NaN only when g == 0, whose block is zeroed anyway.
+    uint32_t sc = dev::e4m3x2(nvfp4_scale_ratio(amax, gs), 0.0f) & 0xFFu;
+    const float sg = dev::e4m3x2_to_float2(sc).x * gs.g;
+    const bool zero = gs.g == 0.0f || sg == 0.0f;
     if (zero) sc = 0;
     *scale = finite ? sc : 0x7Fu;
-    if (finite && !zero) c.x = e2m1_codes_div<E>(f, sg);
+    if (finite && !zero) {
+      quotients<E, true>(f, sg, amax, y);
+      c.x = e2m1_codes_signed<E>(y, f);
+    }
   } else if constexpr (K == Kind::kMXFP8 || K == Kind::kFP8Pow2) {
     const int e = num::ceil_log2_ratio(amax, 448.0f, -22);
     *scale = finite ? num::ue8m0_from_exp(e) : 0xFFu;
-    if (finite) c = e4m3_codes<E, false>(f, num::exp2i(-e));
+    if (finite) {
+      const float mul = num::exp2i(-e);
+#pragma unroll
+      for (int i = 0; i < E; ++i) y[i] = f[i] * mul;
+      c = e4m3_codes<E>(y);
+    }
   } else {
     static_assert(K == Kind::kFP8F32);
     const float s = fmaxf(amax, 1e-4f) / 448.0f;
     *scale = finite ? __float_as_uint(s) : kF32NaNBits;
-    if (finite) c = e4m3_codes<E, true>(f, s);
+    if (finite) {
+      quotients<E, false>(f, s, amax, y);
+      c = e4m3_codes<E>(y);
+    }
   }
   return c;
 }
@@ -179,15 +228,15 @@ struct RowArgs {
 };
 
 template <Kind K, class T>
-__global__ void __launch_bounds__(kThreads) quantize_rows_kernel(RowArgs a) {
+__global__ void __launch_bounds__(kThreads, kQuantMinCtasPerSm) quantize_rows_kernel(RowArgs a) {
   using W = Wide<T>;
   constexpr int E = W::kElems;
   constexpr int kLanes = block_k(K) / E;
   static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "a block is 1..32 chunks");
   constexpr int kCodeBytes = is_fp4(K) ? E / 2 : E;
 
-  float g = 0.0f;
-  if constexpr (K == Kind::kNVFP4) g = *a.global_scale;
+  GlobalScale gs;
+  if constexpr (K == Kind::kNVFP4) gs = make_global_scale(*a.global_scale);
   const uint32_t tid = blockIdx.x * kThreads + threadIdx.x;
   const uint32_t stride = gridDim.x * kThreads;
   const bool leader = (threadIdx.x & (kLanes - 1)) == 0;
@@ -216,7 +265,7 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(RowArgs a) {
       float f[E];
       W::unpack(v[u], f);
       uint32_t scale;
-      const uint2 codes = encode_block<K, E>(f, m, g, &scale);
+      const uint2 codes = encode_block<K, E>(f, m, gs, &scale);
       if (ok) {
         store_codes<is_fp4(K), E>(a.q + row[u] * a.q_row_bytes + col[u] * kCodeBytes, codes);
         if (leader)
@@ -280,7 +329,7 @@ __global__ void __launch_bounds__(tile_threads(Wide<T>::kBytes)) quantize_tile_k
     const int cc = l % kChunksPerRow;
     float f[E];
     W::unpack(v[j], f);
-    const uint2 codes = encode_block<K, E>(f, m, 0.0f, &scale);
+    const uint2 codes = encode_block<K, E>(f, m, GlobalScale{}, &scale);
     if (r < a.rows) store_codes<false, E>(a.q + r * a.q_row_bytes + kb * kTileCols + cc * E, codes);
   }
   if (threadIdx.x == 0) store_scale<K>(a.scales + mb * a.s_row_bytes + kb * a.s_col_bytes, scale);
