@@ -223,7 +223,7 @@ TEST_P(KVCacheGpu, InsertAndGatherMatchCpu) {
       DSV4_ASSERT_OK(kv_cache_gather(gp));
       DSV4_CUDA_OK(cudaDeviceSynchronize());
       std::vector<uint8_t> out_gpu = out_dev.download();
-      // The out-of-range rows: every value the canonical NaN; then compare the rest with the CPU
+      // The out-of-range rows: every value the quiet NaN the kernel writes; then compare the rest with the CPU
       // (whose row there is the -1 row of zeros, so patch the expectation).
       for (int64_t n = 0; n < N; ++n) {
         if (!nan_row[static_cast<size_t>(n)]) continue;

@@ -96,7 +96,7 @@ inline TensorView moved(TensorView t, void* data, Device dev) {
 }
 
 // How two buffers are compared: raw bytes, or as f32 / bf16 words where any NaN equals any NaN
-// (the GPU writes one canonical NaN; the CPU's NaN payload depends on the host's propagation rules)
+// (NaN payloads are not part of the contract: the hardware and the host propagate them differently)
 // and every other value must match bit for bit (so -0 != +0).
 enum class Cmp { kBytes, kF32, kBf16 };
 

@@ -78,14 +78,32 @@ struct Wide<Bf16> {
 // ---------------------------------------------------------------------------------------------
 // Encoders for one chunk's E values (callers skip them for a non-finite block, whose codes are 0).
 
-// e2m1 codes of f[i] * mul (ue8m0 scales: the multiply by 2^-e is exact), element 0 low nibble.
+// The e2m1 sign bits (bit 3 of each nibble) of a chunk's elements, straight from the input bits.
+// bf16: byte 1 of each word holds the even element's sign, byte 3 the odd one's; four byte
+// permutes gather them as [e0 e2 e4 e6] and [e1 e3 e5 e7], which land on bit 3 of nibbles
+// 0,2,4,6 (shifted down by 4) and 1,3,5,7 (in place).
+template <class T>
+__device__ __forceinline__ uint32_t e2m1_sign_bits(const uint4& v);
+template <>
+__device__ __forceinline__ uint32_t e2m1_sign_bits<Bf16>(const uint4& v) {
+  const uint32_t r01 = __byte_perm(v.x, v.y, 0x7351), r23 = __byte_perm(v.z, v.w, 0x7351);
+  const uint32_t even = __byte_perm(r01, r23, 0x5410), odd = __byte_perm(r01, r23, 0x7632);
+  return ((even >> 4) & 0x08080808u) | (odd & 0x80808080u);
+}
+template <>
+__device__ __forceinline__ uint32_t e2m1_sign_bits<float>(const uint4& v) {
+  return (v.x >> 28 & 0x8u) | (v.y >> 24 & 0x80u) | (v.z >> 20 & 0x800u) | (v.w >> 16 & 0x8000u);
+}
+// Magnitude codes m[i] (3 bits) packed as nibbles, element 0 lowest: a multiply-add chain, which
+// runs on the fma pipe and leaves the integer pipe (the bottleneck here) to the codec.
 template <int E>
-__device__ __forceinline__ uint32_t e2m1_codes_mul(const float* f, float mul) {
-  uint32_t c = 0;
+__device__ __forceinline__ uint32_t pack_nibbles(const uint32_t* m) {
+  uint32_t c = m[E - 1];
 #pragma unroll
-  for (int i = 0; i < E; ++i) c |= fast::e2m1_code(f[i] * mul) << (4 * i);
+  for (int i = E - 2; i >= 0; --i) c = c * 16u + m[i];
   return c;
 }
+
 // f[i] / d, bit-equal to IEEE division (the reference's `x / d`): by reciprocal and two fma
 // corrections where fast::div_exact_range allows (every realistic block), else by division.
 // kMagnitude: |f[i]| / d (the e2m1 path takes the signs from f itself).
@@ -102,16 +120,6 @@ __device__ __forceinline__ void quotients(const float* f, float d, float amax, f
 #pragma unroll
     for (int i = 0; i < E; ++i) out[i] = kMagnitude ? fabsf(f[i]) / d : f[i] / d;
   }
-}
-// e2m1 codes of magnitudes q[i] with the signs of f[i] (q[i] = |f[i]| / d rounds to the same
-// magnitude as f[i] / d: IEEE division is sign-symmetric).
-template <int E>
-__device__ __forceinline__ uint32_t e2m1_codes_signed(const float* q, const float* f) {
-  uint32_t c = 0;
-#pragma unroll
-  for (int i = 0; i < E; ++i)
-    c |= (fast::e2m1_magnitude_code(q[i]) | ((__float_as_uint(f[i]) >> 28) & 0x8u)) << (4 * i);
-  return c;
 }
 // e4m3 codes of y[i], 4 a word, element 0 in the lowest byte.
 template <int E>
@@ -153,11 +161,14 @@ __device__ __forceinline__ float nvfp4_scale_ratio(float amax, const GlobalScale
   return c.fast && amax * c.y6 <= 0x1p100f ? fast::div_nonneg(amax, c.g6, c.y6) : amax / c.g6;
 }
 
-// The scale of one block from its amax bits, and the chunk's codes. Returns the codes; *scale
-// receives the stored scale (one byte in the low bits, or f32 bits for kFP8F32).
-template <Kind K, int E>
-__device__ __forceinline__ uint2 encode_block(const float* f, uint32_t amax_bits, const GlobalScale& gs,
+// The scale of one block from its amax bits, and the codes of the chunk `raw`. Returns the codes;
+// *scale receives the stored scale (one byte in the low bits, or f32 bits for kFP8F32).
+template <Kind K, class T>
+__device__ __forceinline__ uint2 encode_block(const uint4& raw, uint32_t amax_bits, const GlobalScale& gs,
                                               uint32_t* scale) {
+  constexpr int E = Wide<T>::kElems;
+  float f[E];
+  Wide<T>::unpack(raw, f);
   const bool finite = amax_bits < kInfBits;
   const float amax = __uint_as_float(amax_bits);
   uint2 c = make_uint2(0, 0);
@@ -165,7 +176,13 @@ __device__ __forceinline__ uint2 encode_block(const float* f, uint32_t amax_bits
   if constexpr (K == Kind::kMXFP4) {
     const int e = num::ceil_log2_ratio(amax, 6.0f, -126);
     *scale = finite ? num::ue8m0_from_exp(e) : 0xFFu;
-    if (finite) c.x = e2m1_codes_mul<E>(f, num::exp2i(-e));
+    if (finite) {
+      const float mul = num::exp2i(-e);
+      uint32_t m[E];
+#pragma unroll
+      for (int i = 0; i < E; ++i) m[i] = fast::e2m1_magnitude_code(fabsf(f[i] * mul));
+      c.x = pack_nibbles<E>(m) | e2m1_sign_bits<T>(raw);
+    }
   } else if constexpr (K == Kind::kNVFP4) {
     // The block scale through the hardware e4m3 conversions: exact equivalents of num:: for
     // non-NaN values, and the quotient is NaN only when g == 0, whose block is zeroed anyway.
@@ -176,7 +193,10 @@ __device__ __forceinline__ uint2 encode_block(const float* f, uint32_t amax_bits
     *scale = finite ? sc : 0x7Fu;
     if (finite && !zero) {
       quotients<E, true>(f, sg, amax, y);
-      c.x = e2m1_codes_signed<E>(y, f);
+      uint32_t m[E];
+#pragma unroll
+      for (int i = 0; i < E; ++i) m[i] = fast::e2m1_magnitude_code(y[i]);
+      c.x = pack_nibbles<E>(m) | e2m1_sign_bits<T>(raw);
     }
   } else if constexpr (K == Kind::kMXFP8 || K == Kind::kFP8Pow2) {
     const int e = num::ceil_log2_ratio(amax, 448.0f, -22);
@@ -262,10 +282,8 @@ __global__ void __launch_bounds__(kThreads, kQuantMinCtasPerSm) quantize_rows_ke
 #pragma unroll
         for (int o = 1; o < kLanes; o <<= 1) m = max(m, __shfl_xor_sync(kFullMask, m, o));
       }
-      float f[E];
-      W::unpack(v[u], f);
       uint32_t scale;
-      const uint2 codes = encode_block<K, E>(f, m, gs, &scale);
+      const uint2 codes = encode_block<K, T>(v[u], m, gs, &scale);
       if (ok) {
         store_codes<is_fp4(K), E>(a.q + row[u] * a.q_row_bytes + col[u] * kCodeBytes, codes);
         if (leader)
@@ -327,9 +345,7 @@ __global__ void __launch_bounds__(tile_threads(Wide<T>::kBytes)) quantize_tile_k
     const int l = j * kThr + threadIdx.x;
     const int64_t r = row0 + l / kChunksPerRow;
     const int cc = l % kChunksPerRow;
-    float f[E];
-    W::unpack(v[j], f);
-    const uint2 codes = encode_block<K, E>(f, m, GlobalScale{}, &scale);
+    const uint2 codes = encode_block<K, T>(v[j], m, GlobalScale{}, &scale);
     if (r < a.rows) store_codes<false, E>(a.q + r * a.q_row_bytes + kb * kTileCols + cc * E, codes);
   }
   if (threadIdx.x == 0) store_scale<K>(a.scales + mb * a.s_row_bytes + kb * a.s_col_bytes, scale);
