@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/backends.h"
+#include "backend/gemm.h"
 #include "common/gemm_test_util.h"
 #include "dsv4/ops/gemm.h"
 
@@ -264,6 +265,51 @@ TEST(GemmCuda, InPlaceResidualAndGraphCapture) {
     GpuRun graph = run_gpu(h, true, true);
     ASSERT_TRUE(graph.status.ok()) << graph.status.message();
     expect_bitwise(h, graph.d, want);
+  }
+}
+
+// The mainloop's group list (the MoE building block): contiguous row groups, B stacked per group.
+// Each group's rows must equal the plain GEMM of that group (exact: bit for bit); an empty group
+// and a group spanning several M tiles are included.
+TEST(GemmCuda, GroupedContiguousMatchesPerGroupReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 g = test::rng_for_test();
+  const int64_t N = 256, K = 384;
+  const std::vector<int32_t> rows = {0, 5, 5, 135, 200};  // groups of 5, 0, 130, 65 rows
+  const int G = static_cast<int>(rows.size()) - 1;
+  const int64_t M = rows.back();
+  for (const FormatCase& c : {kCases[0], kCases[2], kCases[5], kCases[6]}) {
+    // One problem of width G*N holds every group's weights; group g uses its rows [g*N, (g+1)*N).
+    HostGemm all = test::make_exact_gemm(c.f, M, G * N, K, g, c.scale, c.mx_a);
+    DevBuf a(all.a.data(), all.a.size()), as(all.a_scales.data(), all.a_scales.size()),
+        b(all.b.data(), all.b.size()), bs(all.b_scales.data(), all.b_scales.size()), gl(&all.global, 4),
+        gr(rows.data(), rows.size() * 4);
+    std::vector<uint16_t> poison(M * N, test::kBf16NaN);
+    DevBuf d(poison.data(), poison.size() * 2);
+    GemmParams p = all.params(a.p, as.p, b.p, bs.p, gl.p, nullptr, nullptr, d.p, Device::cuda(0));
+    p.d = make_tensor(d.p, DType::BF16, {M, N}, Device::cuda(0));
+    const Status s = cuda::gemm_grouped_contiguous(p, N, static_cast<const int32_t*>(gr.p), G, nullptr);
+    ASSERT_TRUE(s.ok()) << s.message();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<uint16_t> got(M * N);
+    ASSERT_EQ(cudaMemcpy(got.data(), d.p, got.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (int gi = 0; gi < G; ++gi) {
+      const int64_t r0 = rows[gi], mg = rows[gi + 1] - r0;
+      if (mg == 0) continue;
+      HostGemm h = all;
+      h.M = mg, h.N = N;
+      const int64_t a_row = all.a.size() / M, as_row = all.a_scales.size() / M;
+      h.a.assign(all.a.begin() + r0 * a_row, all.a.begin() + (r0 + mg) * a_row);
+      h.a_scales.assign(all.a_scales.begin() + r0 * as_row, all.a_scales.begin() + (r0 + mg) * as_row);
+      const int64_t b_row = all.b.size() / (G * N);
+      h.b.assign(all.b.begin() + gi * N * b_row, all.b.begin() + (gi + 1) * N * b_row);
+      const int64_t bs_rows_per_group = all.b_scale_rows() / G, bs_row = all.b_scales.size() / all.b_scale_rows();
+      h.b_scales.assign(all.b_scales.begin() + gi * bs_rows_per_group * bs_row,
+                        all.b_scales.begin() + (gi + 1) * bs_rows_per_group * bs_row);
+      const std::vector<uint16_t> want = run_cpu(h);
+      const std::vector<uint16_t> slice(got.begin() + r0 * N, got.begin() + (r0 + mg) * N);
+      expect_bitwise(h, slice, want);
+    }
   }
 }
 

@@ -254,6 +254,9 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
 
   const int wg = threadIdx.x / 128;
   const int tid_wg = threadIdx.x % 128;
+  // Lets a programmatic dependent (the split-K reduction) get launched early; it waits for this
+  // grid's completion itself. A no-op for ordinary launches.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) {
       ptx::mbar_init(&full[s], 1);
@@ -491,6 +494,9 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
 __global__ void splitk_reduce_kernel(const float* __restrict__ partial, int splits, int M, int N,
                                      const __nv_bfloat16* __restrict__ bias, const __nv_bfloat16* residual,
                                      int64_t res_ld, __nv_bfloat16* d, int64_t d_ld) {
+  // Launched as a programmatic dependent of the GEMM: wait for its partials (full completion and
+  // memory flush) here, after the launch latency already overlapped the GEMM's tail.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
   const int64_t quads = static_cast<int64_t>(M) * N / 4;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < quads;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

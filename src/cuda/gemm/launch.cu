@@ -123,17 +123,27 @@ int64_t gemm_workspace_size(GemmFormat format, int64_t M, int64_t N, int64_t K, 
   return gemm_detail::choose_gemm_config(M, N, K, format, sms, int64_t(1) << 62).workspace_bytes;
 }
 
-Status gemm(const GemmParams& p, Stream stream_) {
+namespace {
+
+// One launch for a plain GEMM (group_rows == nullptr) or a contiguous grouped one: N is the output
+// width (B rows a group), B holds the groups' weights stacked as [num_groups * N, K].
+Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num_groups, Stream stream_) {
   const GemmFormat f = p.format;
-  const int64_t M = p.a.shape[0], K = p.a.shape[1], N = p.b.shape[0];
-  if (M > INT32_MAX / 2 || N > INT32_MAX / 2 || K > INT32_MAX / 2)
+  const int64_t M = p.a.shape[0], K = p.a.shape[1], b_rows = p.b.shape[0];
+  if (M > INT32_MAX / 2 || b_rows > INT32_MAX / 2 || K > INT32_MAX / 2)
     return {StatusCode::kUnsupported, "gemm: dimensions beyond 2^30 are not supported by the CUDA kernels"};
   DeviceGuard guard;
   DSV4_RETURN_IF_ERROR(guard.enter(p.d.device.index));
   int sms = 0;
   DSV4_RETURN_IF_ERROR(sm_count(p.d.device.index, &sms));
-  const int64_t ws_bytes = p.workspace.defined() ? p.workspace.numel() : 0;
-  const gemm_detail::GemmConfig cfg = gemm_detail::choose_gemm_config(M, N, K, f, sms, ws_bytes);
+  const int64_t ws_bytes = p.workspace.defined() && !group_rows ? p.workspace.numel() : 0;
+  gemm_detail::GemmConfig cfg =
+      gemm_detail::choose_gemm_config(std::max<int64_t>(M / num_groups, 1), N, K, f, sms, ws_bytes);
+  if (group_rows) {
+    // Group sizes live on the device: bound the tile count (each group wastes at most one M tile).
+    const int64_t units = ((M + cfg.bm - 1) / cfg.bm + num_groups) * (N / gemm_detail::kBN);
+    cfg.grid = static_cast<int>(std::min<int64_t>(units, sms));
+  }
 
   const bool a_bf16 = f == GemmFormat::kW4A16MXFP4 || f == GemmFormat::kW4A16NVFP4;
   const bool b_fp4 = f != GemmFormat::kFP8Block;
@@ -145,10 +155,10 @@ Status gemm(const GemmParams& p, Stream stream_) {
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.a.data, K, M, row_bytes(p.a), 128, cfg.bm,
                                    CU_TENSOR_MAP_SWIZZLE_128B, "a"));
   if (b_fp4)  // packed bytes, expanded by the consumers: no swizzle needed
-    DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K / 2, N, row_bytes(p.b), 64,
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K / 2, b_rows, row_bytes(p.b), 64,
                                    gemm_detail::kBN, CU_TENSOR_MAP_SWIZZLE_NONE, "b"));
   else
-    DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K, N, row_bytes(p.b), 128,
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K, b_rows, row_bytes(p.b), 128,
                                    gemm_detail::kBN, CU_TENSOR_MAP_SWIZZLE_128B, "b"));
 
   gemm_detail::KernelArgs args;
@@ -157,6 +167,8 @@ Status gemm(const GemmParams& p, Stream stream_) {
   args.splits = cfg.splits;
   args.kblocks_per_split = cfg.kblocks_per_split;
   args.kblocks = static_cast<int>(K / gemm_detail::kBK);
+  args.num_groups = num_groups;
+  args.group_rows = group_rows;
   const bool mx_a = f == GemmFormat::kW4A8MXFP4 && p.a_scales.shape[1] == K / 32;
   if (p.a_scales.defined()) {
     args.a_scales = static_cast<const uint8_t*>(p.a_scales.data);
@@ -196,11 +208,33 @@ Status gemm(const GemmParams& p, Stream stream_) {
     const int64_t quads = M * N / 4;
     const int threads = 256;
     const int blocks = static_cast<int>(std::min<int64_t>((quads + threads - 1) / threads, int64_t(sms) * 8));
-    gemm_detail::splitk_reduce_kernel<<<blocks, threads, 0, stream>>>(args.partial, cfg.splits, args.M, args.N, args.bias,
-                                                                args.residual, args.res_ld, args.d, args.d_ld);
-    DSV4_RETURN_IF_ERROR(launch_status(kOp, "splitk_reduce_kernel"));
+    // Programmatic dependent launch: the reduction's launch overlaps the GEMM's tail (decode GEMMs
+    // last ~10 us, so a launch gap is a visible share).
+    cudaLaunchConfig_t lc = {};
+    lc.gridDim = dim3(blocks);
+    lc.blockDim = dim3(threads);
+    lc.dynamicSmemBytes = 0;
+    lc.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    lc.attrs = attr;
+    lc.numAttrs = 1;
+    DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&lc, gemm_detail::splitk_reduce_kernel,
+                                                 static_cast<const float*>(args.partial), cfg.splits, args.M, args.N,
+                                                 args.bias, args.residual, args.res_ld, args.d, args.d_ld),
+                              kOp);
   }
   return Status::Ok();
+}
+
+}  // namespace
+
+Status gemm(const GemmParams& p, Stream stream) { return launch(p, p.b.shape[0], nullptr, 1, stream); }
+
+Status gemm_grouped_contiguous(const GemmParams& p, int64_t n_per_group, const int32_t* group_rows, int num_groups,
+                               Stream stream) {
+  return launch(p, n_per_group, group_rows, num_groups, stream);
 }
 
 }  // namespace dsv4::cuda
