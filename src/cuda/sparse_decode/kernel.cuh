@@ -1,16 +1,17 @@
 // Sparse decode attention on sm_90: one CTA per (query token, block of <= 64 heads, key split).
 //
-// Per 64-key tile: cp.async gathers the raw FP8 rows of the tile's slots into smem (issued one tile
-// ahead, so the gather overlaps the tensor-core work of the tile before), the CTA dequantizes them
-// once into a bf16 key tile shared by all its heads, then mma.sync computes S = Q K^T, an online
-// softmax in fp32 turns S into P (bf16), and mma.sync accumulates O += P K (K = V) in registers.
+// Per 64-key tile: cp.async gathers the raw FP8 rows of the tile's slots into smem (issued two tiles
+// ahead, so the gathers overlap the work on the tiles before), the CTA dequantizes them
+// once into a bf16 key tile shared by all its heads, then the tensor cores compute S = Q K^T, an online
+// softmax in fp32 turns S into P (bf16), and the MMAs accumulate O += P K (K = V) in registers
+// (wgmma for blocks of more than 32 heads, mma.sync below).
 //
 // Exactness of the key tile: a MODEL1 value is e4m3 * 2^k, which bf16 holds exactly; a per-token
 // value e4m3 * bf16 scale does not, so that layout keeps the raw e4m3 in the tile and applies the
 // token's scale in fp32: to the logit, and to P before it is rounded to bf16.
 //
 // Invalid keys (index -1, a slot past the cache, a position past the row's length) are never
-// loaded: their tile rows are zeroed and their logits set to -inf, so NaN bytes on pages no index
+// read: their tile rows are zero-filled and their logits set to -inf, so NaN bytes on pages no index
 // names cannot leak. Split CTAs write normalised partial outputs and log2-sum-exps to the
 // workspace and sparse_decode_combine merges them; an unsplit CTA finishes the rows itself.
 #pragma once
@@ -58,8 +59,12 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
 }
-__device__ __forceinline__ void cp_async8(void* dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(smem_addr(dst)), "l"(src));
+// With `valid` false nothing is read and the destination is zero-filled (src-size 0).
+__device__ __forceinline__ void cp_async16_zfill(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async8_zfill(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 8 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
@@ -93,6 +98,12 @@ __device__ __forceinline__ float2 e4m3x2_to_f2(uint32_t codes) {
   asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(h2) : "h"(static_cast<unsigned short>(codes & 0xFFFF)));
   __half2 h = *reinterpret_cast<__half2*>(&h2);
   return __half22float2(h);
+}
+// 2^x by the SFU (relative error about 2^-22); 2^-inf = 0.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -132,6 +143,23 @@ template <int N>
 __device__ __forceinline__ void pin(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// D(64 x 128, f32) += A(64 x 16 bf16, K-major smem) * B(16 x 128 bf16, N-major (transposed) smem).
+__device__ __forceinline__ void wgmma_m64n128k16_bf16_tb(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, 1, 1, 1, 0, 1;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b));
 }
 
 // D(64 x 32, f32) += A(64 x 16 bf16, K-major smem) * B(16 x 32 bf16, K-major smem).
@@ -191,18 +219,27 @@ struct Smem {
   static_assert(kLaunchBytes <= 227 * 1024, "fits the sm_90 smem carve-out");
 };
 
-// kWgmma (64 rows only): both GEMMs on warpgroup MMA, warpgroup w taking keys [32w, 32w+32) of
-// S = Q K^T and dims [256w, 256w+256) of O; otherwise mma.sync with 16-row warp tiles.
+// kWgmma (64 rows only, 512 threads): both GEMMs on warpgroup MMA, warpgroup w taking keys
+// [16w, 16w+16) of S = Q K^T and dims [128w, 128w+128) of O; four warpgroups rather than two so
+// that the SIMT work around the MMAs (gather, dequantization, softmax) has 16 warps to hide its
+// latencies. Otherwise mma.sync with 16-row warp tiles and 256 threads.
 template <int RG, bool kWgmma>
-__global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a) {
+__global__ void __launch_bounds__(threads_for(kWgmma), 1) sparse_decode_kernel(const Args a) {
   static_assert(RG == 1 || RG == 2 || RG == 4, "16, 32 or 64 rows a CTA");
   static_assert(!kWgmma || RG == 4, "the wgmma path works on 64-row tiles");
   constexpr int kRows = 16 * RG;
-  constexpr int kSNt = RG;                 // 8-key n-tiles per warp in S = Q K^T
-  constexpr int kKeysPerWarp = 8 * kSNt;   // warps split the 64 keys kWarps / RG ways
-  constexpr int kDimsPerWarp = 64 * RG;    // warps split the 512 dims kWarps / RG ways in O += P K
+  constexpr int kNT = threads_for(kWgmma);
+  constexpr int kNW = kNT / 32;
+  // Warp w owns rows [16 (w % RG), +16); the other factor of the warp index splits the keys of
+  // S = Q K^T and the dims of O. wgmma: S on the first two warpgroups, 32 keys each (a wider N
+  // reads Q from smem half as often as four n16 slices would), O on all four, 128 dims each.
+  constexpr int kSWarps = kWgmma ? 8 : kNW;              // warps that compute S
+  constexpr int kSNt = kWgmma ? 4 : RG;                  // 8-key n-tiles per S warp
+  constexpr int kKeysPerWarp = 8 * kSNt;
+  constexpr int kDimsPerWarp = kDim * RG / kNW;
+  static_assert(kKeysPerWarp * (kSWarps / RG) == kTileKeys, "the S warps cover the key tile");
   constexpr int kONt = kDimsPerWarp / 8;
-  constexpr int kTpr = kThreads / kRows;   // softmax threads per row
+  constexpr int kTpr = kNT / kRows;        // softmax threads per row
   constexpr int kKpt = kTileKeys / kTpr;   // softmax keys per thread
 
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -234,7 +271,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
   // ---- Q rows into smem (zeros past the last head) ----
   {
     const __nv_bfloat16* qrow0 = a.q + b * a.q_sb + s * a.q_ss + static_cast<int64_t>(head0) * a.q_sh;
-    for (int i = tid; i < kRows * 64; i += kThreads) {
+    for (int i = tid; i < kRows * 64; i += kNT) {
       const int r = i >> 6, c = i & 63;
       uint8_t* dst = sQ + tile_off<kWgmma>(r, c);
       if (r < nh) cp_async16(dst, qrow0 + r * a.q_sh + c * 8);
@@ -279,37 +316,42 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
     return (v >= 0 && v < ks.num_slots) ? v : -1;
   };
 
-  // Gathers the raw bytes of tile t (cp.async) from the slots in `slots` (smem, -1 = skip).
+  // Gathers the raw bytes of tile t (cp.async) from the slots in `slots` (smem, -1 = invalid):
+  // kTpk threads a key, so the slot -> address arithmetic runs once a thread. An invalid key's
+  // bytes are zero-filled without a read (src-size 0), so the dequantization needs no validity
+  // test and decodes it to zeros.
   auto issue = [&](int t, const int* slots, uint8_t* sRaw) {
     const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
+    constexpr int kTpk = kNT / kTileKeys;
+    const int key = tid / kTpk, sub = tid % kTpk;
+    const int slot = slots[key];
+    const bool valid = slot >= 0;
+    const int s0 = valid ? slot : 0;
     if (ks.model1) {
       // 36 data chunks of 16 bytes and one 8-byte scale chunk a key.
-      constexpr int kItems = kTileKeys * 37;
-#pragma unroll 1
-      for (int j = 0; j < (kItems + kThreads - 1) / kThreads; ++j) {
-        const int i = tid + j * kThreads;
-        if (i >= kItems) break;
-        const int key = i / 37, c = i - key * 37;
-        const int slot = slots[key];
-        if (slot < 0) continue;
-        const int page = slot / ks.page_size, off = slot - page * ks.page_size;
-        const uint8_t* pb = ks.data + static_cast<int64_t>(page) * ks.page_bytes;
-        if (c < 36) cp_async16(sRaw + key * 576 + c * 16, pb + off * 576 + c * 16);
-        else cp_async8(sRaw + kTileKeys * 576 + key * 8, pb + static_cast<int64_t>(ks.page_size) * 576 + off * 8);
+      const int page = s0 / ks.page_size, off = s0 - page * ks.page_size;
+      const uint8_t* pb = ks.data + static_cast<int64_t>(page) * ks.page_bytes;
+      const uint8_t* src = pb + off * 576;
+      uint8_t* dst = sRaw + key * 576;
+#pragma unroll
+      for (int j = 0; j < (36 + kTpk - 1) / kTpk; ++j) {
+        const int c = sub + j * kTpk;
+        if (c < 36) cp_async16_zfill(dst + c * 16, src + c * 16, valid);
       }
+      if (sub == kTpk - 1)
+        cp_async8_zfill(sRaw + kTileKeys * 576 + key * 8, pb + static_cast<int64_t>(ks.page_size) * 576 + off * 8,
+                        valid);
       pend_scale_next = 1.0f;
     } else {
-#pragma unroll 2
-      for (int j = 0; j < kTileKeys * 32 / kThreads; ++j) {
-        const int i = tid + j * kThreads;
-        const int key = i >> 5, c = i & 31;
-        const int slot = slots[key];
-        if (slot < 0) continue;
-        cp_async16(sRaw + key * 512 + c * 16, ks.data + static_cast<int64_t>(slot) * 512 + c * 16);
+      const uint8_t* src = ks.data + static_cast<int64_t>(s0) * 512;
+#pragma unroll
+      for (int j = 0; j < 32 / kTpk; ++j) {
+        const int c = sub + j * kTpk;
+        cp_async16_zfill(sRaw + key * 512 + c * 16, src + c * 16, valid);
       }
       if (tid < kTileKeys) {
-        const int slot = slots[tid];
-        pend_scale_next = slot >= 0 ? __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + slot))) : 0.0f;
+        const int sl = slots[tid];
+        pend_scale_next = sl >= 0 ? __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + sl))) : 0.0f;
       }
     }
   };
@@ -322,11 +364,11 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
       s_kscale[tid] = pend_scale;
     }
 #pragma unroll 4
-    for (int j = 0; j < kTileKeys * 64 / kThreads; ++j) {
-      const int i = tid + j * kThreads;
+    for (int j = 0; j < kTileKeys * 64 / kNT; ++j) {
+      const int i = tid + j * kNT;
       const int key = i >> 6, c = i & 63;
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (slots[key] >= 0) {
+      uint4 v;
+      {  // invalid keys arrive as zero bytes (issue) and decode to zeros
         if (model1) {
           if (c < 56) {
             const uint2 codes = *reinterpret_cast<const uint2*>(sRaw + key * 576 + c * 8);
@@ -400,14 +442,14 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
     nslot = (t3 < t_end && tid < kTileKeys) ? load_slot(t3) : -1;
 
     // ---- S = Q K^T for rows [rg*16, +16) and keys [kg*kKeysPerWarp, +kKeysPerWarp) ----
-    {
+    if (warp < kSWarps) {
       const int kg = warp / RG;
       const int key0 = kg * kKeysPerWarp;
       float sacc[kSNt][4];
 #pragma unroll
       for (int n = 0; n < kSNt; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
       if constexpr (kWgmma) {
-        float(&d)[16] = reinterpret_cast<float(&)[16]>(sacc);
+        float(&d)[kSNt * 4] = reinterpret_cast<float(&)[kSNt * 4]>(sacc);
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < kDim / 16; ++kk) {
@@ -469,12 +511,12 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
       for (int o = kTpr / 2; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
       const float m_new = fmaxf(m_run, mx);
       const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // keeps exp2 away from (-inf) - (-inf)
-      const float alpha = exp2f(m_run - m_use);
+      const float alpha = fast_exp2(m_run - m_use);
       float sum = 0.0f;
 #pragma unroll
       for (int j = 0; j < kKpt; ++j) {
         const int key = sm_part + kTpr * j;
-        const float p = exp2f(sv[j] - m_use);
+        const float p = fast_exp2(sv[j] - m_use);
         sum += p;
         const __nv_bfloat16 pb = __float2bfloat16_rn(p * s_kscale[key]);
         *reinterpret_cast<__nv_bfloat16*>(sP + swz(sm_row, key >> 3, 8) + (key & 7) * 2) = pb;
@@ -501,13 +543,13 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
       }
       if constexpr (kWgmma) {
         // A = P [64 rows][64 keys], one K-major block; B = the key tile read N-major: dims
-        // [256 dg, +256) are 4 blocks of 64 dims, 8192 bytes apart (LBO); 8-key groups 1024 apart (SBO).
+        // [128 dg, +128) are 2 blocks of 64 dims, 8192 bytes apart (LBO); 8-key groups 1024 apart (SBO).
         float(&d)[kONt * 4] = reinterpret_cast<float(&)[kONt * 4]>(acc);
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < kTileKeys / 16; ++kk)
-          wgmma_m64n256k16_bf16_tb(d, wg_desc(sPa + kk * 32, 16, 1024),
-                                   wg_desc(sKa + dg * 4 * (64 * 128) + kk * 16 * 128, 64 * 128, 1024));
+          wgmma_m64n128k16_bf16_tb(d, wg_desc(sPa + kk * 32, 16, 1024),
+                                   wg_desc(sKa + dg * 2 * (64 * 128) + kk * 16 * 128, 64 * 128, 1024));
         wg_commit();
         wg_wait_all();
         pin(d);

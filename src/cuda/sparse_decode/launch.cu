@@ -90,7 +90,7 @@ Status launch_main(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   const auto kernel = sd::sparse_decode_kernel<RG, kWgmma>;
   DSV4_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::Smem::kLaunchBytes), kOp);
-  kernel<<<static_cast<unsigned>(ctas), sd::kThreads, sd::Smem::kLaunchBytes, st>>>(a);
+  kernel<<<static_cast<unsigned>(ctas), sd::threads_for(kWgmma), sd::Smem::kLaunchBytes, st>>>(a);
   return launch_status(kOp, "sparse_decode_kernel");
 }
 
