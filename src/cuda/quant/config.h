@@ -20,6 +20,11 @@ enum class Kind : int {
 constexpr int block_k(Kind k) {
   return k == Kind::kNVFP4 ? 16 : (k == Kind::kMXFP4 || k == Kind::kMXFP8) ? 32 : 128;
 }
+// 16-byte chunks one quantize thread owns: a whole scale block when it is at most 4 chunks, else 4.
+constexpr int own_chunks(Kind k, int elem_bytes) {
+  const int cpb = block_k(k) * elem_bytes / 16;
+  return cpb < 4 ? cpb : 4;
+}
 constexpr bool is_fp4(Kind k) { return k == Kind::kMXFP4 || k == Kind::kNVFP4; }
 
 // The streaming kernels: 256 threads a CTA, each thread keeps several independent 16-byte chunks in

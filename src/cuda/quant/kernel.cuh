@@ -230,10 +230,14 @@ constexpr int scale_bytes() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Per-row block formats (MXFP4, NVFP4, MXFP8, FP8_1x128): a flat grid-stride stream of 16-byte
-// chunks. A scale block is kLanes consecutive chunks held by kLanes consecutive lanes (aligned,
-// because the chunk index is congruent to the lane modulo 32 and K is a whole number of blocks),
-// which reduce the amax with xor shuffles.
+// Per-row block formats (MXFP4, NVFP4, MXFP8, FP8_1x128): a flat grid-stride stream of "units",
+// each kOwn = min(4, chunks a scale block) consecutive 16-byte chunks owned by one thread. Owning
+// a whole small block (NVFP4, MXFP4/MXFP8 on bf16) means its scale, reciprocal and range checks
+// are computed once instead of once per chunk, no shuffle is needed, and the codes leave in one
+// 8-32 byte store; a 128-wide block spans kLanes consecutive lanes (aligned, because the unit index
+// is congruent to the lane modulo 32 and K is a whole number of blocks), which reduce the amax
+// with xor shuffles. The loads are L1-cached so the 16-byte pieces of a thread's 64 contiguous
+// bytes, which land in shared 32-byte sectors, are fetched from L2 once.
 struct RowArgs {
   const uint8_t* x;      // row 0 of this launch's slice
   int64_t x_row_bytes;
@@ -243,17 +247,33 @@ struct RowArgs {
   int64_t s_row_bytes;   // scale strides, in bytes
   int64_t s_col_bytes;
   const float* global_scale;  // NVFP4: g, read on the device (it may be computed by the previous kernel)
-  uint32_t chunks;            // rows * chunks_per_row
-  FastDiv chunks_per_row;
+  uint32_t chunks;            // rows * chunks_per_row (quantize: units, see own_chunks)
+  FastDiv chunks_per_row;     // (quantize: units per row)
 };
+
+// Stores n = kWords 32-bit words of codes with the widest aligned vector stores.
+template <int kWords>
+__device__ __forceinline__ void store_words(uint8_t* dst, const uint32_t* w) {
+  if constexpr (kWords == 2) {
+    *reinterpret_cast<uint2*>(dst) = make_uint2(w[0], w[1]);
+  } else {
+    static_assert(kWords % 4 == 0);
+#pragma unroll
+    for (int i = 0; i < kWords; i += 4) dev::st16(dst + 4 * i, make_uint4(w[i], w[i + 1], w[i + 2], w[i + 3]));
+  }
+}
 
 template <Kind K, class T>
 __global__ void __launch_bounds__(kThreads, kQuantMinCtasPerSm) quantize_rows_kernel(RowArgs a) {
   using W = Wide<T>;
   constexpr int E = W::kElems;
-  constexpr int kLanes = block_k(K) / E;
-  static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "a block is 1..32 chunks");
-  constexpr int kCodeBytes = is_fp4(K) ? E / 2 : E;
+  constexpr int kOwn = own_chunks(K, W::kBytes);
+  constexpr int kLanes = block_k(K) / E / kOwn;
+  static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "a block is 1..32 lanes");
+  constexpr int kUnroll = kQuantUnroll / kOwn;  // units per trip: kQuantUnroll chunks in flight
+  constexpr int kCodeBytes = is_fp4(K) ? E / 2 : E;  // per chunk
+  constexpr int kWords = kOwn * kCodeBytes / 4;       // per unit
+  static_assert(kOwn * kCodeBytes % 8 == 0, "a unit's codes are a whole number of 8-byte words");
 
   GlobalScale gs;
   if constexpr (K == Kind::kNVFP4) gs = make_global_scale(*a.global_scale);
@@ -262,30 +282,45 @@ __global__ void __launch_bounds__(kThreads, kQuantMinCtasPerSm) quantize_rows_ke
   const bool leader = (threadIdx.x & (kLanes - 1)) == 0;
 
   // The trip condition is uniform across the warp: shuffles below need every lane.
-  for (uint32_t it = 0; it + (tid & ~31u) < a.chunks; it += stride * kQuantUnroll) {
-    uint4 v[kQuantUnroll];
-    uint32_t row[kQuantUnroll], col[kQuantUnroll];
+  for (uint32_t it = 0; it + (tid & ~31u) < a.chunks; it += stride * kUnroll) {
+    uint4 v[kUnroll][kOwn];
+    uint32_t row[kUnroll], col[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kQuantUnroll; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       const uint32_t c = it + u * stride + tid;
       row[u] = a.chunks_per_row.div(c);
       col[u] = c - row[u] * a.chunks_per_row.divisor;
-      v[u] = c < a.chunks ? dev::ld_stream16(a.x + row[u] * a.x_row_bytes + col[u] * 16u) : make_uint4(0, 0, 0, 0);
+      const uint8_t* src = a.x + row[u] * a.x_row_bytes + col[u] * (16u * kOwn);
+#pragma unroll
+      for (int j = 0; j < kOwn; ++j) v[u][j] = c < a.chunks ? dev::ld_cached16(src + 16 * j) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int u = 0; u < kQuantUnroll; ++u) {
+    for (int u = 0; u < kUnroll; ++u) {
       const bool ok = it + u * stride + tid < a.chunks;
-      uint32_t m = W::absmax_bits(v[u]);
-      if constexpr (kLanes == 32) {
-        m = __reduce_max_sync(kFullMask, m);
-      } else {
+      uint32_t m = W::absmax_bits(v[u][0]);
 #pragma unroll
-        for (int o = 1; o < kLanes; o <<= 1) m = max(m, __shfl_xor_sync(kFullMask, m, o));
+      for (int j = 1; j < kOwn; ++j) m = max(m, W::absmax_bits(v[u][j]));
+#pragma unroll
+      for (int o = 1; o < kLanes; o <<= 1) m = max(m, __shfl_xor_sync(kFullMask, m, o));
+      // One block amax for every chunk of the unit: the block-scale arithmetic inside
+      // encode_block is the same expression each time and is computed once.
+      uint32_t scale = 0;
+      uint32_t w[kWords];
+#pragma unroll
+      for (int j = 0; j < kOwn; ++j) {
+        const uint2 codes = encode_block<K, T>(v[u][j], m, gs, &scale);
+        if constexpr (kCodeBytes == 2) {
+          if (j % 2 == 0) w[j / 2] = codes.x & 0xFFFFu;
+          else w[j / 2] |= codes.x << 16;
+        } else if constexpr (kCodeBytes == 4) {
+          w[j] = codes.x;
+        } else {
+          w[2 * j] = codes.x;
+          w[2 * j + 1] = codes.y;
+        }
       }
-      uint32_t scale;
-      const uint2 codes = encode_block<K, T>(v[u], m, gs, &scale);
       if (ok) {
-        store_codes<is_fp4(K), E>(a.q + row[u] * a.q_row_bytes + col[u] * kCodeBytes, codes);
+        store_words<kWords>(a.q + row[u] * a.q_row_bytes + col[u] * (kOwn * kCodeBytes), w);
         if (leader)
           store_scale<K>(a.scales + row[u] * a.s_row_bytes + (col[u] / kLanes) * a.s_col_bytes, scale);
       }

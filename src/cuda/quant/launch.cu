@@ -138,7 +138,10 @@ Status quantize(const QuantizeParams& p, Stream s) {
   }
 
   const RowKernel kernel = bf16 ? rows_kernel<Bf16>(kind) : rows_kernel<float>(kind);
-  const int64_t cpr = K * elem_bytes(p.x.dtype) / 16;
+  // The kernel's unit is own_chunks 16-byte chunks (a row holds a whole number of them: K is a
+  // multiple of the scale block, and a unit never exceeds one block).
+  const int own = quant::own_chunks(kind, static_cast<int>(elem_bytes(p.x.dtype)));
+  const int64_t cpr = K * elem_bytes(p.x.dtype) / 16 / own;
   return for_each_slice(op, M, cpr, 1, [&](int64_t r0, int64_t rows) -> Status {
     quant::RowArgs a{};
     a.x = x + r0 * x_row;
@@ -151,7 +154,7 @@ Status quantize(const QuantizeParams& p, Stream s) {
     a.global_scale = p.format == QuantFormat::kNVFP4 ? p.global_scale.ptr<const float>() : nullptr;
     a.chunks = static_cast<uint32_t>(rows * cpr);
     a.chunks_per_row = FastDiv(static_cast<uint32_t>(cpr));
-    kernel<<<quant::grid_for(rows * cpr, quant::kQuantUnroll, sms), quant::kThreads, 0, stream>>>(a);
+    kernel<<<quant::grid_for(rows * cpr, quant::kQuantUnroll / own, sms), quant::kThreads, 0, stream>>>(a);
     return launch_status(op, "quantize_rows_kernel");
   });
 }
