@@ -251,7 +251,7 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
       };
       Result r;
       r.op = "gemm";
-      r.case_name = gemm_format_name(f);
+      r.case_name = std::string(gemm_format_name(f)) + (ws_bytes > 0 ? " splitK" : "");
       r.shape = shape_str({M, N, K});
       r.flops = 2.0 * M * N * K;
       r.bytes = static_cast<double>(z.a + z.as + z.b + z.bs + z.d);
@@ -260,7 +260,6 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
         r.baseline = a_bf16(f) ? "cuBLASLt bf16" : "cuBLASLt fp8";
         r.baseline_us = a_bf16(f) ? lt_bf16_us : lt_fp8_us;
       }
-      r.note = ws_bytes > 0 ? "split-K" : "";
       const Timing tm = time_gpu([&](int i) { check_ok(gemm(params(i), st), r.case_name); }, t);
       record_safe(r, tm, t);
       out.push_back(r);

@@ -156,23 +156,52 @@ __device__ __forceinline__ void e4m3_table(int shift, uint32_t& lut0, uint32_t& 
   lut1 = pair(2.f, 3.f) | (pair(4.f, 6.f) << 16);
 }
 
+// B scale bytes an expansion needs, loaded by the consumer threads two K blocks ahead of use so
+// the global-memory latency never sits on the critical path. Unit i of thread ctid is
+// u = ctid + i * kThreads, the same rows every K block.
+//  W4A8 (512 units: row u/4, 32-element sub-block u%4): the row's four ue8m0 bytes, packed.
+//  W4A16 (1024 units: row u/8, 16 elements u%8): the one scale byte of the unit (MXFP4 ue8m0 of
+//  its 32-block, NVFP4 e4m3 of its 16-block).
+template <GemmFormat F, int kThreads>
+struct ExpandScales {
+  static constexpr int kUnits = (F == GemmFormat::kW4A8MXFP4 ? kBN * 4 : kBN * 8) / kThreads;
+  uint32_t v[kUnits];
+  __device__ __forceinline__ void load(const KernelArgs& a, int b_row0, int kb, int ctid) {
+#pragma unroll
+    for (int i = 0; i < kUnits; ++i) {
+      const int u = ctid + i * kThreads;
+      if constexpr (F == GemmFormat::kW4A8MXFP4) {
+        const uint8_t* sp = a.b_scales + static_cast<int64_t>(b_row0 + (u >> 2)) * a.bs_s0 +
+                            static_cast<int64_t>(kb) * 4 * a.bs_s1;
+        v[i] = uint32_t(__ldg(sp)) | (uint32_t(__ldg(sp + a.bs_s1)) << 8) | (uint32_t(__ldg(sp + 2 * a.bs_s1)) << 16) |
+               (uint32_t(__ldg(sp + 3 * a.bs_s1)) << 24);
+      } else {
+        const int q = u & 7;
+        const int64_t col = F == GemmFormat::kW4A16NVFP4 ? kb * 8 + q : kb * 4 + (q >> 1);
+        v[i] = __ldg(a.b_scales + static_cast<int64_t>(b_row0 + (u >> 3)) * a.bs_s0 + col * a.bs_s1);
+      }
+    }
+  }
+};
+
 // W4A8: expand one stage's packed B tile [128 rows][64 bytes] into e4m3 [128][128] (128B swizzle)
 // and the per-row scales the promotion needs: fold mode writes scale_rows[row] = 2^(smax - 6);
 // per-32 mode writes scale_rows[j * 128 + row] = 2^(s_j).
 template <bool kPer32, int kThreads>
 __device__ __forceinline__ void expand_w4a8(const uint8_t* packed, uint8_t* dst, float* scale_rows,
-                                            const KernelArgs& a, int b_row0, int kb, int ctid) {
-#pragma unroll 1
-  for (int u = ctid; u < kBN * 4; u += kThreads) {
+                                            const ExpandScales<GemmFormat::kW4A8MXFP4, kThreads>& sc, int ctid) {
+#pragma unroll
+  for (int i = 0; i < ExpandScales<GemmFormat::kW4A8MXFP4, kThreads>::kUnits; ++i) {
+    const int u = ctid + i * kThreads;
     const int row = u >> 2, j = u & 3;
-    const uint8_t* sp = a.b_scales + static_cast<int64_t>(b_row0 + row) * a.bs_s0 + static_cast<int64_t>(kb) * 4 * a.bs_s1;
+    const uint32_t packed_s = sc.v[i];
+    const int sj = (packed_s >> (8 * j)) & 0xFF;
     uint32_t lut0 = 0x3C383000u, lut1 = 0x4C484440u;  // shift 0: e2m1 values are exact e4m3
     if constexpr (kPer32) {
-      scale_rows[j * kBN + row] = num::ue8m0_to_float(__ldg(sp + j * a.bs_s1));
+      scale_rows[j * kBN + row] = num::ue8m0_to_float(static_cast<uint8_t>(sj));
     } else {
-      const int s0 = __ldg(sp), s1 = __ldg(sp + a.bs_s1), s2 = __ldg(sp + 2 * a.bs_s1), s3 = __ldg(sp + 3 * a.bs_s1);
+      const int s0 = packed_s & 0xFF, s1 = (packed_s >> 8) & 0xFF, s2 = (packed_s >> 16) & 0xFF, s3 = packed_s >> 24;
       const int smax = max(max(s0, s1), max(s2, s3));
-      const int sj = j == 0 ? s0 : j == 1 ? s1 : j == 2 ? s2 : s3;
       e4m3_table(sj - smax + 6, lut0, lut1);
       if (j == 0)
         scale_rows[row] = smax == 0xFF ? __uint_as_float(0x7FC00000u) : num::exp2i(smax - 127 - 6);
@@ -207,17 +236,17 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, __nv_bfloat162 s) {
 // W4A16: expand one stage's packed B tile into bf16 [2 atoms of 64 K][128 rows][128 B] (128B
 // swizzle), scale applied. Each unit is 16 elements of one row (one NVFP4 block, half an MXFP4 one).
 template <GemmFormat F, int kThreads>
-__device__ __forceinline__ void expand_w4a16(const uint8_t* packed, uint8_t* dst, const KernelArgs& a, int b_row0,
-                                             int kb, int ctid) {
-#pragma unroll 2
-  for (int u = ctid; u < kBN * 8; u += kThreads) {
+__device__ __forceinline__ void expand_w4a16(const uint8_t* packed, uint8_t* dst, const ExpandScales<F, kThreads>& sc,
+                                             int ctid) {
+#pragma unroll
+  for (int i = 0; i < ExpandScales<F, kThreads>::kUnits; ++i) {
+    const int u = ctid + i * kThreads;
     const int row = u >> 3, q = u & 7;
-    const uint8_t* srow = a.b_scales + static_cast<int64_t>(b_row0 + row) * a.bs_s0;
+    const uint32_t s = sc.v[i];
     uint16_t sbits;
     if constexpr (F == GemmFormat::kW4A16NVFP4) {
-      sbits = num::bf16_from_float(num::e4m3_to_float(__ldg(srow + static_cast<int64_t>(kb * 8 + q) * a.bs_s1)));
+      sbits = num::bf16_from_float(num::e4m3_to_float(static_cast<uint8_t>(s)));
     } else {
-      const uint32_t s = __ldg(srow + static_cast<int64_t>(kb * 4 + (q >> 1)) * a.bs_s1);
       sbits = s == 0xFF ? 0x7FC0 : s == 0 ? 0x0040 : static_cast<uint16_t>(s << 7);  // 2^(s-127) as bf16
     }
     const __nv_bfloat16 s1 = __ushort_as_bfloat16(sbits);
@@ -349,11 +378,27 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       }
     };
 
+    // Scales ride a register ring several K blocks ahead of use (one for MXFP8 activations, whose
+    // eight values a block would not fit many times): a global load's latency under full TMA
+    // traffic exceeds a K block's tensor-core time, so loading at the point of use stalls every
+    // block. The shifts below are register moves (the ring is indexed statically).
+    constexpr int kAhead = kMXFP8A ? 1 : 4;
+    Scales sq[kAhead + 1];
+#pragma unroll
+    for (int i = 0; i <= kAhead; ++i)
+      if (t.kb0 + i < t.kb1) load_scales(t.kb0 + i, sq[i]);
+    auto next_scales = [&](int kb) -> Scales {
+      const Scales cur = sq[0];
+#pragma unroll
+      for (int i = 0; i < kAhead; ++i) sq[i] = sq[i + 1];
+      if (kb + kAhead + 1 < t.kb1) load_scales(kb + kAhead + 1, sq[kAhead]);
+      return cur;
+    };
+
     if constexpr (!T::kConvertB) {
       // FP8: B feeds wgmma straight from the TMA stage.
       for (int kb = t.kb0; kb < t.kb1; ++kb) {
-        Scales sc;
-        load_scales(kb, sc);
+        const Scales sc = next_scales(kb);
         ptx::mbar_wait(&full[stage], phase);
         const uint32_t a_addr = ptx::smem_addr(s_a + stage * T::kABytes + cw * 64 * 128);
         const uint32_t b_addr = ptx::smem_addr(s_b + stage * T::kBBytes);
@@ -380,20 +425,29 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       // FP4 B: the consumers expand stage kb+1 into the other buffer while the wgmmas of stage kb
       // run, so the expansion overlaps the tensor cores. One named barrier an iteration both
       // publishes the expanded tile and proves every warpgroup is done with the older buffer.
-      auto expand = [&](int stg, int bf, int kb) {
+      using ES = ExpandScales<F, T::kConsumerThreads>;
+      auto expand = [&](int stg, int bf, const ES& es) {
         uint8_t* dst = s_bconv + bf * T::kBConvBytes;
         const uint8_t* src = s_b + stg * T::kBBytes;
-        if constexpr (T::kBF16) expand_w4a16<F, T::kConsumerThreads>(src, dst, args, t.b_row0, kb, ctid);
-        else expand_w4a8<kMXFP8A, T::kConsumerThreads>(src, dst, s_scale_rows + bf * T::kScaleRowFloats, args,
-                                                      t.b_row0, kb, ctid);
+        if constexpr (T::kBF16) expand_w4a16<F, T::kConsumerThreads>(src, dst, es, ctid);
+        else expand_w4a8<kMXFP8A, T::kConsumerThreads>(src, dst, s_scale_rows + bf * T::kScaleRowFloats, es, ctid);
         ptx::fence_proxy_async_smem();  // the expanded tile is read by wgmma (async proxy)
       };
+      // The expansions' B scales, a ring like the scales': es[i] holds K block kb + 1 + i once the
+      // iteration for kb has shifted it.
+      constexpr int kEAhead = 3;
+      ES es[kEAhead + 1];
+#pragma unroll
+      for (int i = 0; i <= kEAhead; ++i)
+        if (t.kb0 + i < t.kb1) es[i].load(args, t.b_row0, t.kb0 + i, ctid);
       ptx::mbar_wait(&full[stage], phase);
-      expand(stage, buf, t.kb0);
+      expand(stage, buf, es[0]);
       ptx::named_barrier_sync(1, T::kConsumerThreads);
       for (int kb = t.kb0; kb < t.kb1; ++kb) {
-        Scales sc;
-        load_scales(kb, sc);
+        const Scales sc = next_scales(kb);
+#pragma unroll
+        for (int i = 0; i < kEAhead; ++i) es[i] = es[i + 1];  // es[0]: K block kb+1
+        if (kb + kEAhead + 1 < t.kb1) es[kEAhead].load(args, t.b_row0, kb + kEAhead + 1, ctid);
         const uint32_t a_addr = ptx::smem_addr(s_a + stage * T::kABytes + cw * 64 * 128);
         const uint32_t b_addr = ptx::smem_addr(s_bconv + buf * T::kBConvBytes);
         const float* scale_rows = s_scale_rows + buf * T::kScaleRowFloats;
@@ -419,7 +473,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         const uint32_t next_phase = stage + 1 == S ? phase ^ 1 : phase;
         if (kb + 1 < t.kb1) {
           ptx::mbar_wait(&full[next_stage], next_phase);
-          expand(next_stage, buf ^ 1, kb + 1);
+          expand(next_stage, buf ^ 1, es[0]);
         }
 
         if constexpr (T::kBF16) {

@@ -3,6 +3,7 @@
 // here allocates or synchronises, so the op can be captured in a CUDA graph.
 #include <cudaTypedefs.h>
 
+#include <atomic>
 #include <mutex>
 #include <string>
 
@@ -53,9 +54,38 @@ Status sm_count(int device, int* out) {
 
 // A 2-D row-major tensor map: `inner` elements a row (contiguous), `rows` rows `row_bytes` apart,
 // boxes of box_inner x box_rows.
+// Encoding a tensor map is pure host work of a microsecond or more, a visible share of a decode
+// GEMM; serving reuses the same weight and activation buffers, so each thread keeps the last few
+// encodings, keyed by everything the encoding depends on.
+struct TensorMapKey {
+  const void* base;
+  uint64_t inner, rows, row_bytes;
+  uint32_t box_inner, box_rows;
+  int dtype, swizzle;
+  bool operator==(const TensorMapKey& o) const {
+    return base == o.base && inner == o.inner && rows == o.rows && row_bytes == o.row_bytes &&
+           box_inner == o.box_inner && box_rows == o.box_rows && dtype == o.dtype && swizzle == o.swizzle;
+  }
+};
+struct TensorMapCache {
+  static constexpr int kEntries = 32;
+  TensorMapKey key[kEntries] = {};
+  CUtensorMap map[kEntries];
+  bool used[kEntries] = {};
+  int next = 0;
+};
+
 Status encode_2d(CUtensorMap* map, CUtensorMapDataType dtype, const void* base, uint64_t inner, uint64_t rows,
                  uint64_t row_bytes, uint32_t box_inner, uint32_t box_rows, CUtensorMapSwizzle swizzle,
                  const char* what) {
+  thread_local TensorMapCache cache;
+  const TensorMapKey key{base, inner, rows, row_bytes, box_inner, box_rows, static_cast<int>(dtype),
+                         static_cast<int>(swizzle)};
+  for (int i = 0; i < TensorMapCache::kEntries; ++i)
+    if (cache.used[i] && cache.key[i] == key) {
+      *map = cache.map[i];
+      return Status::Ok();
+    }
   PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
   DSV4_RETURN_IF_ERROR(tensor_map_encoder(&encode));
   const cuuint64_t dims[2] = {inner, rows};
@@ -68,6 +98,11 @@ Status encode_2d(CUtensorMap* map, CUtensorMapDataType dtype, const void* base, 
   if (r != CUDA_SUCCESS)
     return {StatusCode::kCudaError, std::string("gemm: cuTensorMapEncodeTiled for '") + what + "' failed with CUresult " +
                                         std::to_string(static_cast<int>(r))};
+  const int slot = cache.next;
+  cache.next = (cache.next + 1) % TensorMapCache::kEntries;
+  cache.key[slot] = key;
+  cache.map[slot] = *map;
+  cache.used[slot] = true;
   return Status::Ok();
 }
 
@@ -99,8 +134,16 @@ Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const gem
                      cudaStream_t stream) {
   using T = gemm_detail::Traits<F, BM, kMXFP8A>;
   auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A>;
-  DSV4_CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes), kOp);
+  // The shared-memory opt-in is per device and per kernel: set it once (a bit per device).
+  static std::atomic<uint64_t> smem_set{0};
+  int dev = 0;
+  DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev), kOp);
+  const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
+  if (!bit || !(smem_set.load(std::memory_order_acquire) & bit)) {
+    DSV4_CUDA_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes), kOp);
+    smem_set.fetch_or(bit, std::memory_order_release);
+  }
   kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(tm_a, tm_b, args);
   return launch_status(kOp, "gemm_kernel");
 }
