@@ -13,6 +13,10 @@
 // Math: every operand is dequantized exactly (value * scale [* global]), the products are summed
 // in f32 (the CPU reference in f64), bias and residual are added, and the sum is rounded once to
 // bf16. Scales are applied to f32 partial sums every 128 (or 32, for MXFP8 activations) along K.
+// W4A8 with 1x128 activations folds B's four per-32 exponents of a 128-block into the e4m3
+// re-encoding (e2m1 * 2^(s_i - s_max + 6)): exact while s_max - s_i <= 14 inside the block; past
+// that the small sub-blocks round to nearest e4m3 (their weight is below 2^-14 of the block's).
+// With MXFP8 activations the re-encoding is always exact (promotion every 32).
 //
 // Shapes: M >= 0 (M = 0 is a no-op), N and K positive multiples of 128. Element rows of a, b, d
 // and residual must be contiguous (innermost stride 1), 16-byte aligned, with row strides a
@@ -24,8 +28,9 @@
 // caller's `workspace` of gemm_workspace_size() bytes. With a smaller (or no) workspace the op still
 // runs, with less (or no) split-K.
 //
-// Grouped GEMMs (MoE) reuse the same kernels: the device mainloop walks a list of groups that share
-// B's layout stacked as [G * N, K]; the public grouped entry belongs to the MoE issue.
+// Grouped GEMMs (MoE) reuse the same kernels: the device mainloop walks a list of contiguous row
+// groups whose weights are stacked as B [G * N, K] (backend entry cuda::gemm_grouped_contiguous in
+// src/backend/gemm.h, GPU-tested); the public grouped entry and its validation belong to the MoE issue.
 #pragma once
 #include <cstdint>
 
