@@ -24,9 +24,9 @@ struct Sizes {
   int64_t M, K, srows, scols;
   int64_t x_bytes, q_bytes, s_bytes;
 };
-Sizes sizes(QuantFormat f, int64_t M, int64_t K, DType sdt) {
+Sizes sizes(QuantFormat f, int64_t M, int64_t K, DType sdt, DType wide = DType::BF16) {
   Sizes s{M, K, (M + quant_block_m(f) - 1) / quant_block_m(f), K / quant_block_k(f), 0, 0, 0};
-  s.x_bytes = M * K * 2;
+  s.x_bytes = M * K * dtype_bits(wide) / 8;
   s.q_bytes = M * K * dtype_bits(q_dtype(f)) / 8;
   s.s_bytes = s.srows * s.scols * dtype_bits(sdt) / 8;
   return s;
@@ -71,19 +71,40 @@ void bench_quant(const Options& o, std::vector<Result>& out) {
   for (QuantFormat f : formats) check_shape(f, M, K);
   void* st = stream();
 
-  for (QuantFormat f : formats) {
-    const DType sdt = s_dtype(f, false);
-    const Sizes sz = sizes(f, M, K, sdt);
+  // Every kernel variant: the wide tensor (x, or dequantize's out) in bf16 and f32, and the FP8
+  // formats with ue8m0 and f32 scales (--wide / --scales narrow the sweep).
+  const std::string wide_opt = o.get("wide", "bf16,f32"), scales_opt = o.get("scales", "ue8m0,f32");
+  std::vector<DType> wides;
+  if (wide_opt.find("bf16") != std::string::npos) wides.push_back(DType::BF16);
+  if (wide_opt.find("f32") != std::string::npos) wides.push_back(DType::F32);
+  if (wides.empty()) throw BenchError("--wide: expected bf16 and/or f32, got '" + wide_opt + "'");
+  std::vector<bool> scale_kinds;
+  if (scales_opt.find("ue8m0") != std::string::npos) scale_kinds.push_back(false);
+  if (scales_opt.find("f32") != std::string::npos) scale_kinds.push_back(true);
+  if (scale_kinds.empty()) throw BenchError("--scales: expected ue8m0 and/or f32, got '" + scales_opt + "'");
+
+  for (QuantFormat f : formats)
+  for (DType wide : wides)
+  for (bool f32_scales : scale_kinds) {
+    const bool fp8_blocks = f == QuantFormat::kFP8_1x128 || f == QuantFormat::kFP8_128x128;
+    if (f32_scales && !fp8_blocks) {
+      if (scale_kinds.size() > 1) continue;  // the format has one scale type: benched once
+      f32_scales = false;
+    }
+    const DType sdt = s_dtype(f, f32_scales);
+    const Sizes sz = sizes(f, M, K, sdt, wide);
     const bool nv = f == QuantFormat::kNVFP4;
+    const std::string wname(dtype_name(wide));
+    const std::string variant = std::string(quant_format_name(f)) + (fp8_blocks ? (f32_scales ? " f32-scale" : " ue8m0") : "");
     const std::string shape = shape_str({M, K});
     const int xcopies = rotation_copies(sz.x_bytes);
     DeviceBuffer x(sz.x_bytes * xcopies), g(16);
-    fill_random(x.data(), x.size(), Fill::kBF16, 1000 + static_cast<int>(f));
+    fill_random(x.data(), x.size(), wide == DType::BF16 ? Fill::kBF16 : Fill::kF32, 1000 + static_cast<int>(f));
 
     auto qparams = [&](int i, void* q, void* s, bool compute_g) {
       QuantizeParams p;
       p.format = f;
-      p.x = view(static_cast<uint8_t*>(x.data()) + (i % xcopies) * sz.x_bytes, DType::BF16, {M, K}, true);
+      p.x = view(static_cast<uint8_t*>(x.data()) + (i % xcopies) * sz.x_bytes, wide, {M, K}, true);
       p.q = view(q, q_dtype(f), {M, K}, true);
       p.scales = view(s, sdt, {sz.srows, sz.scols}, true);
       if (nv) p.global_scale = view(g.data(), DType::F32, {1}, true);
@@ -104,8 +125,8 @@ void bench_quant(const Options& o, std::vector<Result>& out) {
       DeviceBuffer q(sz.q_bytes), s(sz.s_bytes);
       Result r;
       r.op = "quant";
-      r.case_name = std::string("quantize ") + quant_format_name(f);
-      r.shape = shape + " bf16";
+      r.case_name = "quantize " + variant;
+      r.shape = shape + " " + wname;
       r.bytes = static_cast<double>(sz.x_bytes + sz.q_bytes + sz.s_bytes + (nv ? 4 : 0));
       const Timing tm = time_gpu([&](int i) { check_ok(quantize(qparams(i, q.data(), s.data(), false), st), r.case_name); }, t);
       record(r, tm, t);
@@ -125,8 +146,8 @@ void bench_quant(const Options& o, std::vector<Result>& out) {
       DeviceBuffer y(sz.x_bytes);
       Result r;
       r.op = "quant";
-      r.case_name = std::string("dequantize ") + quant_format_name(f);
-      r.shape = shape + " ->bf16";
+      r.case_name = "dequantize " + variant;
+      r.shape = shape + " ->" + wname;
       r.bytes = static_cast<double>(sz.q_bytes + sz.s_bytes + sz.x_bytes + (nv ? 4 : 0));
       const Timing tm = time_gpu(
           [&](int i) {
@@ -135,7 +156,7 @@ void bench_quant(const Options& o, std::vector<Result>& out) {
             p.q = view(qptr(i), q_dtype(f), {M, K}, true);
             p.scales = view(qptr(i) + sz.q_bytes, sdt, {sz.srows, sz.scols}, true);
             if (nv) p.global_scale = view(g.data(), DType::F32, {1}, true);
-            p.out = view(y.data(), DType::BF16, {M, K}, true);
+            p.out = view(y.data(), wide, {M, K}, true);
             check_ok(dequantize(p, st), r.case_name);
           },
           t);

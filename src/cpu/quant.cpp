@@ -18,8 +18,9 @@
 // num::ceil_log2_ratio is the exact bit-level form of the same rule (the GPU's); the tests hold the
 // two against each other.
 //
-// FP8 with f32 scales: s = std::max(amax, 1e-4f) / 448.0f (f32), code = e4m3(x / s) (f32 division;
-// a quotient rounding above 448 saturates).
+// FP8 with f32 scales (DeepGEMM's per-token cast): the stored scale s = std::max(amax, 1e-4f) / 448.0f
+// and code = e4m3(x * r) with r = 448.0f / std::max(amax, 1e-4f) (f32: the reciprocal rounded once,
+// then one rounded product per element; a product rounding above 448 saturates).
 //
 // NVFP4: g = the f32 global scale: with compute_global_scale, g = amax_finite / 2688.0f (f32) where
 // amax_finite is max |x| over the finite elements of the whole tensor (0 if none) and g is written
@@ -28,7 +29,9 @@
 //   g == 0                              -> scale code 0, element codes 0
 //   s_code = e4m3(amax_b / (g * 6.0f))  (f32: the product first, then the division)
 //   s = e4m3_to_float(s_code); if s * g == 0 (f32) -> scale code 0, element codes 0
-//   else code = e2m1(x / (s * g))      (f32: the product first, then the division)
+//   else code = e2m1(x * r), r = min(1.0f / (s * g), FLT_MAX)  (f32: s * g rounded, its reciprocal
+//   rounded, then one rounded product per element; TRT-LLM's NVFP4 quantizer multiplies by the same
+//   reciprocal. The FLT_MAX cap only matters when s * g < 2^-128: a zero element stays 0)
 //
 // Dequantize: v = dec(code) * dec(scale) in f32 (NVFP4: (e2m1 * s) * g, in that order), then
 // bf16_from_float when out is bf16. A NaN scale gives NaN outputs.
@@ -40,6 +43,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "backend/backends.h"
@@ -177,9 +181,9 @@ Status quantize(const QuantizeParams& p) {
 
       Scale s;
       // How this block's elements are encoded; kZero: every code is 0 (NaN or zero scale).
-      enum class Enc { kZero, kPow2E2M1, kPow2E4M3, kDivE4M3, kNvfp4 } enc = Enc::kZero;
+      enum class Enc { kZero, kPow2E2M1, kPow2E4M3, kMulE4M3, kNvfp4 } enc = Enc::kZero;
       int e = 0;
-      float divisor = 0.0f;
+      float multiplier = 0.0f;
       if (!finite) {
         s.code = (p.scales.dtype == DType::E4M3) ? kE4m3NaN : kUe8m0NaN;
         s.f32 = num::f32_from_bits(kF32QuietNaN);
@@ -196,7 +200,7 @@ Status quantize(const QuantizeParams& p) {
             const float sg = num::e4m3_to_float(sc) * g;
             if (sg == 0.0f) break;
             s.code = sc;
-            divisor = sg;
+            multiplier = std::min(1.0f / sg, std::numeric_limits<float>::max());
             enc = Enc::kNvfp4;
             break;
           }
@@ -205,8 +209,8 @@ Status quantize(const QuantizeParams& p) {
           case QuantFormat::kFP8_128x128:
             if (p.scales.dtype == DType::F32) {
               s.f32 = std::max(amax, 1e-4f) / 448.0f;
-              divisor = s.f32;
-              enc = Enc::kDivE4M3;
+              multiplier = 448.0f / std::max(amax, 1e-4f);
+              enc = Enc::kMulE4M3;
             } else {
               e = ref_pow2_exponent(amax, 448.0f, kFP8MinExp);
               s.code = num::ue8m0_from_exp(e);
@@ -225,8 +229,8 @@ Status quantize(const QuantizeParams& p) {
             case Enc::kZero: break;
             case Enc::kPow2E2M1: c = num::e2m1_from_float(scale_down_pow2(v, e)); break;
             case Enc::kPow2E4M3: c = num::e4m3_from_float(scale_down_pow2(v, e)); break;
-            case Enc::kDivE4M3: c = num::e4m3_from_float(v / divisor); break;
-            case Enc::kNvfp4: c = num::e2m1_from_float(v / divisor); break;
+            case Enc::kMulE4M3: c = num::e4m3_from_float(v * multiplier); break;
+            case Enc::kNvfp4: c = num::e2m1_from_float(v * multiplier); break;
           }
           store_code(p.q, m, k, c);
         }

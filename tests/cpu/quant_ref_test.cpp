@@ -190,11 +190,12 @@ Model model_quantize(const QuantRun& r, const std::vector<float>& x_in) {
         const float sg = num::e4m3_to_float(s) * g;
         if (sg == 0.0f) continue;
         sc = s;
-        each([&](float v) { return num::e2m1_from_float(v / sg); });
+        const float rcp = std::min(1.0f / sg, std::numeric_limits<float>::max());
+        each([&](float v) { return num::e2m1_from_float(v * rcp); });
       } else if (r.sdt == DType::F32) {
-        const float s = std::max(amax, 1e-4f) / 448.0f;
+        const float s = std::max(amax, 1e-4f) / 448.0f, rcp = 448.0f / std::max(amax, 1e-4f);
         sc = num::f32_bits(s);
-        each([&](float v) { return num::e4m3_from_float(v / s); });
+        each([&](float v) { return num::e4m3_from_float(v * rcp); });
       } else {
         const int e = num::ceil_log2_ratio(amax, 448.0f, -22);
         sc = static_cast<uint32_t>(e + 127);
@@ -397,11 +398,11 @@ TEST(QuantRef, HandFP8_1x128) {
     QuantRun r = make_run(QuantFormat::kFP8_1x128, 1, 128);
     r.sdt = DType::F32;
     std::vector<float> z(128, 0.0f);
-    z[5] = 1e-6f;  // below the 1e-4 clamp: s = 1e-4 / 448, code e4m3(1e-6 / s) = e4m3(4.48)
+    z[5] = 1e-6f;  // below the 1e-4 clamp: s = 1e-4 / 448, code e4m3(1e-6 * (448 / 1e-4)) = e4m3(4.48)
     run_quantize(r, z, 0xA5);
     ASSERT_TRUE(r.status.ok());
     EXPECT_EQ(r.scales[0], num::f32_bits(1e-4f / 448.0f));
-    EXPECT_EQ(r.codes[5], num::e4m3_from_float(1e-6f / (1e-4f / 448.0f)));
+    EXPECT_EQ(r.codes[5], num::e4m3_from_float(1e-6f * (448.0f / 1e-4f)));
     EXPECT_EQ(r.codes[5], 0x49);  // 4.48 -> 4.5 = 1.125 * 2^2
   }
 }

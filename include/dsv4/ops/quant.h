@@ -34,10 +34,14 @@ const char* quant_format_name(QuantFormat f);
 // x [M, K] bf16 or f32, innermost stride 1 (any row stride). K a multiple of quant_block_k.
 // q [M, K] e2m1 (MXFP4, NVFP4) or e4m3 (others), innermost stride 1.
 // scales [ceil(M / quant_block_m), K / quant_block_k], any strides (row- or column-major):
-//   MXFP4, MXFP8: ue8m0. NVFP4: e4m3. FP8_1x128, FP8_128x128: ue8m0 or f32 (f32: amax/448 exactly,
-//   clamped below at 1e-4/448, no power-of-two rounding).
+//   MXFP4, MXFP8: ue8m0. NVFP4: e4m3. FP8_1x128, FP8_128x128: ue8m0 or f32 (f32: s = max(amax, 1e-4)
+//   / 448, no power-of-two rounding; elements are encoded as e4m3(x * (448 / max(amax, 1e-4))),
+//   DeepGEMM's per-token cast).
 // global_scale: NVFP4 only, f32 [1]: g = amax(x) / (6 * 448). With compute_global_scale the op
 //   computes amax over finite values of x and writes g; otherwise it reads the caller's g.
+//   Block scale s = e4m3(amax_block / (g * 6)); elements e2m1(x * (1 / (s * g))), multiplying by the
+//   once-rounded reciprocal as TRT-LLM's quantizer does. All arithmetic is f32; src/cpu/quant.cpp
+//   spells out every rounding, and the CUDA kernels match it bit for bit.
 // A block holding a NaN or +-inf gets the NaN scale (ue8m0 0xFF, e4m3 0x7F, f32 NaN) and all its
 // element codes are 0, so it dequantizes to NaN.
 struct QuantizeParams {

@@ -20,18 +20,22 @@ enum class Kind : int {
 constexpr int block_k(Kind k) {
   return k == Kind::kNVFP4 ? 16 : (k == Kind::kMXFP4 || k == Kind::kMXFP8) ? 32 : 128;
 }
-// 16-byte chunks one quantize thread owns: a whole scale block when it is at most 4 chunks, else 4.
-constexpr int own_chunks(Kind k, int elem_bytes) {
+// 16-byte chunks one quantize thread owns: 4 (64 contiguous bytes: one or two whole scale blocks,
+// or a quarter of a 128-wide one), except 2 (one NVFP4 block) for NVFP4 on bf16 when a row's
+// chunk count is not a multiple of 4 (a unit never straddles rows) or when q's rows are only
+// 8-byte aligned (two blocks' codes leave in one 16-byte store).
+constexpr int own_chunks(Kind k, int elem_bytes, int64_t chunks_per_row, int64_t q_row_bytes) {
   const int cpb = block_k(k) * elem_bytes / 16;
-  return cpb < 4 ? cpb : 4;
+  return cpb < 4 && (chunks_per_row % 4 != 0 || q_row_bytes % 16 != 0) ? cpb : 4;
 }
 constexpr bool is_fp4(Kind k) { return k == Kind::kMXFP4 || k == Kind::kNVFP4; }
 
 // The streaming kernels: 256 threads a CTA, each thread keeps several independent 16-byte chunks in
-// flight per loop trip (quantize: 8 loads of the wide input; dequantize: 4 narrow code loads, its
+// flight per loop trip (quantize: 4 chunks of the wide input, plus the next trip's 4 loading meanwhile; dequantize: 4 narrow code loads, its
 // traffic is mostly stores), and the grid covers the device a few CTAs deep per SM (grid-stride).
 inline constexpr int kThreads = 256;
-inline constexpr int kQuantUnroll = 8;
+inline constexpr int kQuantUnroll = 4;  // chunks a trip; the next trip's are loaded meanwhile
+inline constexpr int kAmaxUnroll = 8;
 inline constexpr int kDequantUnroll = 4;
 // Quantize keeps 4 CTAs (32 warps) resident per SM: 64 registers a thread.
 inline constexpr int kQuantMinCtasPerSm = 4;

@@ -104,23 +104,6 @@ __device__ __forceinline__ uint32_t pack_nibbles(const uint32_t* m) {
   return c;
 }
 
-// f[i] / d, bit-equal to IEEE division (the reference's `x / d`): by reciprocal and two fma
-// corrections where fast::div_exact_range allows (every realistic block), else by division.
-// kMagnitude: |f[i]| / d (the e2m1 path takes the signs from f itself).
-template <int E, bool kMagnitude>
-__device__ __forceinline__ void quotients(const float* f, float d, float amax, float* out) {
-  const float y = __frcp_rn(d);
-  if (fast::div_exact_range(d, y, amax)) {
-#pragma unroll
-    for (int i = 0; i < E; ++i) {
-      const float q = fast::div_nonneg(fabsf(f[i]), d, y);
-      out[i] = kMagnitude ? q : __uint_as_float(__float_as_uint(q) | (__float_as_uint(f[i]) & 0x80000000u));
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < E; ++i) out[i] = kMagnitude ? fabsf(f[i]) / d : f[i] / d;
-  }
-}
 // e4m3 codes of y[i], 4 a word, element 0 in the lowest byte.
 template <int E>
 __device__ __forceinline__ uint2 e4m3_codes(const float* y) {
@@ -180,7 +163,7 @@ __device__ __forceinline__ uint2 encode_block(const uint4& raw, uint32_t amax_bi
       const float mul = num::exp2i(-e);
       uint32_t m[E];
 #pragma unroll
-      for (int i = 0; i < E; ++i) m[i] = fast::e2m1_magnitude_code(fabsf(f[i] * mul));
+      for (int i = 0; i < E; ++i) m[i] = fast::e2m1_magnitude_code(fabsf(__fmul_rn(f[i], mul)));
       c.x = pack_nibbles<E>(m) | e2m1_sign_bits<T>(raw);
     }
   } else if constexpr (K == Kind::kNVFP4) {
@@ -192,10 +175,13 @@ __device__ __forceinline__ uint2 encode_block(const uint4& raw, uint32_t amax_bi
     if (zero) sc = 0;
     *scale = finite ? sc : 0x7Fu;
     if (finite && !zero) {
-      quotients<E, true>(f, sg, amax, y);
+      // The reference's r = min(1.0f / (s * g), FLT_MAX): __frcp_rn is the IEEE-rounded reciprocal.
+      const float r = fminf(__frcp_rn(sg), 0x1.fffffep127f);
       uint32_t m[E];
 #pragma unroll
-      for (int i = 0; i < E; ++i) m[i] = fast::e2m1_magnitude_code(y[i]);
+      // __fmul_rn: the product must be rounded on its own, as in the reference; a plain `*` may be
+      // contracted with the encoder's first addition into one fma and round differently.
+      for (int i = 0; i < E; ++i) m[i] = fast::e2m1_magnitude_code(__fmul_rn(fabsf(f[i]), r));
       c.x = pack_nibbles<E>(m) | e2m1_sign_bits<T>(raw);
     }
   } else if constexpr (K == Kind::kMXFP8 || K == Kind::kFP8Pow2) {
@@ -209,10 +195,12 @@ __device__ __forceinline__ uint2 encode_block(const uint4& raw, uint32_t amax_bi
     }
   } else {
     static_assert(K == Kind::kFP8F32);
-    const float s = fmaxf(amax, 1e-4f) / 448.0f;
-    *scale = finite ? __float_as_uint(s) : kF32NaNBits;
+    const float a = fmaxf(amax, 1e-4f);
+    *scale = finite ? __float_as_uint(a / 448.0f) : kF32NaNBits;
     if (finite) {
-      quotients<E, false>(f, s, amax, y);
+      const float r = 448.0f / a;
+#pragma unroll
+      for (int i = 0; i < E; ++i) y[i] = __fmul_rn(f[i], r);
       c = e4m3_codes<E>(y);
     }
   }
@@ -231,12 +219,12 @@ constexpr int scale_bytes() {
 
 // ---------------------------------------------------------------------------------------------
 // Per-row block formats (MXFP4, NVFP4, MXFP8, FP8_1x128): a flat grid-stride stream of "units",
-// each kOwn = min(4, chunks a scale block) consecutive 16-byte chunks owned by one thread. Owning
-// a whole small block (NVFP4, MXFP4/MXFP8 on bf16) means its scale, reciprocal and range checks
-// are computed once instead of once per chunk, no shuffle is needed, and the codes leave in one
-// 8-32 byte store; a 128-wide block spans kLanes consecutive lanes (aligned, because the unit index
-// is congruent to the lane modulo 32 and K is a whole number of blocks), which reduce the amax
-// with xor shuffles. The loads are L1-cached so the 16-byte pieces of a thread's 64 contiguous
+// each kOwn (4, or 2 for NVFP4 on bf16 rows of an odd number of 32-element pairs) consecutive
+// 16-byte chunks owned by one thread. Owning whole small blocks (NVFP4, MXFP4/MXFP8 on bf16)
+// means each block's scale and reciprocal are computed once instead of once per chunk, no shuffle
+// is needed, and the codes leave in one 8-32 byte store; a 128-wide block spans kLanes consecutive
+// lanes (aligned, because the unit index is congruent to the lane modulo 32 and K is a whole
+// number of blocks), which reduce the amax with xor shuffles. The loads are L1-cached so the 16-byte pieces of a thread's 64 contiguous
 // bytes, which land in shared 32-byte sectors, are fetched from L2 once.
 struct RowArgs {
   const uint8_t* x;      // row 0 of this launch's slice
@@ -263,12 +251,14 @@ __device__ __forceinline__ void store_words(uint8_t* dst, const uint32_t* w) {
   }
 }
 
-template <Kind K, class T>
+template <Kind K, class T, int kOwn>
 __global__ void __launch_bounds__(kThreads, kQuantMinCtasPerSm) quantize_rows_kernel(RowArgs a) {
   using W = Wide<T>;
   constexpr int E = W::kElems;
-  constexpr int kOwn = own_chunks(K, W::kBytes);
-  constexpr int kLanes = block_k(K) / E / kOwn;
+  constexpr int kCpb = block_k(K) / E;                     // chunks a scale block
+  constexpr int kBlocks = kOwn > kCpb ? kOwn / kCpb : 1;   // whole blocks a unit holds
+  constexpr int kLanes = kCpb > kOwn ? kCpb / kOwn : 1;    // lanes sharing one block
+  constexpr int kUnitCpb = kOwn / kBlocks;                 // a unit's chunks in one of its blocks
   static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "a block is 1..32 lanes");
   constexpr int kUnroll = kQuantUnroll / kOwn;  // units per trip: kQuantUnroll chunks in flight
   constexpr int kCodeBytes = is_fp4(K) ? E / 2 : E;  // per chunk
@@ -281,34 +271,49 @@ __global__ void __launch_bounds__(kThreads, kQuantMinCtasPerSm) quantize_rows_ke
   const uint32_t stride = gridDim.x * kThreads;
   const bool leader = (threadIdx.x & (kLanes - 1)) == 0;
 
-  // The trip condition is uniform across the warp: shuffles below need every lane.
-  for (uint32_t it = 0; it + (tid & ~31u) < a.chunks; it += stride * kUnroll) {
-    uint4 v[kUnroll][kOwn];
-    uint32_t row[kUnroll], col[kUnroll];
+  // Software pipelined: the next trip's loads are issued before this trip's arithmetic, so every
+  // warp keeps memory requests in flight while it computes (the arithmetic per byte is too large
+  // for load-then-compute warps to cover the memory latency on their own).
+  uint4 v[kUnroll][kOwn];
+  uint32_t row[kUnroll], col[kUnroll];
+  auto load = [&](uint32_t it, uint4 (&dst)[kUnroll][kOwn], uint32_t (&r)[kUnroll], uint32_t (&cl)[kUnroll]) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const uint32_t c = it + u * stride + tid;
-      row[u] = a.chunks_per_row.div(c);
-      col[u] = c - row[u] * a.chunks_per_row.divisor;
-      const uint8_t* src = a.x + row[u] * a.x_row_bytes + col[u] * (16u * kOwn);
+      r[u] = a.chunks_per_row.div(c);
+      cl[u] = c - r[u] * a.chunks_per_row.divisor;
+      const uint8_t* src = a.x + r[u] * a.x_row_bytes + cl[u] * (16u * kOwn);
 #pragma unroll
-      for (int j = 0; j < kOwn; ++j) v[u][j] = c < a.chunks ? dev::ld_cached16(src + 16 * j) : make_uint4(0, 0, 0, 0);
+      for (int j = 0; j < kOwn; ++j) dst[u][j] = c < a.chunks ? dev::ld_cached16(src + 16 * j) : make_uint4(0, 0, 0, 0);
     }
+  };
+  const uint32_t warp0 = tid & ~31u, step = stride * kUnroll;
+  if (warp0 < a.chunks) load(0, v, row, col);
+  // The trip condition is uniform across the warp: shuffles below need every lane.
+  for (uint32_t it = 0; it + warp0 < a.chunks; it += step) {
+    uint4 nv[kUnroll][kOwn];
+    uint32_t nrow[kUnroll], ncol[kUnroll];
+    const bool more = it + step + warp0 < a.chunks;
+    if (more) load(it + step, nv, nrow, ncol);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const bool ok = it + u * stride + tid < a.chunks;
-      uint32_t m = W::absmax_bits(v[u][0]);
+      uint32_t m[kBlocks];
 #pragma unroll
-      for (int j = 1; j < kOwn; ++j) m = max(m, W::absmax_bits(v[u][j]));
+      for (int b = 0; b < kBlocks; ++b) {
+        m[b] = W::absmax_bits(v[u][b * kUnitCpb]);
 #pragma unroll
-      for (int o = 1; o < kLanes; o <<= 1) m = max(m, __shfl_xor_sync(kFullMask, m, o));
-      // One block amax for every chunk of the unit: the block-scale arithmetic inside
-      // encode_block is the same expression each time and is computed once.
-      uint32_t scale = 0;
+        for (int j = 1; j < kUnitCpb; ++j) m[b] = max(m[b], W::absmax_bits(v[u][b * kUnitCpb + j]));
+      }
+#pragma unroll
+      for (int o = 1; o < kLanes; o <<= 1) m[0] = max(m[0], __shfl_xor_sync(kFullMask, m[0], o));
+      // One amax for every chunk of a block: the block-scale arithmetic inside encode_block is the
+      // same expression for each of them and is computed once.
+      uint32_t scale[kBlocks] = {};
       uint32_t w[kWords];
 #pragma unroll
       for (int j = 0; j < kOwn; ++j) {
-        const uint2 codes = encode_block<K, T>(v[u][j], m, gs, &scale);
+        const uint2 codes = encode_block<K, T>(v[u][j], m[j / kUnitCpb], gs, &scale[j / kUnitCpb]);
         if constexpr (kCodeBytes == 2) {
           if (j % 2 == 0) w[j / 2] = codes.x & 0xFFFFu;
           else w[j / 2] |= codes.x << 16;
@@ -321,8 +326,21 @@ __global__ void __launch_bounds__(kThreads, kQuantMinCtasPerSm) quantize_rows_ke
       }
       if (ok) {
         store_words<kWords>(a.q + row[u] * a.q_row_bytes + col[u] * (kOwn * kCodeBytes), w);
-        if (leader)
-          store_scale<K>(a.scales + row[u] * a.s_row_bytes + (col[u] / kLanes) * a.s_col_bytes, scale);
+        if (leader) {
+#pragma unroll
+          for (int b = 0; b < kBlocks; ++b)
+            store_scale<K>(a.scales + row[u] * a.s_row_bytes + ((col[u] * kBlocks + b) / kLanes) * a.s_col_bytes,
+                           scale[b]);
+        }
+      }
+    }
+    if (more) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        row[u] = nrow[u];
+        col[u] = ncol[u];
+#pragma unroll
+        for (int j = 0; j < kOwn; ++j) v[u][j] = nv[u][j];
       }
     }
   }
@@ -397,17 +415,17 @@ __global__ void __launch_bounds__(kThreads) finite_amax_kernel(RowArgs a, uint32
   const uint32_t tid = blockIdx.x * kThreads + threadIdx.x;
   const uint32_t stride = gridDim.x * kThreads;
   uint32_t m = 0;
-  for (uint32_t it = 0; it + (tid & ~31u) < a.chunks; it += stride * kQuantUnroll) {
-    uint4 v[kQuantUnroll];
+  for (uint32_t it = 0; it + (tid & ~31u) < a.chunks; it += stride * kAmaxUnroll) {
+    uint4 v[kAmaxUnroll];
 #pragma unroll
-    for (int u = 0; u < kQuantUnroll; ++u) {
+    for (int u = 0; u < kAmaxUnroll; ++u) {
       const uint32_t c = it + u * stride + tid;
       const uint32_t row = a.chunks_per_row.div(c);
       const uint32_t col = c - row * a.chunks_per_row.divisor;
       v[u] = c < a.chunks ? dev::ld_stream16(a.x + row * a.x_row_bytes + col * 16u) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int u = 0; u < kQuantUnroll; ++u) m = max(m, W::finite_absmax_bits(v[u]));
+    for (int u = 0; u < kAmaxUnroll; ++u) m = max(m, W::finite_absmax_bits(v[u]));
   }
   m = __reduce_max_sync(kFullMask, m);
   if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x / 32] = m;

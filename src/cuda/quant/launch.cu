@@ -2,6 +2,7 @@
 // device, cut tensors too large for 32-bit chunk indices into row slices, launch, check.
 // Arguments arrive validated by src/core/quant.cpp (shapes, dtypes, 16-byte aligned rows).
 #include <algorithm>
+#include <type_traits>
 
 #include "backend/backends.h"
 #include "core/validate.h"
@@ -47,13 +48,18 @@ using DequantKernel = void (*)(quant::DequantArgs);
 using AmaxKernel = void (*)(quant::RowArgs, uint32_t*);
 
 template <class T>
-RowKernel rows_kernel(Kind k) {
+RowKernel rows_kernel(Kind k, int own) {
   switch (k) {
-    case Kind::kMXFP4: return quant::quantize_rows_kernel<Kind::kMXFP4, T>;
-    case Kind::kNVFP4: return quant::quantize_rows_kernel<Kind::kNVFP4, T>;
-    case Kind::kMXFP8: return quant::quantize_rows_kernel<Kind::kMXFP8, T>;
-    case Kind::kFP8Pow2: return quant::quantize_rows_kernel<Kind::kFP8Pow2, T>;
-    case Kind::kFP8F32: return quant::quantize_rows_kernel<Kind::kFP8F32, T>;
+    case Kind::kMXFP4: return quant::quantize_rows_kernel<Kind::kMXFP4, T, 4>;
+    case Kind::kNVFP4:
+      // The one two-chunk unit: NVFP4 blocks of bf16 are 2 chunks, and rows of 2 mod 4 chunks.
+      if constexpr (std::is_same_v<T, Bf16>) {
+        if (own == 2) return quant::quantize_rows_kernel<Kind::kNVFP4, T, 2>;
+      }
+      return quant::quantize_rows_kernel<Kind::kNVFP4, T, 4>;
+    case Kind::kMXFP8: return quant::quantize_rows_kernel<Kind::kMXFP8, T, 4>;
+    case Kind::kFP8Pow2: return quant::quantize_rows_kernel<Kind::kFP8Pow2, T, 4>;
+    case Kind::kFP8F32: return quant::quantize_rows_kernel<Kind::kFP8F32, T, 4>;
   }
   return nullptr;
 }
@@ -88,7 +94,7 @@ Status compute_nvfp4_global(const QuantizeParams& p, cudaStream_t stream, int sm
       a.x_row_bytes = x_row;
       a.chunks = static_cast<uint32_t>(rows * cpr);
       a.chunks_per_row = FastDiv(static_cast<uint32_t>(cpr));
-      kernel<<<quant::grid_for(rows * cpr, quant::kQuantUnroll, sms), quant::kThreads, 0, stream>>>(
+      kernel<<<quant::grid_for(rows * cpr, quant::kAmaxUnroll, sms), quant::kThreads, 0, stream>>>(
           a, reinterpret_cast<uint32_t*>(g));
       return launch_status(op, "finite_amax_kernel");
     }));
@@ -137,11 +143,11 @@ Status quantize(const QuantizeParams& p, Stream s) {
     return launch_status(op, "quantize_tile_kernel");
   }
 
-  const RowKernel kernel = bf16 ? rows_kernel<Bf16>(kind) : rows_kernel<float>(kind);
-  // The kernel's unit is own_chunks 16-byte chunks (a row holds a whole number of them: K is a
-  // multiple of the scale block, and a unit never exceeds one block).
-  const int own = quant::own_chunks(kind, static_cast<int>(elem_bytes(p.x.dtype)));
-  const int64_t cpr = K * elem_bytes(p.x.dtype) / 16 / own;
+  // The kernel's unit is own_chunks 16-byte chunks, a whole number of them a row.
+  const int64_t chunks_per_row = K * elem_bytes(p.x.dtype) / 16;
+  const int own = quant::own_chunks(kind, static_cast<int>(elem_bytes(p.x.dtype)), chunks_per_row, q_row);
+  const RowKernel kernel = bf16 ? rows_kernel<Bf16>(kind, own) : rows_kernel<float>(kind, own);
+  const int64_t cpr = chunks_per_row / own;
   return for_each_slice(op, M, cpr, 1, [&](int64_t r0, int64_t rows) -> Status {
     quant::RowArgs a{};
     a.x = x + r0 * x_row;
