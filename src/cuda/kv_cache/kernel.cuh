@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/common/fast_div.h"
 #include "cuda/common/vec.cuh"
 #include "cuda/kv_cache/config.h"
 #include "dsv4/numerics.h"
@@ -24,7 +25,23 @@ struct CacheRef {
   int64_t page_size;
   int64_t page_bytes;   // MODEL1 page stride
   int64_t num_slots;    // pages * page_size
+  FastDiv page_div;     // page_size, for slots below 2^32 (every cache that fits in memory)
+  bool slots_32bit;     // num_slots <= 2^32: a valid slot splits with page_div
 };
+
+// slot -> (page, offset) for a slot in [0, num_slots). A 64-bit division is a long software
+// sequence on the GPU, which showed in the gather kernel's time; the multiply-high form is exact
+// for 32-bit slots.
+__device__ __forceinline__ void split_slot(const CacheRef& c, int64_t slot, int64_t* page, int64_t* off) {
+  if (c.slots_32bit) {
+    const uint32_t s = static_cast<uint32_t>(slot), p = c.page_div.div(s);
+    *page = p;
+    *off = s - p * c.page_div.divisor;
+  } else {
+    *page = slot / c.page_size;
+    *off = slot - *page * c.page_size;
+  }
+}
 
 struct InsertArgs {
   const uint8_t* kv;
@@ -96,7 +113,8 @@ __global__ void __launch_bounds__(kThreads) model1_insert_kernel(InsertArgs a) {
   if (t >= a.tokens) return;  // warp-uniform
   const int64_t slot = load_slot(a, t);
   if (slot < 0 || slot >= a.cache.num_slots) return;  // warp-uniform
-  const int64_t page = slot / a.cache.page_size, off = slot - page * a.cache.page_size;
+  int64_t page, off;
+  split_slot(a.cache, slot, &page, &off);
   uint8_t* page_base = a.cache.data + page * a.cache.page_bytes;
   uint8_t* tok = page_base + off * 576;
 
@@ -228,30 +246,46 @@ __device__ __forceinline__ bool gather_special_row(const GatherArgs& a, int64_t 
   return false;
 }
 
+// A warp gathers kGatherRows rows: one coalesced load fetches their indices, then every row's
+// scales, e4m3 codes and rope are requested before the first is decoded, so a warp keeps
+// kGatherRows * 584 bytes in flight instead of waiting out index -> data -> store one row at a time.
 template <class O>
 __global__ void __launch_bounds__(kThreads) model1_gather_kernel(GatherArgs a) {
   const int lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarpsPerCta + threadIdx.x / 32;
-  if (n >= a.rows) return;
-  const int64_t slot = a.indices[n];
-  uint8_t* out_row = a.out + n * a.out_row_bytes;
-  if (gather_special_row<O>(a, slot, out_row, lane)) return;
-  const int64_t page = slot / a.cache.page_size, off = slot - page * a.cache.page_size;
-  const uint8_t* page_base = a.cache.data + page * a.cache.page_bytes;
-  const uint8_t* tok = page_base + off * 576;
-  const uint2 sc = __ldg(reinterpret_cast<const uint2*>(page_base + a.cache.page_size * 576 + off * 8));
-  const uint2 c0 = __ldg(reinterpret_cast<const uint2*>(tok) + lane);
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerCta + threadIdx.x / 32) * kGatherRows;
+  if (n0 >= a.rows) return;  // warp-uniform
+  const int32_t my_index = lane < kGatherRows && n0 + lane < a.rows ? a.indices[n0 + lane] : -1;
   const int g0 = lane / kLanesPerGroup;  // groups 0..3, and 4..6 in the second half
-  float y[8];
-  decode_e4m3x8(c0, num::ue8m0_to_float(static_cast<uint8_t>(sc.x >> (8 * g0))), y);
-  store_chunk<O>(out_row, lane, y);
-  if (lane < kRopeFirstLane) {
-    const uint2 c1 = __ldg(reinterpret_cast<const uint2*>(tok + 256) + lane);
-    decode_e4m3x8(c1, num::ue8m0_to_float(static_cast<uint8_t>(sc.y >> (8 * g0))), y);
-    store_chunk<O>(out_row, 32 + lane, y);
-  } else {
-    const uint4 rope = __ldg(reinterpret_cast<const uint4*>(tok + 448) + (lane - kRopeFirstLane));
-    store_rope_chunk<O>(out_row, 32 + lane, rope);
+  int64_t slot[kGatherRows];
+  uint2 sc[kGatherRows], c0[kGatherRows], c1[kGatherRows];
+  uint4 rope[kGatherRows];
+#pragma unroll
+  for (int r = 0; r < kGatherRows; ++r) {
+    slot[r] = __shfl_sync(kFullMask, my_index, r);
+    if (slot[r] < 0 || slot[r] >= a.cache.num_slots) continue;  // warp-uniform: written below
+    int64_t page, off;
+    split_slot(a.cache, slot[r], &page, &off);
+    const uint8_t* page_base = a.cache.data + page * a.cache.page_bytes;
+    const uint8_t* tok = page_base + off * 576;
+    sc[r] = __ldg(reinterpret_cast<const uint2*>(page_base + a.cache.page_size * 576 + off * 8));
+    c0[r] = __ldg(reinterpret_cast<const uint2*>(tok) + lane);
+    if (lane < kRopeFirstLane) c1[r] = __ldg(reinterpret_cast<const uint2*>(tok + 256) + lane);
+    else rope[r] = __ldg(reinterpret_cast<const uint4*>(tok + 448) + (lane - kRopeFirstLane));
+  }
+#pragma unroll
+  for (int r = 0; r < kGatherRows; ++r) {
+    if (n0 + r >= a.rows) break;
+    uint8_t* out_row = a.out + (n0 + r) * a.out_row_bytes;
+    if (gather_special_row<O>(a, slot[r], out_row, lane)) continue;
+    float y[8];
+    decode_e4m3x8(c0[r], num::ue8m0_to_float(static_cast<uint8_t>(sc[r].x >> (8 * g0))), y);
+    store_chunk<O>(out_row, lane, y);
+    if (lane < kRopeFirstLane) {
+      decode_e4m3x8(c1[r], num::ue8m0_to_float(static_cast<uint8_t>(sc[r].y >> (8 * g0))), y);
+      store_chunk<O>(out_row, 32 + lane, y);
+    } else {
+      store_rope_chunk<O>(out_row, 32 + lane, rope[r]);
+    }
   }
 }
 

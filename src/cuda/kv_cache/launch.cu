@@ -16,6 +16,8 @@ kv::CacheRef cache_ref(const KVCacheView& c) {
   r.page_size = c.page_size;
   r.page_bytes = c.layout == KVLayout::kModel1 ? model1_page_bytes(c.page_size) : c.page_size * kKVDim;
   r.num_slots = c.data.shape[0] * c.page_size;
+  r.slots_32bit = r.num_slots <= (int64_t{1} << 32) && c.page_size <= (int64_t{1} << 31);
+  r.page_div = FastDiv(static_cast<uint32_t>(r.slots_32bit ? c.page_size : 1));
   return r;
 }
 
@@ -65,8 +67,9 @@ Status kv_cache_gather(const KVGatherParams& p, Stream s) {
   const auto stream = static_cast<cudaStream_t>(s);
   const bool bf16 = p.out.dtype == DType::BF16;
   if (p.cache.layout == KVLayout::kModel1) {
-    if (bf16) kv::model1_gather_kernel<kv::Bf16><<<grid, kv::kThreads, 0, stream>>>(a);
-    else kv::model1_gather_kernel<float><<<grid, kv::kThreads, 0, stream>>>(a);
+    const auto g4 = static_cast<unsigned>(kv::grid_for(N, kv::kGatherRows));
+    if (bf16) kv::model1_gather_kernel<kv::Bf16><<<g4, kv::kThreads, 0, stream>>>(a);
+    else kv::model1_gather_kernel<float><<<g4, kv::kThreads, 0, stream>>>(a);
   } else {
     if (bf16) kv::per_token_gather_kernel<kv::Bf16><<<grid, kv::kThreads, 0, stream>>>(a);
     else kv::per_token_gather_kernel<float><<<grid, kv::kThreads, 0, stream>>>(a);
