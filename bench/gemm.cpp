@@ -96,8 +96,8 @@ void lt_check(cublasStatus_t s, const char* what) {
 // FP8 cuBLASLt requires. fp8 uses per-tensor scales of 1.
 class LtGemm {
  public:
-  LtGemm(bool fp8, int64_t M, int64_t N, int64_t K) : ws_(32 << 20), sc_(2 * sizeof(float)) {
-    const float ones[2] = {1.f, 1.f};
+  LtGemm(bool fp8, int64_t M, int64_t N, int64_t K) : ws_(32 << 20), sc_(32) {
+    const float ones[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
     to_device(sc_.data(), ones, sizeof ones);
     const cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
     GEMM_LT(cublasLtCreate(&h_));
@@ -106,8 +106,9 @@ class LtGemm {
     GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     if (fp8) {
+      // 16 bytes apart: cuBLASLt answers NOT_SUPPORTED for a scale pointer only 4-byte aligned.
       const float* sa = sc_.as<float>();
-      const float* sb = sc_.as<float>() + 1;
+      const float* sb = sc_.as<float>() + 4;
       GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
       GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
     }

@@ -78,7 +78,7 @@ void bench_kv_cache(const Options& o, std::vector<Result>& out) {
 
   const int64_t kv_bytes = T * kKVDim * 2;
   const int kvcopies = rotation_copies(kv_bytes);
-  DeviceBuffer kv(kv_bytes * kvcopies), dslots(T * 8), didx(T * 4), gout(kv_bytes);
+  DeviceBuffer kv(kv_bytes * kvcopies), dslots(T * 8), didx(T * 4), gout(kv_bytes * 2);  // gout: room for the f32 gather
   fill_random(kv.data(), kv.size(), Fill::kBF16, 5);
   to_device(dslots.data(), slots.data(), T * 8);
   to_device(didx.data(), gather_idx.data(), T * 4);
@@ -108,18 +108,19 @@ void bench_kv_cache(const Options& o, std::vector<Result>& out) {
       record(r, time_gpu([&](int i) { insert(i, i); }, t), t);
       out.push_back(r);
     }
-    {
+    for (DType out_dt : {DType::BF16, DType::F32}) {  // both output kernels
       Result r;
       r.op = "kv_cache";
-      r.case_name = std::string("gather ") + L.name + " ->bf16";
+      r.case_name = std::string("gather ") + L.name + " ->" + std::string(dtype_name(out_dt));
       r.shape = shape;
-      r.bytes = static_cast<double>(T * 4 + T * cs.token_bytes() + kv_bytes);
+      const int64_t out_bytes = T * kKVDim * dtype_bits(out_dt) / 8;
+      r.bytes = static_cast<double>(T * 4 + T * cs.token_bytes() + out_bytes);
       const Timing tm = time_gpu(
           [&](int i) {
             KVGatherParams p;
             p.cache = cs.view(cache_at(i), true);
             p.indices = view(didx.data(), DType::I32, {T}, true);
-            p.out = view(gout.data(), DType::BF16, {T, kKVDim}, true);
+            p.out = view(gout.data(), out_dt, {T, kKVDim}, true);
             check_ok(kv_cache_gather(p, st), r.case_name);
           },
           t);

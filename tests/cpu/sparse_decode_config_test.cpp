@@ -46,5 +46,14 @@ TEST(SparseDecodeConfig, SmallBatchFillsTheMachine) {
   EXPECT_EQ(make_schedule(128, 2, 128, 128, 1024, 132).num_splits, 1);
 }
 
+TEST(SparseDecodeConfig, SplitsOnlyWhenItShortensTheCriticalPath) {
+  // 128 CTAs on 132 SMs: two splits would run as two waves of half the tiles, plus a combine.
+  for (int64_t H : {16, 32, 64}) EXPECT_EQ(make_schedule(128, 1, H, 128, 512, 132).num_splits, 1) << H;
+  // 64 CTAs: two splits still fit one wave and halve the tiles a CTA walks.
+  const Schedule s = make_schedule(64, 1, 64, 128, 512, 132);
+  EXPECT_EQ(s.num_splits, 2);
+  EXPECT_EQ(s.tiles_per_split, 5);
+}
+
 }  // namespace
 }  // namespace dsv4::cuda::sdec

@@ -33,8 +33,11 @@ struct Schedule {
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Splits the keys only when the (token, head block) pairs alone leave SMs idle: each split is
-// one more CTA and one more partial result to combine.
+// Splits the keys only when the (token, head block) pairs alone leave SMs idle, and then only as
+// far as it shortens the critical path: a CTA's time is about its tile count, so the estimate is
+// waves(base * splits) * tiles_per_split, plus one tile for the combine pass (partials written and
+// read back). With base = 128 on 132 SMs, two splits would make two waves of half the tiles: no
+// faster than one wave, and the combine is pure loss.
 inline Schedule make_schedule(int64_t B, int64_t s_q, int64_t H, int64_t k_main, int64_t k_extra, int num_sms) {
   Schedule s;
   s.tokens = B * s_q;
@@ -47,8 +50,16 @@ inline Schedule make_schedule(int64_t B, int64_t s_q, int64_t H, int64_t k_main,
   const int64_t base = s.tokens * s.head_blocks;
   int64_t splits = 1;
   if (base > 0 && base < num_sms && tiles > 1) {
-    splits = ceil_div(num_sms, base);
-    if (splits > tiles) splits = tiles;
+    int64_t max_splits = ceil_div(num_sms, base);
+    if (max_splits > tiles) max_splits = tiles;
+    int64_t best = tiles;  // one wave, unsplit
+    for (int64_t n = 2; n <= max_splits; ++n) {
+      const int64_t cost = ceil_div(base * n, num_sms) * ceil_div(tiles, n) + 1;
+      if (cost < best) {
+        best = cost;
+        splits = n;
+      }
+    }
   }
   s.tiles_per_split = static_cast<int>(ceil_div(tiles, splits));
   s.num_splits = s.tiles_per_split > 0 ? static_cast<int>(ceil_div(tiles, s.tiles_per_split)) : 1;
