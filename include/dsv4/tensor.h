@@ -71,6 +71,16 @@ inline TensorView make_tensor(void* data, DType dtype, std::initializer_list<int
   return t;
 }
 
+// A view with explicit strides (in elements), e.g. a column-major scale matrix or padded rows.
+inline TensorView make_strided_tensor(void* data, DType dtype, std::initializer_list<int64_t> shape,
+                                      std::initializer_list<int64_t> strides, Device device = Device::cpu()) {
+  TensorView t = make_tensor(data, dtype, shape, device);
+  int i = 0;
+  for (int64_t s : strides)
+    if (i < t.ndim) t.strides[i++] = s;
+  return t;
+}
+
 // "bf16 [3, 512] strides [512, 1] on cuda:0", for error messages.
 std::string describe(const TensorView& t);
 

@@ -51,16 +51,7 @@ class Arena {
 
 inline TensorView view2d(void* data, DType dt, int64_t rows, int64_t cols, int64_t s0, int64_t s1,
                          Device dev = Device::cpu()) {
-  TensorView t;
-  t.data = data;
-  t.dtype = dt;
-  t.ndim = 2;
-  t.shape[0] = rows;
-  t.shape[1] = cols;
-  t.strides[0] = s0;
-  t.strides[1] = s1;
-  t.device = dev;
-  return t;
+  return make_strided_tensor(data, dt, {rows, cols}, {s0, s1}, dev);
 }
 
 inline bool same_bits(float a, float b) { return num::f32_bits(a) == num::f32_bits(b); }

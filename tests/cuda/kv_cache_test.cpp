@@ -38,18 +38,7 @@ struct Cache {
     if (layout == KVLayout::kModel1) {
       v.data = view2d(data, DType::U8, pages, model1_page_bytes(page_size), model1_page_bytes(page_size), 1, d);
     } else {
-      TensorView t;
-      t.data = data;
-      t.dtype = DType::E4M3;
-      t.ndim = 3;
-      t.shape[0] = pages;
-      t.shape[1] = page_size;
-      t.shape[2] = kKVDim;
-      t.strides[0] = page_size * kKVDim;
-      t.strides[1] = kKVDim;
-      t.strides[2] = 1;
-      t.device = d;
-      v.data = t;
+      v.data = make_tensor(data, DType::E4M3, {pages, page_size, kKVDim}, d);
       v.scales = view2d(scales, DType::BF16, pages, page_size, page_size, 1, d);
     }
     return v;

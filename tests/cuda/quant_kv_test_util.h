@@ -67,27 +67,9 @@ class DevBuf {
 };
 
 inline TensorView view2d(void* data, DType dt, int64_t rows, int64_t cols, int64_t s0, int64_t s1, Device dev) {
-  TensorView t;
-  t.data = data;
-  t.dtype = dt;
-  t.ndim = 2;
-  t.shape[0] = rows;
-  t.shape[1] = cols;
-  t.strides[0] = s0;
-  t.strides[1] = s1;
-  t.device = dev;
-  return t;
+  return make_strided_tensor(data, dt, {rows, cols}, {s0, s1}, dev);
 }
-inline TensorView view1d(void* data, DType dt, int64_t n, Device dev) {
-  TensorView t;
-  t.data = data;
-  t.dtype = dt;
-  t.ndim = 1;
-  t.shape[0] = n;
-  t.strides[0] = 1;
-  t.device = dev;
-  return t;
-}
+inline TensorView view1d(void* data, DType dt, int64_t n, Device dev) { return make_tensor(data, dt, {n}, dev); }
 // The same view on another device / at another address.
 inline TensorView moved(TensorView t, void* data, Device dev) {
   t.data = data;
