@@ -13,7 +13,7 @@ inline constexpr int kWarpsPerCta = kThreads / 32;
 inline constexpr int kLanesPerGroup = 8;   // 64 values / 8 values a chunk
 inline constexpr int kRopeFirstLane = 24;  // second-half chunks 56..63 are the rope
 
-inline constexpr int kGatherRows = 4;      // MODEL1 gather: rows a warp keeps in flight
+inline constexpr int kGatherRows = 4;      // gathers: rows a warp keeps in flight
 
 inline int64_t grid_for(int64_t rows, int rows_per_warp = 1) {
   const int64_t per_cta = int64_t{kWarpsPerCta} * rows_per_warp;

@@ -63,13 +63,12 @@ Status kv_cache_gather(const KVGatherParams& p, Stream s) {
   a.out = static_cast<uint8_t*>(p.out.data);
   a.out_row_bytes = p.out.strides[0] * (dtype_bits(p.out.dtype) / 8);
   a.cache = cache_ref(p.cache);
-  const auto grid = static_cast<unsigned>(kv::grid_for(N));
+  const auto grid = static_cast<unsigned>(kv::grid_for(N, kv::kGatherRows));
   const auto stream = static_cast<cudaStream_t>(s);
   const bool bf16 = p.out.dtype == DType::BF16;
   if (p.cache.layout == KVLayout::kModel1) {
-    const auto g4 = static_cast<unsigned>(kv::grid_for(N, kv::kGatherRows));
-    if (bf16) kv::model1_gather_kernel<kv::Bf16><<<g4, kv::kThreads, 0, stream>>>(a);
-    else kv::model1_gather_kernel<float><<<g4, kv::kThreads, 0, stream>>>(a);
+    if (bf16) kv::model1_gather_kernel<kv::Bf16><<<grid, kv::kThreads, 0, stream>>>(a);
+    else kv::model1_gather_kernel<float><<<grid, kv::kThreads, 0, stream>>>(a);
   } else {
     if (bf16) kv::per_token_gather_kernel<kv::Bf16><<<grid, kv::kThreads, 0, stream>>>(a);
     else kv::per_token_gather_kernel<float><<<grid, kv::kThreads, 0, stream>>>(a);
