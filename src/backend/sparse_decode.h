@@ -12,7 +12,7 @@ namespace dsv4::cuda {
 // Workspace bytes for these shapes on q's device (the split-KV partials), 0 when none is needed.
 int64_t sparse_decode_workspace_size(const SparseDecodeParams& p);
 Status sparse_decode(const SparseDecodeParams& p, Stream stream);
-// Tests and benchmarks only: run 64-row head blocks on the mma.sync kernel instead of the wgmma one
+// Tests and benchmarks only: run every head block on the mma.sync kernel instead of the wgmma one
 // (process-wide, not for concurrent use).
 void sparse_decode_force_mma_sync(bool on);
 // The softmax of the bench's unfused baseline: p[r, :] = bf16(softmax(scale * s[r, :])) for f32

@@ -9,10 +9,7 @@ namespace dsv4::cuda::sdec {
 inline constexpr int kDim = 512;
 inline constexpr int kTileKeys = 64;      // keys gathered, dequantized and consumed per step
 inline constexpr int kMaxRowsPerCta = 64;  // query heads of one token a CTA serves (16-row MMA groups)
-inline constexpr int kThreads = 256;       // 8 warps (mma.sync kernels)
-// The wgmma kernel runs four warpgroups: 64 f32 accumulators a thread instead of 128, and twice
-// the warps for the SIMT phases.
-constexpr int threads_for(bool wgmma) { return wgmma ? 512 : kThreads; }
+inline constexpr int kThreads = 256;       // 8 warps (mma.sync kernels; the wgmma kernel runs 512)
 
 // Smem bytes of the raw (still quantized) key tile: MODEL1 needs 576 data + 8 scale bytes a key;
 // the per-token layout 512 bytes (its bf16 scales travel in registers).

@@ -1,10 +1,12 @@
 // Sparse decode attention on sm_90: one CTA per (query token, block of <= 64 heads, key split).
+// This file: the shared definitions, the split combine, and the mma.sync kernel (blocks of at most
+// 32 heads, and 64-head blocks when tests force it); kernel_wg.cuh holds the wgmma kernel that
+// serves 64-head blocks.
 //
 // Per 64-key tile: cp.async gathers the raw FP8 rows of the tile's slots into smem (issued two tiles
 // ahead, so the gathers overlap the work on the tiles before), the CTA dequantizes them
 // once into a bf16 key tile shared by all its heads, then the tensor cores compute S = Q K^T, an online
-// softmax in fp32 turns S into P (bf16), and the MMAs accumulate O += P K (K = V) in registers
-// (wgmma for blocks of more than 32 heads, mma.sync below).
+// softmax in fp32 turns S into P (bf16), and the MMAs accumulate O += P K (K = V) in registers.
 //
 // Exactness of the key tile: a MODEL1 value is e4m3 * 2^k, which bf16 holds exactly; a per-token
 // value e4m3 * bf16 scale does not, so that layout keeps the raw e4m3 in the tile and applies the
@@ -173,31 +175,6 @@ __device__ __forceinline__ void wgmma_m64n32k16_bf16(float (&d)[16], uint64_t de
       : "l"(desc_a), "l"(desc_b));
 }
 
-// D(64 x 256, f32) += A(64 x 16 bf16, K-major smem) * B(16 x 256 bf16, N-major (transposed) smem).
-__device__ __forceinline__ void wgmma_m64n256k16_bf16_tb(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
-  asm volatile(
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
-      "%128, %129, 1, 1, 1, 0, 1;\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-      : "l"(desc_a), "l"(desc_b));
-}
-
 // Regions start on 1024-byte boundaries (the wgmma swizzle atoms); the launcher adds 1024 bytes so
 // the kernel can align the dynamic smem base itself.
 struct Smem {
@@ -219,23 +196,17 @@ struct Smem {
   static_assert(kLaunchBytes <= 227 * 1024, "fits the sm_90 smem carve-out");
 };
 
-// kWgmma (64 rows only, 512 threads): both GEMMs on warpgroup MMA, warpgroups 0 and 1 taking keys
-// [32w, 32w+32) of S = Q K^T and every warpgroup w dims [128w, 128w+128) of O; four warpgroups
-// rather than two so that the SIMT work around the MMAs (gather, dequantization, softmax) has 16
-// warps to hide its latencies (measured 1.6x on H100). Otherwise mma.sync with 16-row warp tiles
-// and 256 threads.
-template <int RG, bool kWgmma>
-__global__ void __launch_bounds__(threads_for(kWgmma), 1) sparse_decode_kernel(const Args a) {
+// mma.sync with 16-row warp tiles and 256 threads.
+template <int RG>
+__global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a) {
   static_assert(RG == 1 || RG == 2 || RG == 4, "16, 32 or 64 rows a CTA");
-  static_assert(!kWgmma || RG == 4, "the wgmma path works on 64-row tiles");
   constexpr int kRows = 16 * RG;
-  constexpr int kNT = threads_for(kWgmma);
+  constexpr int kNT = kThreads;
   constexpr int kNW = kNT / 32;
   // Warp w owns rows [16 (w % RG), +16); the other factor of the warp index splits the keys of
-  // S = Q K^T and the dims of O. wgmma: S on the first two warpgroups, 32 keys each (a wider N
-  // reads Q from smem half as often as four n16 slices would), O on all four, 128 dims each.
-  constexpr int kSWarps = kWgmma ? 8 : kNW;              // warps that compute S
-  constexpr int kSNt = kWgmma ? 4 : RG;                  // 8-key n-tiles per S warp
+  // S = Q K^T and the dims of O.
+  constexpr int kSWarps = kNW;  // warps that compute S
+  constexpr int kSNt = RG;      // 8-key n-tiles per S warp
   constexpr int kKeysPerWarp = 8 * kSNt;
   constexpr int kDimsPerWarp = kDim * RG / kNW;
   static_assert(kKeysPerWarp * (kSWarps / RG) == kTileKeys, "the S warps cover the key tile");
@@ -274,7 +245,7 @@ __global__ void __launch_bounds__(threads_for(kWgmma), 1) sparse_decode_kernel(c
     const __nv_bfloat16* qrow0 = a.q + b * a.q_sb + s * a.q_ss + static_cast<int64_t>(head0) * a.q_sh;
     for (int i = tid; i < kRows * 64; i += kNT) {
       const int r = i >> 6, c = i & 63;
-      uint8_t* dst = sQ + tile_off<kWgmma>(r, c);
+      uint8_t* dst = sQ + tile_off<false>(r, c);
       if (r < nh) cp_async16(dst, qrow0 + r * a.q_sh + c * 8);
       else *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
     }
@@ -393,7 +364,7 @@ __global__ void __launch_bounds__(threads_for(kWgmma), 1) sparse_decode_kernel(c
           v = make_uint4(pack_bf16(f0.x, f0.y), pack_bf16(f1.x, f1.y), pack_bf16(f2.x, f2.y), pack_bf16(f3.x, f3.y));
         }
       }
-      *reinterpret_cast<uint4*>(sK + tile_off<kWgmma>(key, c)) = v;
+      *reinterpret_cast<uint4*>(sK + tile_off<false>(key, c)) = v;
     }
   };
 
@@ -434,7 +405,6 @@ __global__ void __launch_bounds__(threads_for(kWgmma), 1) sparse_decode_kernel(c
     uint8_t* raw = sRaw0 + (it & 1) * Smem::kRawStride;
     dequant(t, s_slot + ring * 64, raw);
     if (tid < kTileKeys) s_slot[((ring + 2) % 3) * 64 + tid] = nslot;
-    if constexpr (kWgmma) fence_proxy_async();
     __syncthreads();
     pend_scale = pend_scale_next;
     if (t2 < t_end) issue(t2, s_slot + ((ring + 2) % 3) * 64, raw);
@@ -449,18 +419,7 @@ __global__ void __launch_bounds__(threads_for(kWgmma), 1) sparse_decode_kernel(c
       float sacc[kSNt][4];
 #pragma unroll
       for (int n = 0; n < kSNt; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
-      if constexpr (kWgmma) {
-        float(&d)[kSNt * 4] = reinterpret_cast<float(&)[kSNt * 4]>(sacc);
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < kDim / 16; ++kk) {
-          const uint32_t koff = (kk >> 2) * (64 * 128) + (kk & 3) * 32;
-          wgmma_m64n32k16_bf16(d, wg_desc(sQa + koff, 16, 1024), wg_desc(sKa + koff + key0 * 128, 16, 1024));
-        }
-        wg_commit();
-        wg_wait_all();
-        pin(d);
-      } else {
+      {
       const int a_row = rg * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
       const int a_chunk = lane >> 4;
 #pragma unroll 4
@@ -527,7 +486,6 @@ __global__ void __launch_bounds__(threads_for(kWgmma), 1) sparse_decode_kernel(c
       l_run = l_run * alpha + sum;
       m_run = m_new;
       if (sm_part == 0) s_alpha[sm_row] = alpha;
-      if constexpr (kWgmma) fence_proxy_async();
     }
     __syncthreads();
 
@@ -542,19 +500,7 @@ __global__ void __launch_bounds__(threads_for(kWgmma), 1) sparse_decode_kernel(c
         acc[n][2] *= al1;
         acc[n][3] *= al1;
       }
-      if constexpr (kWgmma) {
-        // A = P [64 rows][64 keys], one K-major block; B = the key tile read N-major: dims
-        // [128 dg, +128) are 2 blocks of 64 dims, 8192 bytes apart (LBO); 8-key groups 1024 apart (SBO).
-        float(&d)[kONt * 4] = reinterpret_cast<float(&)[kONt * 4]>(acc);
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < kTileKeys / 16; ++kk)
-          wgmma_m64n128k16_bf16_tb(d, wg_desc(sPa + kk * 32, 16, 1024),
-                                   wg_desc(sKa + dg * 2 * (64 * 128) + kk * 16 * 128, 64 * 128, 1024));
-        wg_commit();
-        wg_wait_all();
-        pin(d);
-      } else {
+      {
       const int a_row = rg * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
       const int b_key = (lane & 7) + ((lane >> 3) & 1) * 8;
       const int chunk0 = dg * kDimsPerWarp / 8 + (lane >> 4);
@@ -623,11 +569,17 @@ __global__ void __launch_bounds__(threads_for(kWgmma), 1) sparse_decode_kernel(c
   }
 }
 
-// Merges the split partials of each row: one warp a row, 16 dims a lane.
+// Merges the split partials of each row: four warps a row, one 128-dim quarter each, 4 dims a
+// lane. The split weights are computed once a lane (split `lane` of each group of 32) and handed
+// out by shuffles, so the partial-row loads do not depend on each other and eight splits' loads
+// are in flight at once (a loop that loaded each split's lse and then its row was one dependent
+// L2 round trip after another: most of a small batch's time).
 __global__ void __launch_bounds__(256) sparse_decode_combine(const Args a) {
   const int64_t rows_total = a.sched.tokens * a.H;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
+  const int64_t gw = static_cast<int64_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
+  const int64_t row = gw >> 2;
   if (row >= rows_total) return;
+  const int quarter = static_cast<int>(gw & 3);
   const int lane = threadIdx.x & 31;
   const int splits = a.sched.num_splits;
   float mx = -INFINITY;
@@ -641,10 +593,11 @@ __global__ void __launch_bounds__(256) sparse_decode_combine(const Args a) {
   for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
   any = __any_sync(0xffffffffu, any);
   const int head = static_cast<int>(row % a.H);
+  const int dim0 = quarter * 128 + lane * 4;
   __nv_bfloat16* orow = a.out + row * kDim;
   if (!any) {  // no valid key in any split
-    for (int d = lane * 8; d < kDim; d += 256) *reinterpret_cast<uint4*>(orow + d) = make_uint4(0, 0, 0, 0);
-    if (a.lse && lane == 0) a.lse[row] = INFINITY;
+    *reinterpret_cast<uint2*>(orow + dim0) = make_uint2(0, 0);
+    if (a.lse && quarter == 0 && lane == 0) a.lse[row] = INFINITY;
     return;
   }
   float sum = 0.0f;
@@ -654,31 +607,41 @@ __global__ void __launch_bounds__(256) sparse_decode_combine(const Args a) {
   const float lse2 = mx + log2f(sum);
   float factor = 1.0f;
   if (a.sink) factor = 1.0f / (1.0f + exp2f(a.sink[head] * 1.4426950408889634f - lse2));
-  float o[16];
+  float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int base = 0; base < splits; base += 32) {
+    const int n = min(32, splits - base);
+    float wl = 0.0f;  // weight of split base + lane; 0 past the last split and for empty splits
+    if (lane < n) {
+      const float l = a.ws_lse[(base + lane) * rows_total + row];
+      wl = l == -INFINITY ? 0.0f : exp2f(l - lse2);
+    }
+    for (int j0 = 0; j0 < n; j0 += 8) {
+      float w[8];
+      float4 v[8];
 #pragma unroll
-  for (int j = 0; j < 16; ++j) o[j] = 0.0f;
-  for (int i = 0; i < splits; ++i) {
-    const float l = a.ws_lse[i * rows_total + row];
-    if (l == -INFINITY) continue;  // an empty split wrote zeros; skipping also skips its work
-    const float w = exp2f(l - lse2);
-    const float* src = a.ws_o + (i * rows_total + row) * kDim;
+      for (int j = 0; j < 8; ++j) {
+        w[j] = __shfl_sync(0xffffffffu, wl, (j0 + j) & 31);
+        // An empty split (weight 0) wrote zeros; its row is not read. A NaN weight is read.
+        v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (j0 + j < n && w[j] != 0.0f)
+          v[j] = *reinterpret_cast<const float4*>(a.ws_o + ((base + j0 + j) * rows_total + row) * kDim + dim0);
+      }
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float4 v = *reinterpret_cast<const float4*>(src + j * 128 + lane * 4);
-      o[j * 4 + 0] += w * v.x;
-      o[j * 4 + 1] += w * v.y;
-      o[j * 4 + 2] += w * v.z;
-      o[j * 4 + 3] += w * v.w;
+      for (int j = 0; j < 8; ++j) {
+        if (j0 + j < n && w[j] != 0.0f) {
+          o.x += w[j] * v[j].x;
+          o.y += w[j] * v[j].y;
+          o.z += w[j] * v[j].z;
+          o.w += w[j] * v[j].w;
+        }
+      }
     }
   }
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    uint2 pk;
-    pk.x = pack_bf16(o[j * 4 + 0] * factor, o[j * 4 + 1] * factor);
-    pk.y = pack_bf16(o[j * 4 + 2] * factor, o[j * 4 + 3] * factor);
-    *reinterpret_cast<uint2*>(orow + j * 128 + lane * 4) = pk;
-  }
-  if (a.lse && lane == 0) a.lse[row] = lse2 * 0.6931471805599453f;
+  uint2 pk;
+  pk.x = pack_bf16(o.x * factor, o.y * factor);
+  pk.y = pack_bf16(o.z * factor, o.w * factor);
+  *reinterpret_cast<uint2*>(orow + dim0) = pk;
+  if (a.lse && quarter == 0 && lane == 0) a.lse[row] = lse2 * 0.6931471805599453f;
 }
 
 }  // namespace dsv4::cuda::sdec

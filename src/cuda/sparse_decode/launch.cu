@@ -7,7 +7,7 @@
 #include "backend/sparse_decode.h"
 #include "core/validate.h"
 #include "cuda/common/check.h"
-#include "cuda/sparse_decode/kernel.cuh"
+#include "cuda/sparse_decode/kernel_wg.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -85,13 +85,21 @@ class DeviceGuard {
 
 std::atomic<bool> g_force_mma_sync{false};
 
-template <int RG, bool kWgmma>
+template <int RG>
 Status launch_main(const sd::Args& a, int64_t ctas, cudaStream_t st) {
-  const auto kernel = sd::sparse_decode_kernel<RG, kWgmma>;
+  const auto kernel = sd::sparse_decode_kernel<RG>;
   DSV4_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::Smem::kLaunchBytes), kOp);
-  kernel<<<static_cast<unsigned>(ctas), sd::threads_for(kWgmma), sd::Smem::kLaunchBytes, st>>>(a);
+  kernel<<<static_cast<unsigned>(ctas), sd::kThreads, sd::Smem::kLaunchBytes, st>>>(a);
   return launch_status(kOp, "sparse_decode_kernel");
+}
+
+Status launch_wg(const sd::Args& a, int64_t ctas, cudaStream_t st) {
+  DSV4_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(sd::sparse_decode_wg_kernel,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes),
+                            kOp);
+  sd::sparse_decode_wg_kernel<<<static_cast<unsigned>(ctas), sd::kWgThreads, sd::SmemWg::kLaunchBytes, st>>>(a);
+  return launch_status(kOp, "sparse_decode_wg_kernel");
 }
 
 }  // namespace
@@ -111,7 +119,7 @@ Status sparse_decode(const SparseDecodeParams& p, Stream stream) {
   sd::Schedule s;
   DSV4_RETURN_IF_ERROR(schedule_for(p, &s));
   const int64_t H = p.q.shape[2];
-  if (s.ctas() > std::numeric_limits<int32_t>::max() || s.tokens * H / 8 + 1 > std::numeric_limits<int32_t>::max())
+  if (s.ctas() > std::numeric_limits<int32_t>::max() || s.tokens * H / 2 + 1 > std::numeric_limits<int32_t>::max())
     return {StatusCode::kUnsupported, "sparse_decode: batch too large for one launch (" + std::to_string(s.ctas()) +
                                           " CTAs); split the batch"};
 
@@ -135,17 +143,20 @@ Status sparse_decode(const SparseDecodeParams& p, Stream stream) {
   }
 
   auto st = static_cast<cudaStream_t>(stream);
-  switch (s.row_groups) {
-    case 1: DSV4_RETURN_IF_ERROR((launch_main<1, false>(a, s.ctas(), st))); break;
-    case 2: DSV4_RETURN_IF_ERROR((launch_main<2, false>(a, s.ctas(), st))); break;
-    default:
-      if (g_force_mma_sync.load(std::memory_order_relaxed)) DSV4_RETURN_IF_ERROR((launch_main<4, false>(a, s.ctas(), st)));
-      else DSV4_RETURN_IF_ERROR((launch_main<4, true>(a, s.ctas(), st)));
-      break;
+  // Every head count runs on the pipelined wgmma kernel (zero Q rows pad a block to 64): for 16
+  // or 32 heads the wasted MMA rows cost less than the mma.sync kernel's serial per-tile phases.
+  if (g_force_mma_sync.load(std::memory_order_relaxed)) {
+    switch (s.row_groups) {
+      case 1: DSV4_RETURN_IF_ERROR(launch_main<1>(a, s.ctas(), st)); break;
+      case 2: DSV4_RETURN_IF_ERROR(launch_main<2>(a, s.ctas(), st)); break;
+      default: DSV4_RETURN_IF_ERROR(launch_main<4>(a, s.ctas(), st)); break;
+    }
+  } else {
+    DSV4_RETURN_IF_ERROR(launch_wg(a, s.ctas(), st));
   }
   if (s.num_splits > 1) {
     const int64_t rows = s.tokens * H;
-    sd::sparse_decode_combine<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, st>>>(a);
+    sd::sparse_decode_combine<<<static_cast<unsigned>((rows + 1) / 2), 256, 0, st>>>(a);  // 4 warps a row
     DSV4_RETURN_IF_ERROR(launch_status(kOp, "sparse_decode_combine"));
   }
   return Status::Ok();
