@@ -177,6 +177,14 @@ DSV4_API int dsv4_sparse_decode(const dsv4_tensor* q, const dsv4_kv_cache* main_
 DSV4_API int64_t dsv4_sparse_decode_workspace_size(int64_t batch, int64_t s_q, int64_t heads, int64_t k_main,
                                                    int64_t k_extra, int32_t device_type, int32_t device_index);
 
+/* The prototype's SWA-only decode (dsv4::swa_decode): q [T, H, 512] bf16, the per-token-scale cache,
+ * swa_indices [T, 128] i32 slots (-1 = unused), swa_lens [T] i32, out [T, H, 512] bf16, lse [T, H]
+ * f32 (optional). No sink. workspace as for dsv4_sparse_decode with batch T, s_q 1, k_main 128. */
+DSV4_API int dsv4_swa_decode(const dsv4_tensor* q, const dsv4_kv_cache* cache, const dsv4_tensor* swa_indices,
+                             const dsv4_tensor* swa_lens, float softmax_scale, const dsv4_tensor* out,
+                             const dsv4_tensor* lse /* optional */, const dsv4_tensor* workspace /* optional */,
+                             void* stream);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

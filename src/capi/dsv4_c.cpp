@@ -334,6 +334,24 @@ int dsv4_sparse_decode(const dsv4_tensor* q, const dsv4_kv_cache* main_cache, co
   });
 }
 
+int dsv4_swa_decode(const dsv4_tensor* q, const dsv4_kv_cache* cache, const dsv4_tensor* swa_indices,
+                    const dsv4_tensor* swa_lens, float softmax_scale, const dsv4_tensor* out, const dsv4_tensor* lse,
+                    const dsv4_tensor* workspace, void* stream) {
+  constexpr const char* op = "swa_decode";
+  return guarded(op, [&]() -> dsv4::Status {
+    dsv4::SwaDecodeParams p;
+    DSV4_RETURN_IF_ERROR(to_view(op, "q", q, false, &p.q));
+    DSV4_RETURN_IF_ERROR(to_cache(op, cache, &p.cache));
+    DSV4_RETURN_IF_ERROR(to_view(op, "swa_indices", swa_indices, false, &p.swa_indices));
+    DSV4_RETURN_IF_ERROR(to_view(op, "swa_lens", swa_lens, false, &p.swa_lens));
+    p.softmax_scale = softmax_scale;
+    DSV4_RETURN_IF_ERROR(to_view(op, "out", out, false, &p.out));
+    DSV4_RETURN_IF_ERROR(to_view(op, "lse", lse, true, &p.lse));
+    DSV4_RETURN_IF_ERROR(to_view(op, "workspace", workspace, true, &p.workspace));
+    return dsv4::swa_decode(p, stream);
+  });
+}
+
 int64_t dsv4_sparse_decode_workspace_size(int64_t batch, int64_t s_q, int64_t heads, int64_t k_main, int64_t k_extra,
                                           int32_t device_type, int32_t device_index) {
   try {

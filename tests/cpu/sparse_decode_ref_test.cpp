@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "common/sparse_decode_util.h"
@@ -284,6 +286,48 @@ TEST(SparseDecodeRef, CAbiMatchesCpp) {
   EXPECT_NE(std::string(dsv4_last_error()).find("main_indices"), std::string::npos) << dsv4_last_error();
   EXPECT_EQ(dsv4_sparse_decode_workspace_size(1, 1, 128, 128, 1024, DSV4_DEVICE_CPU, 0), 0);
   EXPECT_EQ(dsv4_sparse_decode_workspace_size(1, 1, 128, 128, 1024, 7, 0), -1);
+}
+
+TEST(SparseDecodeRef, SwaCAbiMatchesCpp) {
+  HostCache cache(KVLayout::kPerTokenScale, 64, 2);
+  auto g = test::rng_for_test();
+  cache.fill_random(g, 0, 128);
+  const int64_t T = 3, H = 5;
+  auto q = test::random_bf16(g, T * H * kKVDim);
+  std::vector<int32_t> idx(T * 128), lens = {128, 0, 77};
+  for (int64_t i = 0; i < T * 128; ++i) idx[i] = static_cast<int32_t>((i * 53) % 128);
+  idx[5] = -1;
+  std::vector<uint16_t> out_cpp(T * H * kKVDim, test::kBf16NaN), out_c = out_cpp;
+  std::vector<float> lse_cpp(T * H, NAN), lse_c = lse_cpp;
+  SwaDecodeParams s;
+  s.q = make_tensor(q.data(), DType::BF16, {T, H, kKVDim});
+  s.cache = cache.host_view();
+  s.swa_indices = make_tensor(idx.data(), DType::I32, {T, 128});
+  s.swa_lens = make_tensor(lens.data(), DType::I32, {T});
+  s.out = make_tensor(out_cpp.data(), DType::BF16, {T, H, kKVDim});
+  s.lse = make_tensor(lse_cpp.data(), DType::F32, {T, H});
+  ASSERT_TRUE(swa_decode(s).ok());
+
+  dsv4_kv_cache c{};
+  c.layout = DSV4_KV_PER_TOKEN_SCALE;
+  c.page_size = s.cache.page_size;
+  c.data = c_view(s.cache.data);
+  c.scales = c_view(s.cache.scales);
+  const dsv4_tensor cq = c_view(s.q), ci = c_view(s.swa_indices), cl = c_view(s.swa_lens);
+  const dsv4_tensor co = c_view(make_tensor(out_c.data(), DType::BF16, {T, H, kKVDim}));
+  const dsv4_tensor clse = c_view(make_tensor(lse_c.data(), DType::F32, {T, H}));
+  ASSERT_EQ(dsv4_swa_decode(&cq, &c, &ci, &cl, DSV4_SPARSE_DECODE_DEFAULT_SCALE, &co, &clse, nullptr, nullptr), DSV4_OK)
+      << dsv4_last_error();
+  EXPECT_EQ(out_c, out_cpp);
+  for (int64_t i = 0; i < T * H; ++i) EXPECT_EQ(std::memcmp(&lse_c[i], &lse_cpp[i], 4), 0) << i;  // +inf rows too
+
+  // Errors come back as codes with a message naming the argument; nothing is written.
+  std::vector<uint16_t> before = out_c;
+  EXPECT_EQ(dsv4_swa_decode(&cq, &c, nullptr, &cl, 1.0f, &co, nullptr, nullptr, nullptr), DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(dsv4_last_error()).find("swa_indices"), std::string::npos) << dsv4_last_error();
+  c.layout = DSV4_KV_MODEL1;
+  EXPECT_EQ(dsv4_swa_decode(&cq, &c, &ci, &cl, 1.0f, &co, nullptr, nullptr, nullptr), DSV4_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(out_c, before);
 }
 
 }  // namespace
