@@ -1,7 +1,9 @@
 // Validation and dispatch for sparse decode attention (include/dsv4/ops/sparse_decode.h).
+#include <array>
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "backend/backends.h"
 #include "backend/sparse_decode.h"
@@ -44,22 +46,23 @@ Status check_key_set(const std::string& which, const KVCacheView& cache, const T
   return Status::Ok();
 }
 
+// Every tensor the op reads, by argument name (the workspace too: outputs must not alias it).
+std::array<core::Arg, 11> named_inputs(const SparseDecodeParams& p) {
+  return {{{"q", &p.q},
+           {"main_cache.data", &p.main_cache.data},
+           {"main_cache.scales", &p.main_cache.scales},
+           {"main_indices", &p.main_indices},
+           {"main_lengths", &p.main_lengths},
+           {"extra_cache.data", &p.extra_cache.data},
+           {"extra_cache.scales", &p.extra_cache.scales},
+           {"extra_indices", &p.extra_indices},
+           {"extra_lengths", &p.extra_lengths},
+           {"attn_sink", &p.attn_sink},
+           {"workspace", &p.workspace}}};
+}
+
 Status check_outputs_disjoint(const char* out_name, const TensorView& o, const SparseDecodeParams& p) {
-  const struct {
-    const char* name;
-    const TensorView* t;
-  } inputs[] = {{"q", &p.q},
-                {"main_cache.data", &p.main_cache.data},
-                {"main_cache.scales", &p.main_cache.scales},
-                {"main_indices", &p.main_indices},
-                {"main_lengths", &p.main_lengths},
-                {"extra_cache.data", &p.extra_cache.data},
-                {"extra_cache.scales", &p.extra_cache.scales},
-                {"extra_indices", &p.extra_indices},
-                {"extra_lengths", &p.extra_lengths},
-                {"attn_sink", &p.attn_sink},
-                {"workspace", &p.workspace}};
-  for (const auto& in : inputs) DSV4_RETURN_IF_ERROR(core::expect_disjoint(kOp, out_name, o, in.name, *in.t));
+  for (const core::Arg& in : named_inputs(p)) DSV4_RETURN_IF_ERROR(core::expect_disjoint(kOp, out_name, o, in.name, *in.t));
   return Status::Ok();
 }
 
@@ -114,21 +117,11 @@ Status validate(const SparseDecodeParams& p, Device* dev) {
     DSV4_RETURN_IF_ERROR(core::expect_disjoint(kOp, "lse", p.lse, "out", p.out));
   }
 
-  DSV4_RETURN_IF_ERROR(core::common_device(kOp,
-                                           {{"q", &p.q},
-                                            {"main_cache.data", &p.main_cache.data},
-                                            {"main_cache.scales", &p.main_cache.scales},
-                                            {"main_indices", &p.main_indices},
-                                            {"main_lengths", &p.main_lengths},
-                                            {"extra_cache.data", &p.extra_cache.data},
-                                            {"extra_cache.scales", &p.extra_cache.scales},
-                                            {"extra_indices", &p.extra_indices},
-                                            {"extra_lengths", &p.extra_lengths},
-                                            {"attn_sink", &p.attn_sink},
-                                            {"out", &p.out},
-                                            {"lse", &p.lse},
-                                            {"workspace", &p.workspace}},
-                                           dev));
+  std::vector<core::Arg> all;
+  for (const core::Arg& in : named_inputs(p)) all.push_back(in);
+  all.push_back({"out", &p.out});
+  all.push_back({"lse", &p.lse});
+  DSV4_RETURN_IF_ERROR(core::common_device(kOp, all.data(), all.size(), dev));
 
   if (dev->type == DeviceType::kCUDA) {
     const int64_t need = cuda::sparse_decode_workspace_size(p);

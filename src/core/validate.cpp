@@ -1,6 +1,7 @@
 #include "core/validate.h"
 
 #include <algorithm>
+#include <span>
 #include <sstream>
 
 namespace dsv4 {
@@ -109,9 +110,9 @@ Status expect_well_formed(const char* op, const char* arg, const TensorView& t) 
   return Status::Ok();
 }
 
-Status common_device(const char* op, std::initializer_list<Arg> args, Device* out) {
+Status common_device(const char* op, const Arg* args, size_t n, Device* out) {
   const Arg* first = nullptr;
-  for (const Arg& a : args) {
+  for (const Arg& a : std::span<const Arg>(args, n)) {
     if (!a.t->defined()) continue;
     if (!first) {
       first = &a;

@@ -2,6 +2,7 @@
 // what was expected and what was received, e.g.
 //   quantize: argument 'scales' must have shape [4, 8], got ue8m0 [4, 7] strides [7, 1] on cuda:0
 #pragma once
+#include <cstddef>
 #include <initializer_list>
 #include <string>
 
@@ -35,7 +36,10 @@ Status expect_aligned(const char* op, const char* arg, const TensorView& t, int 
 // Non-negative strides, E2M1 packing rules, and a non-null pointer when the tensor has elements.
 Status expect_well_formed(const char* op, const char* arg, const TensorView& t);
 // All defined tensors must sit on one device; returns it through `out`.
-Status common_device(const char* op, std::initializer_list<Arg> args, Device* out);
+Status common_device(const char* op, const Arg* args, size_t n, Device* out);
+inline Status common_device(const char* op, std::initializer_list<Arg> args, Device* out) {
+  return common_device(op, args.begin(), args.size(), out);
+}
 // Two tensors must not overlap in memory (outputs against inputs).
 Status expect_disjoint(const char* op, const char* a_name, const TensorView& a, const char* b_name,
                        const TensorView& b);
