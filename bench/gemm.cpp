@@ -14,6 +14,8 @@
 #if defined(DSV4_HAVE_CUDA)
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+
+#include "cublaslt_check.h"
 #endif
 
 #include "bench_util.h"
@@ -87,10 +89,6 @@ void record_safe(Result& r, const Timing& tm, const TimerOptions& t) {
 }
 
 #if defined(DSV4_HAVE_CUDA)
-void lt_check(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) throw BenchError(std::string(what) + ": " + cublasLtGetStatusString(s));
-}
-#define GEMM_LT(call) lt_check((call), #call)
 
 // cuBLASLt D[M, N] bf16 = A[M, K] * B[N, K]^T, i.e. column-major D^T = B^T(op T) * A: the TN layout
 // FP8 cuBLASLt requires. fp8 uses per-tensor scales of 1.
@@ -100,25 +98,25 @@ class LtGemm {
     const float ones[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
     to_device(sc_.data(), ones, sizeof ones);
     const cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
-    GEMM_LT(cublasLtCreate(&h_));
-    GEMM_LT(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    DSV4_BENCH_LT(cublasLtCreate(&h_));
+    DSV4_BENCH_LT(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     if (fp8) {
       // 16 bytes apart: cuBLASLt answers NOT_SUPPORTED for a scale pointer only 4-byte aligned.
       const float* sa = sc_.as<float>();
       const float* sb = sc_.as<float>() + 4;
-      GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
-      GEMM_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
+      DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
+      DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
     }
-    GEMM_LT(cublasLtMatrixLayoutCreate(&la_, in, K, N, K));
-    GEMM_LT(cublasLtMatrixLayoutCreate(&lb_, in, K, M, K));
-    GEMM_LT(cublasLtMatrixLayoutCreate(&ld_, CUDA_R_16BF, N, M, N));
-    GEMM_LT(cublasLtMatmulPreferenceCreate(&pref_));
+    DSV4_BENCH_LT(cublasLtMatrixLayoutCreate(&la_, in, K, N, K));
+    DSV4_BENCH_LT(cublasLtMatrixLayoutCreate(&lb_, in, K, M, K));
+    DSV4_BENCH_LT(cublasLtMatrixLayoutCreate(&ld_, CUDA_R_16BF, N, M, N));
+    DSV4_BENCH_LT(cublasLtMatmulPreferenceCreate(&pref_));
     const size_t wsb = ws_.size();
-    GEMM_LT(cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
-    GEMM_LT(cublasLtMatmulAlgoGetHeuristic(h_, op_, la_, lb_, ld_, ld_, pref_, kMaxAlgos, heur_, &found_));
+    DSV4_BENCH_LT(cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+    DSV4_BENCH_LT(cublasLtMatmulAlgoGetHeuristic(h_, op_, la_, lb_, ld_, ld_, pref_, kMaxAlgos, heur_, &found_));
     if (found_ == 0) throw BenchError(std::string("cuBLASLt has no ") + (fp8 ? "fp8" : "bf16") + " algorithm for this shape");
   }
   // The heuristic's first choice can still refuse at run time; keep the first that runs.
@@ -143,7 +141,7 @@ class LtGemm {
   }
   void run(const void* a, const void* b, void* d) {
     const float alpha = 1.f, beta = 0.f;
-    GEMM_LT(cublasLtMatmul(h_, op_, &alpha, b, la_, a, lb_, &beta, d, ld_, d, ld_, &heur_[pick_].algo, ws_.data(),
+    DSV4_BENCH_LT(cublasLtMatmul(h_, op_, &alpha, b, la_, a, lb_, &beta, d, ld_, d, ld_, &heur_[pick_].algo, ws_.data(),
                            ws_.size(), static_cast<cudaStream_t>(stream())));
   }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cublaslt_check.h"
 #include "dsv4/dsv4.h"
 #include "harness_kernels.h"
 
@@ -21,10 +22,6 @@ void cuda_check(cudaError_t e, const char* what) {
 }
 #define BENCH_CUDA(call) cuda_check((call), #call)
 
-void lt_check(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) throw BenchError(std::string(what) + ": " + cublasLtGetStatusString(s));
-}
-#define BENCH_LT(call) lt_check((call), #call)
 
 cudaStream_t cstream() { return static_cast<cudaStream_t>(stream()); }
 
@@ -99,28 +96,28 @@ double gemm_tflops(bool fp8) {
     }
   } lt;
   const cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
-  BENCH_LT(cublasLtCreate(&lt.h));
-  BENCH_LT(cublasLtMatmulDescCreate(&lt.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  DSV4_BENCH_LT(cublasLtCreate(&lt.h));
+  DSV4_BENCH_LT(cublasLtMatmulDescCreate(&lt.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   if (fp8) {
     const float* sa = sc.as<float>();
     const float* sb = sc.as<float>() + 4;
-    BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
-    BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
+    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
+    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
   }
   // Column-major: A is stored K x M (op T), B is K x N, D is M x N.
-  BENCH_LT(cublasLtMatrixLayoutCreate(&lt.la, in, n, n, n));
-  BENCH_LT(cublasLtMatrixLayoutCreate(&lt.lb, in, n, n, n));
-  BENCH_LT(cublasLtMatrixLayoutCreate(&lt.ld, CUDA_R_16BF, n, n, n));
-  BENCH_LT(cublasLtMatmulPreferenceCreate(&lt.pref));
+  DSV4_BENCH_LT(cublasLtMatrixLayoutCreate(&lt.la, in, n, n, n));
+  DSV4_BENCH_LT(cublasLtMatrixLayoutCreate(&lt.lb, in, n, n, n));
+  DSV4_BENCH_LT(cublasLtMatrixLayoutCreate(&lt.ld, CUDA_R_16BF, n, n, n));
+  DSV4_BENCH_LT(cublasLtMatmulPreferenceCreate(&lt.pref));
   const size_t ws_bytes = ws.size();
-  BENCH_LT(cublasLtMatmulPreferenceSetAttribute(lt.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+  DSV4_BENCH_LT(cublasLtMatmulPreferenceSetAttribute(lt.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
                                                 sizeof ws_bytes));
   cublasLtMatmulHeuristicResult_t heur{};
   int found = 0;
-  BENCH_LT(cublasLtMatmulAlgoGetHeuristic(lt.h, lt.op, lt.la, lt.lb, lt.ld, lt.ld, lt.pref, 1, &heur, &found));
+  DSV4_BENCH_LT(cublasLtMatmulAlgoGetHeuristic(lt.h, lt.op, lt.la, lt.lb, lt.ld, lt.ld, lt.pref, 1, &heur, &found));
   if (found == 0) throw BenchError(std::string("cuBLASLt has no ") + (fp8 ? "fp8" : "bf16") + " GEMM algorithm here");
   const float alpha = 1.0f, beta = 0.0f;
   TimerOptions t;
@@ -128,7 +125,7 @@ double gemm_tflops(bool fp8) {
   t.iters = 20;
   const Timing tm = time_gpu(
       [&](int) {
-        BENCH_LT(cublasLtMatmul(lt.h, lt.op, &alpha, a.data(), lt.la, b.data(), lt.lb, &beta, d.data(), lt.ld, d.data(),
+        DSV4_BENCH_LT(cublasLtMatmul(lt.h, lt.op, &alpha, a.data(), lt.la, b.data(), lt.lb, &beta, d.data(), lt.ld, d.data(),
                                 lt.ld, &heur.algo, ws.data(), ws_bytes, cstream()));
       },
       t);

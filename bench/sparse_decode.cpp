@@ -18,6 +18,8 @@
 #if defined(DSV4_HAVE_CUDA)
 #include <cublasLt.h>
 
+#include "cublaslt_check.h"
+
 namespace dsv4::cuda {
 // Exported by libdsv4 for this baseline (src/backend/sparse_decode.h).
 Status sparse_decode_baseline_softmax(const float* s, void* p_bf16, int64_t rows, int64_t cols, float scale,
@@ -50,30 +52,26 @@ std::string shape_name(const Shape& s) {
 }
 
 #if defined(DSV4_HAVE_CUDA)
-void lt_check(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) throw BenchError(std::string(what) + ": " + cublasLtGetStatusString(s));
-}
-#define SD_LT(call) lt_check((call), #call)
 
 // Column-major strided-batched D[m, n] = op(A) * op(B) with f32 accumulation (cuBLASLt).
 class LtBatched {
  public:
   LtBatched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, cudaDataType_t dtype_d, int64_t batch)
       : ws_(32 << 20) {
-    SD_LT(cublasLtCreate(&h_));
-    SD_LT(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    DSV4_BENCH_LT(cublasLtCreate(&h_));
+    DSV4_BENCH_LT(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    SD_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
-    SD_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
+    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
+    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
     const int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
     layout(&la_, CUDA_R_16BF, ar, ac, batch);
     layout(&lb_, CUDA_R_16BF, br, bc, batch);
     layout(&ld_, dtype_d, m, n, batch);
-    SD_LT(cublasLtMatmulPreferenceCreate(&pref_));
+    DSV4_BENCH_LT(cublasLtMatmulPreferenceCreate(&pref_));
     const size_t wsb = ws_.size();
-    SD_LT(cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+    DSV4_BENCH_LT(cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
     int found = 0;
-    SD_LT(cublasLtMatmulAlgoGetHeuristic(h_, op_, la_, lb_, ld_, ld_, pref_, 1, &heur_, &found));
+    DSV4_BENCH_LT(cublasLtMatmulAlgoGetHeuristic(h_, op_, la_, lb_, ld_, ld_, pref_, 1, &heur_, &found));
     if (found == 0) throw BenchError("cuBLASLt has no algorithm for the baseline GEMM");
   }
   ~LtBatched() {
@@ -86,17 +84,17 @@ class LtBatched {
   }
   void run(const void* a, const void* b, void* d) {
     const float alpha = 1.f, beta = 0.f;
-    SD_LT(cublasLtMatmul(h_, op_, &alpha, a, la_, b, lb_, &beta, d, ld_, d, ld_, &heur_.algo, ws_.data(), ws_.size(),
+    DSV4_BENCH_LT(cublasLtMatmul(h_, op_, &alpha, a, la_, b, lb_, &beta, d, ld_, d, ld_, &heur_.algo, ws_.data(), ws_.size(),
                          static_cast<cudaStream_t>(stream())));
   }
 
  private:
   static void layout(cublasLtMatrixLayout_t* l, cudaDataType_t t, int64_t rows, int64_t cols, int64_t batch) {
-    SD_LT(cublasLtMatrixLayoutCreate(l, t, rows, cols, rows));
+    DSV4_BENCH_LT(cublasLtMatrixLayoutCreate(l, t, rows, cols, rows));
     const int32_t bc = static_cast<int32_t>(batch);
     const int64_t stride = rows * cols;
-    SD_LT(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
-    SD_LT(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+    DSV4_BENCH_LT(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+    DSV4_BENCH_LT(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
   }
   DeviceBuffer ws_;
   cublasLtHandle_t h_ = nullptr;
