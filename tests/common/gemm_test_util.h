@@ -100,11 +100,9 @@ inline void add_epilogue_inputs(HostGemm& h, std::mt19937_64& g, bool exact) {
   }
 }
 
-// Small integers (e4m3, bf16) or e2m1 codes with power-of-two scales: every product and every f32
-// partial sum is exactly representable, so kernel and reference agree before the bf16 rounding.
-// K <= 1024 keeps the exactness argument valid.
-inline HostGemm make_exact_gemm(GemmFormat f, int64_t M, int64_t N, int64_t K, std::mt19937_64& g,
-                                DType scale_dtype = DType::UE8M0, bool mx_a = false) {
+// The shape, scale layout and zeroed buffers of a problem: activation scales per 128 (or per 32
+// with mx_a, W4A8's MXFP8 activations); B scales in scale_dtype only for FP8 weights.
+inline HostGemm new_gemm(GemmFormat f, int64_t M, int64_t N, int64_t K, DType scale_dtype, bool mx_a) {
   HostGemm h;
   h.format = f;
   h.M = M, h.N = N, h.K = K;
@@ -112,6 +110,15 @@ inline HostGemm make_exact_gemm(GemmFormat f, int64_t M, int64_t N, int64_t K, s
   h.b_scale_dtype = f == GemmFormat::kFP8Block ? scale_dtype : DType::UE8M0;
   h.a_scale_cols = mx_a ? K / 32 : K / 128;
   alloc_operands(h);
+  return h;
+}
+
+// Small integers (e4m3, bf16) or e2m1 codes with power-of-two scales: every product and every f32
+// partial sum is exactly representable, so kernel and reference agree before the bf16 rounding.
+// K <= 1024 keeps the exactness argument valid.
+inline HostGemm make_exact_gemm(GemmFormat f, int64_t M, int64_t N, int64_t K, std::mt19937_64& g,
+                                DType scale_dtype = DType::UE8M0, bool mx_a = false) {
+  HostGemm h = new_gemm(f, M, N, K, scale_dtype, mx_a);
   // Bounds keep every partial sum below 2^14 of its quantum for K <= 1024 (the fp8 tensor cores keep
   // about 14 bits while accumulating). W4A8 B scales span 1 so the e4m3 re-encoding stays small.
   std::uniform_int_distribution<int> ival(-4, 4), sexp(-2, 2), code(0, 15);
@@ -147,13 +154,7 @@ inline HostGemm make_exact_gemm(GemmFormat f, int64_t M, int64_t N, int64_t K, s
 // unquantized operands for the end-to-end check.
 inline HostGemm make_random_gemm(GemmFormat f, int64_t M, int64_t N, int64_t K, std::mt19937_64& g,
                                  DType scale_dtype = DType::UE8M0, bool mx_a = false) {
-  HostGemm h;
-  h.format = f;
-  h.M = M, h.N = N, h.K = K;
-  h.a_scale_dtype = mx_a ? DType::UE8M0 : scale_dtype;
-  h.b_scale_dtype = f == GemmFormat::kFP8Block ? scale_dtype : DType::UE8M0;
-  h.a_scale_cols = mx_a ? K / 32 : K / 128;
-  alloc_operands(h);
+  HostGemm h = new_gemm(f, M, N, K, scale_dtype, mx_a);
   // Activations with per-token magnitude spread and a few outliers; weights ~ N(0, 1/sqrt(K)) with
   // per-row spread, as trained linears look.
   std::normal_distribution<float> nd(0.f, 1.f);
