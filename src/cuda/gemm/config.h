@@ -18,12 +18,12 @@ inline constexpr int kBK = 128;
 inline constexpr int kMaxStages = 8;
 inline constexpr int kMaxSplits = 16;
 // Dynamic shared memory an sm_90 CTA may use, and what the kernel keeps beside the stages
-// (mbarriers, 1 KiB alignment slack for the 128B-swizzled tiles, converted-B scale rows).
+// (mbarriers, 1 KiB alignment slack for the 128B-swizzled tiles, W4A8's converted-B scale rows).
 inline constexpr int kSmemLimit = 232448;
 inline constexpr int kSmemReserved = 6144;
 
-// Bytes one stage (A tile + B tile as loaded by TMA) occupies.
-constexpr int stage_bytes(GemmFormat f, int bm) {
+// Bytes of one stage's A tile + B tile as TMA loads them.
+constexpr int tma_stage_bytes(GemmFormat f, int bm) {
   switch (f) {
     case GemmFormat::kFP8Block: return bm * kBK + kBN * kBK;           // e4m3 A, e4m3 B
     case GemmFormat::kW4A8MXFP4: return bm * kBK + kBN * kBK / 2;      // e4m3 A, packed e2m1 B
@@ -32,6 +32,19 @@ constexpr int stage_bytes(GemmFormat f, int bm) {
   }
   return 0;
 }
+// Bytes of one stage's scales, which the producer's loader warps copy next to the tiles:
+// A scales as f32 per row (W4A8 budgets MXFP8 activations' four per-32 scales a row), then B's
+// scale bytes (FP8: one f32 in a 16-byte slot; MXFP4: four ue8m0 a row; NVFP4: eight e4m3 a row).
+constexpr int scale_stage_bytes(GemmFormat f, int bm) {
+  switch (f) {
+    case GemmFormat::kFP8Block: return bm * 4 + 16;
+    case GemmFormat::kW4A8MXFP4: return bm * 4 * 4 + kBN * 4;
+    case GemmFormat::kW4A16MXFP4: return kBN * 4;
+    case GemmFormat::kW4A16NVFP4: return kBN * 8;
+  }
+  return 0;
+}
+constexpr int stage_bytes(GemmFormat f, int bm) { return tma_stage_bytes(f, bm) + scale_stage_bytes(f, bm); }
 // Shared memory for B expanded by the consumers (double-buffered): 0 when B feeds wgmma directly.
 constexpr int converted_b_bytes(GemmFormat f) {
   switch (f) {

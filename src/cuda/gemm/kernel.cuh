@@ -78,13 +78,23 @@ struct Traits {
   static constexpr int kThreads = 128 + kConsumerThreads;
   static constexpr int kABytes = kBF16 ? BM * kBK * 2 : BM * kBK;   // one stage of A
   static constexpr int kBBytes = kConvertB ? kBN * kBK / 2 : kBN * kBK;
-  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kTmaBytes = kABytes + kBBytes;
+  // Scales of a stage in shared memory, written by the loader warps: A's as f32 [cols][BM], then
+  // B's (FP8: one f32; MXFP4: four ue8m0 bytes a row, packed; NVFP4: eight e4m3 bytes a row).
+  static constexpr bool kAScales = !kBF16;
+  static constexpr int kAScaleCols = kMXFP8A ? 4 : 1;
+  static constexpr int kAScaleFloats = kAScales ? BM * kAScaleCols : 0;
+  static constexpr int kBScaleBytes = F == GemmFormat::kFP8Block ? 16 : F == GemmFormat::kW4A16NVFP4 ? kBN * 8 : kBN * 4;
+  static constexpr int kSideBytes = kAScaleFloats * 4 + kBScaleBytes;
+  static constexpr int kLoaderWarps = 3;  // warps 1-3 of the producer warpgroup
   static constexpr int kStages = max_stages(F, BM);
   static constexpr int kBConvBytes = kBF16 ? kBN * kBK * 2 : kBN * kBK;  // one expanded B buffer
   static constexpr int kScaleRowFloats = F == GemmFormat::kW4A8MXFP4 ? 4 * kBN : 0;  // per buffer
   static constexpr int kSmemBytes = smem_bytes(F, BM, kStages);
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups of 64 rows");
-  static_assert(kStageBytes == stage_bytes(F, BM), "TMA bytes a stage must match the heuristic's budget");
+  static_assert(kTmaBytes == tma_stage_bytes(F, BM), "TMA bytes a stage must match the heuristic's budget");
+  static_assert(kSideBytes <= scale_stage_bytes(F, BM), "stage scales must fit the heuristic's budget");
+  static_assert(kSideBytes % 16 == 0, "the barriers after the scales need 8-byte alignment");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep 1024-byte swizzle alignment");
   static_assert(kStages >= 2, "the pipeline needs at least double buffering");
   static_assert(1024 + 16 * kStages + 2 * kScaleRowFloats * 4 <= kSmemReserved, "reserved smem too small");
@@ -131,9 +141,14 @@ __device__ __forceinline__ bool get_tile(const KernelArgs& a, int unit, Tile& t)
   return true;
 }
 
-__device__ __forceinline__ float load_scale(const uint8_t* base, int64_t elem, bool f32) {
-  if (f32) return __ldg(reinterpret_cast<const float*>(base) + elem);
-  return num::ue8m0_to_float(__ldg(base + elem));
+// A scale's raw bits (f32 or ue8m0 byte): the loader warps issue every load of a stage before they
+// wait for the stage to be free, and only then decode.
+__device__ __forceinline__ uint32_t load_scale_bits(const uint8_t* base, int64_t elem, bool f32) {
+  if (f32) return __ldg(reinterpret_cast<const uint32_t*>(base) + elem);
+  return __ldg(base + elem);
+}
+__device__ __forceinline__ float scale_from_bits(uint32_t bits, bool f32) {
+  return f32 ? __uint_as_float(bits) : num::ue8m0_to_float(static_cast<uint8_t>(bits));
 }
 
 // Four e2m1 codes (the low 16 bits of x, element 0 lowest) to four bytes through an 8-entry byte
@@ -156,45 +171,18 @@ __device__ __forceinline__ void e4m3_table(int shift, uint32_t& lut0, uint32_t& 
   lut1 = pair(2.f, 3.f) | (pair(4.f, 6.f) << 16);
 }
 
-// B scale bytes an expansion needs, loaded by the consumer threads two K blocks ahead of use so
-// the global-memory latency never sits on the critical path. Unit i of thread ctid is
-// u = ctid + i * kThreads, the same rows every K block.
-//  W4A8 (512 units: row u/4, 32-element sub-block u%4): the row's four ue8m0 bytes, packed.
-//  W4A16 (1024 units: row u/8, 16 elements u%8): the one scale byte of the unit (MXFP4 ue8m0 of
-//  its 32-block, NVFP4 e4m3 of its 16-block).
-template <GemmFormat F, int kThreads>
-struct ExpandScales {
-  static constexpr int kUnits = (F == GemmFormat::kW4A8MXFP4 ? kBN * 4 : kBN * 8) / kThreads;
-  uint32_t v[kUnits];
-  __device__ __forceinline__ void load(const KernelArgs& a, int b_row0, int kb, int ctid) {
-#pragma unroll
-    for (int i = 0; i < kUnits; ++i) {
-      const int u = ctid + i * kThreads;
-      if constexpr (F == GemmFormat::kW4A8MXFP4) {
-        const uint8_t* sp = a.b_scales + static_cast<int64_t>(b_row0 + (u >> 2)) * a.bs_s0 +
-                            static_cast<int64_t>(kb) * 4 * a.bs_s1;
-        v[i] = uint32_t(__ldg(sp)) | (uint32_t(__ldg(sp + a.bs_s1)) << 8) | (uint32_t(__ldg(sp + 2 * a.bs_s1)) << 16) |
-               (uint32_t(__ldg(sp + 3 * a.bs_s1)) << 24);
-      } else {
-        const int q = u & 7;
-        const int64_t col = F == GemmFormat::kW4A16NVFP4 ? kb * 8 + q : kb * 4 + (q >> 1);
-        v[i] = __ldg(a.b_scales + static_cast<int64_t>(b_row0 + (u >> 3)) * a.bs_s0 + col * a.bs_s1);
-      }
-    }
-  }
-};
-
 // W4A8: expand one stage's packed B tile [128 rows][64 bytes] into e4m3 [128][128] (128B swizzle)
 // and the per-row scales the promotion needs: fold mode writes scale_rows[row] = 2^(smax - 6);
-// per-32 mode writes scale_rows[j * 128 + row] = 2^(s_j).
+// per-32 mode writes scale_rows[j * 128 + row] = 2^(s_j). b_scales: the stage's four ue8m0 bytes
+// a row (packed). A unit is one row's 32-element sub-block.
 template <bool kPer32, int kThreads>
 __device__ __forceinline__ void expand_w4a8(const uint8_t* packed, uint8_t* dst, float* scale_rows,
-                                            const ExpandScales<GemmFormat::kW4A8MXFP4, kThreads>& sc, int ctid) {
+                                            const uint32_t* b_scales, int ctid) {
 #pragma unroll
-  for (int i = 0; i < ExpandScales<GemmFormat::kW4A8MXFP4, kThreads>::kUnits; ++i) {
+  for (int i = 0; i < kBN * 4 / kThreads; ++i) {
     const int u = ctid + i * kThreads;
     const int row = u >> 2, j = u & 3;
-    const uint32_t packed_s = sc.v[i];
+    const uint32_t packed_s = b_scales[row];
     const int sj = (packed_s >> (8 * j)) & 0xFF;
     uint32_t lut0 = 0x3C383000u, lut1 = 0x4C484440u;  // shift 0: e2m1 values are exact e4m3
     if constexpr (kPer32) {
@@ -235,18 +223,18 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, __nv_bfloat162 s) {
 
 // W4A16: expand one stage's packed B tile into bf16 [2 atoms of 64 K][128 rows][128 B] (128B
 // swizzle), scale applied. Each unit is 16 elements of one row (one NVFP4 block, half an MXFP4 one).
+// b_scales: the stage's scale bytes, eight e4m3 (NVFP4) or four ue8m0 (MXFP4) a row.
 template <GemmFormat F, int kThreads>
-__device__ __forceinline__ void expand_w4a16(const uint8_t* packed, uint8_t* dst, const ExpandScales<F, kThreads>& sc,
-                                             int ctid) {
+__device__ __forceinline__ void expand_w4a16(const uint8_t* packed, uint8_t* dst, const uint8_t* b_scales, int ctid) {
 #pragma unroll
-  for (int i = 0; i < ExpandScales<F, kThreads>::kUnits; ++i) {
+  for (int i = 0; i < kBN * 8 / kThreads; ++i) {
     const int u = ctid + i * kThreads;
     const int row = u >> 3, q = u & 7;
-    const uint32_t s = sc.v[i];
     uint16_t sbits;
     if constexpr (F == GemmFormat::kW4A16NVFP4) {
-      sbits = num::bf16_from_float(num::e4m3_to_float(static_cast<uint8_t>(s)));
+      sbits = num::bf16_from_float(num::e4m3_to_float(b_scales[row * 8 + q]));
     } else {
+      const uint32_t s = b_scales[row * 4 + (q >> 1)];
       sbits = s == 0xFF ? 0x7FC0 : s == 0 ? 0x0040 : static_cast<uint16_t>(s << 7);  // 2^(s-127) as bf16
     }
     const __nv_bfloat16 s1 = __ushort_as_bfloat16(sbits);
@@ -273,22 +261,26 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
   using T = Traits<F, BM, kMXFP8A>;
   constexpr int S = T::kStages;
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  // Aligned by pointer arithmetic on smem_raw (no integer round trip), so the compiler keeps every
+  // derived pointer in the shared window: LDS/STS instead of generic loads and stores.
+  uint8_t* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
   uint8_t* s_a = smem;
   uint8_t* s_b = s_a + S * T::kABytes;
   uint8_t* s_bconv = s_b + S * T::kBBytes;
-  float* s_scale_rows = reinterpret_cast<float*>(s_bconv + (T::kConvertB ? 2 * T::kBConvBytes : 0));
+  uint8_t* s_side = s_bconv + (T::kConvertB ? 2 * T::kBConvBytes : 0);
+  float* s_scale_rows = reinterpret_cast<float*>(s_side + S * T::kSideBytes);
   uint64_t* full = reinterpret_cast<uint64_t*>(s_scale_rows + 2 * T::kScaleRowFloats);
   uint64_t* empty = full + S;
 
   const int wg = threadIdx.x / 128;
   const int tid_wg = threadIdx.x % 128;
+  const int warp = tid_wg / 32, lane = tid_wg % 32;
   // Lets a programmatic dependent (the split-K reduction) get launched early; it waits for this
   // grid's completion itself. A no-op for ordinary launches.
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) {
-      ptx::mbar_init(&full[s], 1);
+      ptx::mbar_init(&full[s], 1 + 32);                // TMA issuer + the loader warp's lanes
       ptx::mbar_init(&empty[s], T::kConsumerWGs * 4);  // one arrival per consumer warp
     }
     ptx::fence_barrier_init();
@@ -296,29 +288,103 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
   __syncthreads();
 
   if (wg == 0) {
-    // Producer: a single thread issues every TMA; the rest of the warpgroup gives its registers away.
+    // 40: the 128 x (168 - 40) registers it frees are exactly what the consumers' increase to 232
+    // takes (BM = 128 launches at 168 a thread); setmaxnreg.inc would wait forever for more.
     ptx::setmaxnreg_dec<40>();
-    if (tid_wg != 0) return;
-    ptx::tma_prefetch_desc(&tm_a);
-    ptx::tma_prefetch_desc(&tm_b);
-    int stage = 0;
-    uint32_t phase = 0;
+    if (warp == 0) {
+      // The TMA issuer: a single thread streams the A and B tiles.
+      if (lane != 0) return;
+      ptx::tma_prefetch_desc(&tm_a);
+      ptx::tma_prefetch_desc(&tm_b);
+      int stage = 0;
+      uint32_t phase = 0;
+      Tile t;
+      for (int unit = blockIdx.x; get_tile<BM>(args, unit, t); unit += gridDim.x) {
+        for (int kb = t.kb0; kb < t.kb1; ++kb) {
+          ptx::mbar_wait(&empty[stage], phase ^ 1);
+          ptx::mbar_arrive_expect_tx(&full[stage], T::kTmaBytes);
+          uint8_t* a_dst = s_a + stage * T::kABytes;
+          ptx::tma_load_2d(a_dst, &tm_a, &full[stage], kb * kBK, t.m0);
+          if constexpr (T::kBF16) ptx::tma_load_2d(a_dst + BM * 128, &tm_a, &full[stage], kb * kBK + 64, t.m0);
+          // Packed fp4 B is addressed in bytes (two elements each).
+          ptx::tma_load_2d(s_b + stage * T::kBBytes, &tm_b, &full[stage], T::kConvertB ? kb * kBK / 2 : kb * kBK,
+                           t.b_row0);
+          if (++stage == S) stage = 0, phase ^= 1;
+        }
+      }
+      return;
+    }
+    // Loader warps 1..3 take the stages in turn and copy their scales into shared memory. Every
+    // load of a stage is issued before the warp waits for the stage to be free, so the scales'
+    // global latency overlaps that wait and two other warps' stages, never the consumers' loop.
+    const int lw = warp - 1;
+    constexpr int kARows = T::kAScales ? BM / 32 : 0;
+    constexpr int kBRows = kBN / 32;  // B scale rows of a lane (FP4 weights)
+    int it = 0;
     Tile t;
     for (int unit = blockIdx.x; get_tile<BM>(args, unit, t); unit += gridDim.x) {
-      for (int kb = t.kb0; kb < t.kb1; ++kb) {
-        ptx::mbar_wait(&empty[stage], phase ^ 1);
-        ptx::mbar_arrive_expect_tx(&full[stage], T::kStageBytes);
-        uint8_t* a_dst = s_a + stage * T::kABytes;
-        if constexpr (T::kBF16) {
-          ptx::tma_load_2d(a_dst, &tm_a, &full[stage], kb * kBK, t.m0);
-          ptx::tma_load_2d(a_dst + BM * 128, &tm_a, &full[stage], kb * kBK + 64, t.m0);
-        } else {
-          ptx::tma_load_2d(a_dst, &tm_a, &full[stage], kb * kBK, t.m0);
+      for (int kb = t.kb0; kb < t.kb1; ++kb, ++it) {
+        if (it % T::kLoaderWarps != lw) continue;
+        const int stage = it % S;
+        const uint32_t phase = (it / S) & 1;
+        // A scales: one f32/ue8m0 a row, or MXFP8's four ue8m0 bytes of the K block packed.
+        uint32_t ra[kARows > 0 ? kARows : 1];
+#pragma unroll
+        for (int j = 0; j < kARows; ++j) {
+          const int64_t row = min(t.m0 + lane + 32 * j, t.m_end - 1);  // rows past the group: clamped
+          if constexpr (kMXFP8A) {
+            const uint8_t* sp = args.a_scales + row * args.as_s0 + static_cast<int64_t>(kb) * 4 * args.as_s1;
+            ra[j] = uint32_t(__ldg(sp)) | (uint32_t(__ldg(sp + args.as_s1)) << 8) |
+                    (uint32_t(__ldg(sp + 2 * args.as_s1)) << 16) | (uint32_t(__ldg(sp + 3 * args.as_s1)) << 24);
+          } else {
+            ra[j] = load_scale_bits(args.a_scales, row * args.as_s0 + static_cast<int64_t>(kb) * args.as_s1,
+                                    args.a_scale_f32);
+          }
         }
-        // Packed fp4 B is addressed in bytes (two elements each).
-        ptx::tma_load_2d(s_b + stage * T::kBBytes, &tm_b, &full[stage], T::kConvertB ? kb * kBK / 2 : kb * kBK,
-                         t.b_row0);
-        if (++stage == S) stage = 0, phase ^= 1;
+        uint32_t rb[F == GemmFormat::kW4A16NVFP4 ? 2 * kBRows : kBRows];
+        if constexpr (F == GemmFormat::kFP8Block) {
+          rb[0] = load_scale_bits(args.b_scales,
+                                  static_cast<int64_t>(t.b_row0 / 128) * args.bs_s0 + static_cast<int64_t>(kb) * args.bs_s1,
+                                  args.b_scale_f32);
+        } else {
+          constexpr int kPerRow = F == GemmFormat::kW4A16NVFP4 ? 8 : 4;  // scale bytes a row a K block
+#pragma unroll
+          for (int j = 0; j < kBRows; ++j) {
+            const uint8_t* sp = args.b_scales + static_cast<int64_t>(t.b_row0 + lane + 32 * j) * args.bs_s0 +
+                                static_cast<int64_t>(kb) * kPerRow * args.bs_s1;
+#pragma unroll
+            for (int w = 0; w < kPerRow / 4; ++w) {
+              uint32_t v = 0;
+#pragma unroll
+              for (int q = 0; q < 4; ++q) v |= uint32_t(__ldg(sp + (w * 4 + q) * args.bs_s1)) << (8 * q);
+              rb[j * (kPerRow / 4) + w] = v;
+            }
+          }
+        }
+        ptx::mbar_wait(&empty[stage], phase ^ 1);
+        uint8_t* side = s_side + stage * T::kSideBytes;
+        float* sa = reinterpret_cast<float*>(side);
+#pragma unroll
+        for (int j = 0; j < kARows; ++j) {
+          if constexpr (kMXFP8A) {
+#pragma unroll
+            for (int c = 0; c < 4; ++c) sa[c * BM + lane + 32 * j] = num::ue8m0_to_float(static_cast<uint8_t>(ra[j] >> (8 * c)));
+          } else {
+            sa[lane + 32 * j] = scale_from_bits(ra[j], args.a_scale_f32);
+          }
+        }
+        uint32_t* sb = reinterpret_cast<uint32_t*>(side + T::kAScaleFloats * 4);
+        if constexpr (F == GemmFormat::kFP8Block) {
+          if (lane == 0) *reinterpret_cast<float*>(sb) = scale_from_bits(rb[0], args.b_scale_f32);
+        } else if constexpr (F == GemmFormat::kW4A16NVFP4) {
+#pragma unroll
+          for (int j = 0; j < kBRows; ++j)
+            *reinterpret_cast<uint2*>(sb + 2 * (lane + 32 * j)) = make_uint2(rb[2 * j], rb[2 * j + 1]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < kBRows; ++j) sb[lane + 32 * j] = rb[j];
+        }
+        ptx::mbar_arrive(&full[stage]);  // release: the stores above are visible to the waiters
       }
     }
     return;
@@ -328,7 +394,6 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
   ptx::setmaxnreg_inc<232>();
   const int cw = wg - 1;
   const int ctid = threadIdx.x - 128;
-  const int warp = tid_wg / 32, lane = tid_wg % 32;
   const int row_in_tile = cw * 64 + warp * 16 + lane / 4;
   int stage = 0;
   uint32_t phase = 0;
@@ -336,35 +401,18 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
   float acc[64];
   [[maybe_unused]] float tmp[64];
   const float global = F == GemmFormat::kW4A16NVFP4 ? __ldg(args.b_global) : 1.f;
+  // Descriptors of stage 0 / buffer 0; a stage, buffer or K slice is a byte offset, added in
+  // 16-byte units to the address field (shared addresses < 256 KiB never carry out of it).
+  const uint64_t desc_a0 = ptx::wgmma_desc_sw128(ptx::smem_addr(s_a + cw * 64 * 128));
+  const uint64_t desc_b0 = ptx::wgmma_desc_sw128(ptx::smem_addr(T::kConvertB ? s_bconv : s_b));
+  auto desc_at = [](uint64_t d, uint32_t bytes) { return d + (bytes >> 4); };
 
   Tile t;
   for (int unit = blockIdx.x; get_tile<BM>(args, unit, t); unit += gridDim.x) {
 #pragma unroll
     for (int i = 0; i < 64; ++i) acc[i] = 0.f;
     const int r_lo = t.m0 + row_in_tile, r_hi = r_lo + 8;
-    // Rows past the group's end compute on TMA's zero fill; their scale reads are clamped in range.
-    const int64_t rs_lo = min(r_lo, t.m_end - 1), rs_hi = min(r_hi, t.m_end - 1);
 
-    // A K block's scales; loaded ahead of the barrier waits so their latency hides behind them.
-    struct Scales {
-      float lo = 1.f, hi = 1.f, b = 1.f;  // a_scale of rows r_lo / r_hi, FP8's block b_scale
-      float lo32[4], hi32[4];             // MXFP8 activations: per k32
-    };
-    auto load_scales = [&](int kb, Scales& sc) {
-      if constexpr (F == GemmFormat::kFP8Block || (F == GemmFormat::kW4A8MXFP4 && !kMXFP8A)) {
-        sc.lo = load_scale(args.a_scales, rs_lo * args.as_s0 + kb * args.as_s1, args.a_scale_f32);
-        sc.hi = load_scale(args.a_scales, rs_hi * args.as_s0 + kb * args.as_s1, args.a_scale_f32);
-      }
-      if constexpr (F == GemmFormat::kFP8Block)
-        sc.b = load_scale(args.b_scales, (t.b_row0 / 128) * args.bs_s0 + kb * args.bs_s1, args.b_scale_f32);
-      if constexpr (kMXFP8A) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          sc.lo32[j] = load_scale(args.a_scales, rs_lo * args.as_s0 + (kb * 4 + j) * args.as_s1, false);
-          sc.hi32[j] = load_scale(args.a_scales, rs_hi * args.as_s0 + (kb * 4 + j) * args.as_s1, false);
-        }
-      }
-    };
     // acc += tmp * a_scale[row] * b_scale[col] with b_scale per column from shared memory.
     auto promote_cols = [&](const float* sb_row, float s_lo, float s_hi) {
 #pragma unroll
@@ -378,41 +426,22 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       }
     };
 
-    // Scales ride a register ring several K blocks ahead of use (one for MXFP8 activations, whose
-    // eight values a block would not fit many times): a global load's latency under full TMA
-    // traffic exceeds a K block's tensor-core time, so loading at the point of use stalls every
-    // block. The shifts below are register moves (the ring is indexed statically).
-    constexpr int kAhead = kMXFP8A ? 1 : 4;
-    Scales sq[kAhead + 1];
-#pragma unroll
-    for (int i = 0; i <= kAhead; ++i)
-      if (t.kb0 + i < t.kb1) load_scales(t.kb0 + i, sq[i]);
-    auto next_scales = [&](int kb) -> Scales {
-      const Scales cur = sq[0];
-#pragma unroll
-      for (int i = 0; i < kAhead; ++i) sq[i] = sq[i + 1];
-      if (kb + kAhead + 1 < t.kb1) load_scales(kb + kAhead + 1, sq[kAhead]);
-      return cur;
-    };
-
     if constexpr (!T::kConvertB) {
       // FP8: B feeds wgmma straight from the TMA stage.
       for (int kb = t.kb0; kb < t.kb1; ++kb) {
-        const Scales sc = next_scales(kb);
         ptx::mbar_wait(&full[stage], phase);
-        const uint32_t a_addr = ptx::smem_addr(s_a + stage * T::kABytes + cw * 64 * 128);
-        const uint32_t b_addr = ptx::smem_addr(s_b + stage * T::kBBytes);
+        const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
+        const float sb = sa[T::kAScaleFloats];
+        const float s_lo = sa[row_in_tile] * sb, s_hi = sa[row_in_tile + 8] * sb;
+        const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, stage * T::kBBytes);
         ptx::wgmma_fence();
 #pragma unroll
-        for (int k = 0; k < 4; ++k)
-          ptx::wgmma_m64n128k32_e4m3(tmp, ptx::wgmma_desc_sw128(a_addr + k * 32),
-                                     ptx::wgmma_desc_sw128(b_addr + k * 32), k > 0);
+        for (int k = 0; k < 4; ++k) ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
         ptx::wgmma_commit();
         ptx::wgmma_wait<0>();
         ptx::fence_accumulators(tmp);
         if (lane == 0) ptx::mbar_arrive(&empty[stage]);
         if (++stage == S) stage = 0, phase ^= 1;
-        const float s_lo = sc.lo * sc.b, s_hi = sc.hi * sc.b;
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
           acc[4 * j + 0] += tmp[4 * j + 0] * s_lo;
@@ -425,47 +454,39 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       // FP4 B: the consumers expand stage kb+1 into the other buffer while the wgmmas of stage kb
       // run, so the expansion overlaps the tensor cores. One named barrier an iteration both
       // publishes the expanded tile and proves every warpgroup is done with the older buffer.
-      using ES = ExpandScales<F, T::kConsumerThreads>;
-      auto expand = [&](int stg, int bf, const ES& es) {
+      auto expand = [&](int stg, int bf) {
         uint8_t* dst = s_bconv + bf * T::kBConvBytes;
         const uint8_t* src = s_b + stg * T::kBBytes;
-        if constexpr (T::kBF16) expand_w4a16<F, T::kConsumerThreads>(src, dst, es, ctid);
-        else expand_w4a8<kMXFP8A, T::kConsumerThreads>(src, dst, s_scale_rows + bf * T::kScaleRowFloats, es, ctid);
+        const uint8_t* side_b = s_side + stg * T::kSideBytes + T::kAScaleFloats * 4;
+        if constexpr (T::kBF16) expand_w4a16<F, T::kConsumerThreads>(src, dst, side_b, ctid);
+        else
+          expand_w4a8<kMXFP8A, T::kConsumerThreads>(src, dst, s_scale_rows + bf * T::kScaleRowFloats,
+                                                    reinterpret_cast<const uint32_t*>(side_b), ctid);
         ptx::fence_proxy_async_smem();  // the expanded tile is read by wgmma (async proxy)
       };
-      // The expansions' B scales, a ring like the scales': es[i] holds K block kb + 1 + i once the
-      // iteration for kb has shifted it.
-      constexpr int kEAhead = 3;
-      ES es[kEAhead + 1];
-#pragma unroll
-      for (int i = 0; i <= kEAhead; ++i)
-        if (t.kb0 + i < t.kb1) es[i].load(args, t.b_row0, t.kb0 + i, ctid);
       ptx::mbar_wait(&full[stage], phase);
-      expand(stage, buf, es[0]);
+      expand(stage, buf);
       ptx::named_barrier_sync(1, T::kConsumerThreads);
       for (int kb = t.kb0; kb < t.kb1; ++kb) {
-        const Scales sc = next_scales(kb);
-#pragma unroll
-        for (int i = 0; i < kEAhead; ++i) es[i] = es[i + 1];  // es[0]: K block kb+1
-        if (kb + kEAhead + 1 < t.kb1) es[kEAhead].load(args, t.b_row0, kb + kEAhead + 1, ctid);
-        const uint32_t a_addr = ptx::smem_addr(s_a + stage * T::kABytes + cw * 64 * 128);
-        const uint32_t b_addr = ptx::smem_addr(s_bconv + buf * T::kBConvBytes);
+        const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
+        float s_lo = 1.f, s_hi = 1.f;
+        if constexpr (T::kAScales && !kMXFP8A) s_lo = sa[row_in_tile], s_hi = sa[row_in_tile + 8];
+        const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, buf * T::kBConvBytes);
         const float* scale_rows = s_scale_rows + buf * T::kScaleRowFloats;
         ptx::wgmma_fence();
         if constexpr (T::kBF16) {
 #pragma unroll
           for (int k = 0; k < 8; ++k) {
             const uint32_t off = (k & 3) * 32;  // K slice inside a 64-element swizzle atom
-            ptx::wgmma_m64n128k16_bf16(acc, ptx::wgmma_desc_sw128(a_addr + (k >> 2) * BM * 128 + off),
-                                       ptx::wgmma_desc_sw128(b_addr + (k >> 2) * kBN * 128 + off), 1);
+            ptx::wgmma_m64n128k16_bf16(acc, desc_at(da, (k >> 2) * BM * 128 + off), desc_at(db, (k >> 2) * kBN * 128 + off),
+                                       1);
           }
         } else if constexpr (kMXFP8A) {
-          ptx::wgmma_m64n128k32_e4m3(tmp, ptx::wgmma_desc_sw128(a_addr), ptx::wgmma_desc_sw128(b_addr), 0);
+          ptx::wgmma_m64n128k32_e4m3(tmp, da, db, 0);
         } else {
 #pragma unroll
           for (int k = 0; k < 4; ++k)
-            ptx::wgmma_m64n128k32_e4m3(tmp, ptx::wgmma_desc_sw128(a_addr + k * 32),
-                                       ptx::wgmma_desc_sw128(b_addr + k * 32), k > 0);
+            ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
         }
         ptx::wgmma_commit();
 
@@ -473,7 +494,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         const uint32_t next_phase = stage + 1 == S ? phase ^ 1 : phase;
         if (kb + 1 < t.kb1) {
           ptx::mbar_wait(&full[next_stage], next_phase);
-          expand(next_stage, buf ^ 1, es[0]);
+          expand(next_stage, buf ^ 1);
         }
 
         if constexpr (T::kBF16) {
@@ -486,29 +507,29 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
             ptx::wgmma_wait<0>();
             ptx::fence_accumulators(tmp);
             const float* sbr = scale_rows + k * kBN;
+            const float a_lo = sa[k * BM + row_in_tile], a_hi = sa[k * BM + row_in_tile + 8];
 #pragma unroll
             for (int j = 0; j < 16; ++j) {
               const int col = j * 8 + (lane % 4) * 2;
               const float2 sbc = *reinterpret_cast<const float2*>(sbr + col);
-              acc[4 * j + 0] += tmp[4 * j + 0] * (sc.lo32[k] * sbc.x);
-              acc[4 * j + 1] += tmp[4 * j + 1] * (sc.lo32[k] * sbc.y);
-              acc[4 * j + 2] += tmp[4 * j + 2] * (sc.hi32[k] * sbc.x);
-              acc[4 * j + 3] += tmp[4 * j + 3] * (sc.hi32[k] * sbc.y);
+              acc[4 * j + 0] += tmp[4 * j + 0] * (a_lo * sbc.x);
+              acc[4 * j + 1] += tmp[4 * j + 1] * (a_lo * sbc.y);
+              acc[4 * j + 2] += tmp[4 * j + 2] * (a_hi * sbc.x);
+              acc[4 * j + 3] += tmp[4 * j + 3] * (a_hi * sbc.y);
             }
             if (k < 3) {
               ptx::wgmma_fence();
-              ptx::wgmma_m64n128k32_e4m3(tmp, ptx::wgmma_desc_sw128(a_addr + (k + 1) * 32),
-                                         ptx::wgmma_desc_sw128(b_addr + (k + 1) * 32), 0);
+              ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, (k + 1) * 32), desc_at(db, (k + 1) * 32), 0);
               ptx::wgmma_commit();
             }
           }
         } else {
           ptx::wgmma_wait<0>();
           ptx::fence_accumulators(tmp);
-          promote_cols(scale_rows, sc.lo, sc.hi);
+          promote_cols(scale_rows, s_lo, s_hi);
         }
-        // Stage kb's A was read by this warp's wgmmas (done), its packed B by the expansion before
-        // the previous barrier.
+        // Stage kb's A and scales were read by this warp (wgmmas done), its packed B by the
+        // expansion before the previous barrier.
         if (lane == 0) ptx::mbar_arrive(&empty[stage]);
         stage = next_stage, phase = next_phase;
         buf ^= 1;
