@@ -427,28 +427,58 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
     };
 
     if constexpr (!T::kConvertB) {
-      // FP8: B feeds wgmma straight from the TMA stage.
-      for (int kb = t.kb0; kb < t.kb1; ++kb) {
+      // FP8: B feeds wgmma straight from the TMA stage. Two scratch tiles, so the wgmmas of block
+      // kb+1 run while block kb is promoted: the tensor pipe always has this warpgroup's next
+      // block queued, not only the other warpgroup's.
+      float tmp2[64];
+      float sl[2], sh[2];  // scales of the block in tmp (0) / tmp2 (1)
+      auto issue = [&](float(&d)[64], float& s_lo, float& s_hi) {
         ptx::mbar_wait(&full[stage], phase);
         const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
         const float sb = sa[T::kAScaleFloats];
-        const float s_lo = sa[row_in_tile] * sb, s_hi = sa[row_in_tile + 8] * sb;
+        s_lo = sa[row_in_tile] * sb, s_hi = sa[row_in_tile + 8] * sb;
         const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, stage * T::kBBytes);
         ptx::wgmma_fence();
 #pragma unroll
-        for (int k = 0; k < 4; ++k) ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+        for (int k = 0; k < 4; ++k) ptx::wgmma_m64n128k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
         ptx::wgmma_commit();
-        ptx::wgmma_wait<0>();
-        ptx::fence_accumulators(tmp);
-        if (lane == 0) ptx::mbar_arrive(&empty[stage]);
         if (++stage == S) stage = 0, phase ^= 1;
+      };
+      // Retires the older in-flight block: its stage goes back to the producer, its product into acc.
+      int retire_stage = stage;
+      auto retire = [&](float(&d)[64], float s_lo, float s_hi) {
+        ptx::fence_accumulators(d);
+        if (lane == 0) ptx::mbar_arrive(&empty[retire_stage]);
+        if (++retire_stage == S) retire_stage = 0;
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
-          acc[4 * j + 0] += tmp[4 * j + 0] * s_lo;
-          acc[4 * j + 1] += tmp[4 * j + 1] * s_lo;
-          acc[4 * j + 2] += tmp[4 * j + 2] * s_hi;
-          acc[4 * j + 3] += tmp[4 * j + 3] * s_hi;
+          acc[4 * j + 0] += d[4 * j + 0] * s_lo;
+          acc[4 * j + 1] += d[4 * j + 1] * s_lo;
+          acc[4 * j + 2] += d[4 * j + 2] * s_hi;
+          acc[4 * j + 3] += d[4 * j + 3] * s_hi;
         }
+      };
+      // Steady state without data-dependent wait counts (ptxas serializes every wgmma when it
+      // cannot prove which group a wait retires); the one- or two-block tail follows.
+      issue(tmp, sl[0], sh[0]);
+      int kb = t.kb0;
+      for (; kb + 2 < t.kb1; kb += 2) {
+        issue(tmp2, sl[1], sh[1]);
+        ptx::wgmma_wait<1>();
+        retire(tmp, sl[0], sh[0]);
+        issue(tmp, sl[0], sh[0]);
+        ptx::wgmma_wait<1>();
+        retire(tmp2, sl[1], sh[1]);
+      }
+      if (kb + 1 < t.kb1) {
+        issue(tmp2, sl[1], sh[1]);
+        ptx::wgmma_wait<1>();
+        retire(tmp, sl[0], sh[0]);
+        ptx::wgmma_wait<0>();
+        retire(tmp2, sl[1], sh[1]);
+      } else {
+        ptx::wgmma_wait<0>();
+        retire(tmp, sl[0], sh[0]);
       }
     } else {
       // FP4 B: the consumers expand stage kb+1 into the other buffer while the wgmmas of stage kb
