@@ -94,12 +94,19 @@ Status launch_main(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   return launch_status(kOp, "sparse_decode_kernel");
 }
 
-Status launch_wg(const sd::Args& a, int64_t ctas, cudaStream_t st) {
-  DSV4_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(sd::sparse_decode_wg_kernel,
-                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes),
-                            kOp);
-  sd::sparse_decode_wg_kernel<<<static_cast<unsigned>(ctas), sd::kWgThreads, sd::SmemWg::kLaunchBytes, st>>>(a);
+template <bool kM1>
+Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
+  const auto kernel = sd::sparse_decode_wg_kernel<kM1>;
+  DSV4_CUDA_RETURN_IF_ERROR(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes), kOp);
+  kernel<<<static_cast<unsigned>(ctas), sd::kWgThreads, sd::SmemWg::kLaunchBytes, st>>>(a);
   return launch_status(kOp, "sparse_decode_wg_kernel");
+}
+
+Status launch_wg(const sd::Args& a, int64_t ctas, cudaStream_t st) {
+  // An absent set (K = 0) never supplies a tile, whatever its layout field says.
+  const bool all_model1 = (a.set[0].K == 0 || a.set[0].model1) && (a.set[1].K == 0 || a.set[1].model1);
+  return all_model1 ? launch_wg_as<true>(a, ctas, st) : launch_wg_as<false>(a, ctas, st);
 }
 
 }  // namespace
