@@ -4,14 +4,16 @@
 // rows, so blocks of fewer than 64 heads run here too.
 //
 // Per iteration i (tile i already dequantized in key buffer i % 2, the raw bytes of tile i+1 in
-// registers: 8 threads a key, up to five 16-byte chunks each):
+// registers: each pair of warpgroups has 4 threads a key and holds up to five 16-byte chunks a
+// thread):
 //   1. warpgroups 0 and 1 compute S = Q K^T (32 keys each, wgmma m64n32k16) while warpgroups 2
-//      and 3 dequantize keys 32..63 of tile i+1 into the other key buffer and then issue the loads
-//      of their keys of tile i+2;
+//      and 3 dequantize chunks 0..19 (FP8) of every key of tile i+1 into the other key buffer and
+//      then issue their loads of tile i+2;
 //   2. warpgroups 0 and 1 run the online softmax on their S accumulators (exchanging only the row
 //      maxima of their two 32-key halves) and write P (bf16);
 //   3. all four warpgroups issue O += P K (128 dims each) asynchronously; while the tensor cores
-//      work, warpgroups 0 and 1 dequantize keys 0..31 of tile i+1 and issue their loads of tile i+2.
+//      work, warpgroups 0 and 1 convert the rest of tile i+1 (FP8 chunks 20..27, the bf16 rope)
+//      and issue their loads of tile i+2.
 // Every load is issued a whole iteration before its bytes are needed, and the dequantization of
 // tile i+1 sits under the two MMAs of tile i. The raw bytes need no smem (global -> registers),
 // which pays for the second key buffer.
@@ -34,7 +36,8 @@ struct SmemWg {
   static constexpr int kOffP = kOffK + 2 * kKBytes;   // P (bf16), K-major 128-byte swizzle
   static constexpr int kOffRing = kOffP + kPBytes;    // key ring: int64 data offset [4][64], then
                                                       // int64 scale offset [4][64] (-1: invalid key)
-  static constexpr int kOffVec = kOffRing + 2 * 4 * 64 * 8;  // kscale[2][64], (unused)[2][64], alpha,
+  static constexpr int kOffVec = kOffRing + 2 * 4 * 64 * 8 + 64;  // (ring valid-key masks [4][2] before)
+                                                      // kscale[2][64], (unused)[2][64], alpha,
                                                       // m, l, pmax[2][64], lpart[2][64]
   static constexpr int kTotal = kOffVec + 11 * 64 * 4;
   static constexpr int kLaunchBytes = kTotal + 1024;
@@ -43,8 +46,8 @@ struct SmemWg {
   static_assert(kOffP >= kMaxRowsPerCta * (kDim * 4 + 32), "the f32 epilogue staging fits in the Q and key buffers");
 };
 
-// One thread's share of one key's raw bytes: chunks sub, sub + 8, ... (16 bytes each) of the 36
-// (MODEL1) or 32 (per-token) a key holds.
+// One thread's share of one key's raw bytes: up to six 16-byte chunks of the 36 (MODEL1) or 32
+// (per-token) a key holds (the split is in the kernel).
 struct RawShare {
   uint4 c[5];
   uint2 sc;      // MODEL1: the key's eight ue8m0 scale bytes
@@ -85,6 +88,11 @@ __device__ __forceinline__ uint4 lds128(uint32_t addr) {
   asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr) : "memory");
   return v;
 }
+// 16-byte global store (the compiler split a uint4 store through a float* into four 4-byte ones).
+__device__ __forceinline__ void stg128(void* p, uint4 v) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
 __device__ __forceinline__ void sts32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
 }
@@ -114,6 +122,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   const uint32_t sQa = sbase, sK0a = sbase + SmemWg::kOffK, sPa = sbase + SmemWg::kOffP;
   int64_t* s_ring_d = reinterpret_cast<int64_t*>(smem + SmemWg::kOffRing);  // [4][64]
   int64_t* s_ring_s = s_ring_d + 256;                                        // [4][64]
+  uint32_t* s_vmask = reinterpret_cast<uint32_t*>(s_ring_s + 256);           // [4][2]: valid-key bits
   float* s_kscale = reinterpret_cast<float*>(smem + SmemWg::kOffVec);        // [2][64]
   float* s_alpha = s_kscale + 256;
   float* s_m = s_alpha + 64;
@@ -197,65 +206,83 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     }
     s_ring_d[row * 64 + tid] = d;
     s_ring_s[row * 64 + tid] = e;
+    // Valid-key bits of the row (warp 0: keys 0..31, warp 1: keys 32..63) for the softmax: one
+    // word to load instead of a validity entry per key.
+    const uint32_t bits = __ballot_sync(0xffffffffu, d >= 0);
+    if (lane == 0) s_vmask[row * 2 + (tid >> 5)] = bits;
   };
 
-  // Key `kkey` of a tile is loaded and dequantized by the 8 threads with that kkey.
-  const int kkey = tid >> 3, ksub = tid & 7;
+  // Work split of a tile's dequantization. Each pair of warpgroups has 4 threads a key (key T / 4,
+  // T = tid % 256, q = T % 4) and takes the 16-byte chunks c = q + 4 j of it: warpgroups 2 and 3
+  // slots j < kHi (FP8 chunks, converted under S), warpgroups 0 and 1 the slots j >= kHi (MODEL1:
+  // the remaining FP8 chunks up to 27 and the bf16 rope chunks 28..35; per-token: up to chunk
+  // 31), converted under O. Warpgroups 0 and 1 also run S and the softmax, hence the smaller share.
+  constexpr int kHi = 5;                      // slots of warpgroups 2 and 3 (register bound: 128)
+  constexpr int kLo = 9 - kHi;                // MODEL1 slots of warpgroups 0 and 1
+  static_assert(kHi >= kLo && kHi <= 7, "RawShare holds kHi chunks");
+  const int kkey = (tid & 255) >> 2, kq = tid & 3;
+  const bool dq_hi = dg >= 2;                 // warpgroups 2 and 3
+  const int kj0 = dq_hi ? 0 : kHi;            // first slot j of this thread
   auto load_raw = [&](int t, int row, RawShare& r) {
     const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
     const int64_t d = s_ring_d[row * 64 + kkey];
     const int64_t e = s_ring_s[row * 64 + kkey];
 #pragma unroll
-    for (int j = 0; j < 5; ++j) r.c[j] = make_uint4(0, 0, 0, 0);
+    for (int j = 0; j < kHi; ++j) r.c[j] = make_uint4(0, 0, 0, 0);
     r.sc = make_uint2(0, 0);
     r.tscale = 0.0f;
     if (d >= 0) {
-      const uint4* src = reinterpret_cast<const uint4*>(ks.data + d);
-      if (kM1 || ks.model1) {
+      const uint4* src = reinterpret_cast<const uint4*>(ks.data + d) + kq;
+      const bool m1 = kM1 || ks.model1;
+      if (dq_hi) {
 #pragma unroll
-        for (int j = 0; j < 5; ++j) {
-          const int c = ksub + 8 * j;
-          if (c < 36) r.c[j] = __ldg(src + c);
-        }
-        r.sc = __ldg(reinterpret_cast<const uint2*>(ks.data + e));
+        for (int j = 0; j < kHi; ++j) r.c[j] = __ldg(src + 4 * j);
       } else {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) r.c[j] = __ldg(src + ksub + 8 * j);
-        r.tscale = __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + e)));
+        for (int j = 0; j < kLo; ++j)
+          if (m1 || j < kLo - 1) r.c[j] = __ldg(src + 4 * (kHi + j));  // per-token: chunks < 32
       }
+      if (m1) r.sc = __ldg(reinterpret_cast<const uint2*>(ks.data + e));
+      else if (dq_hi) r.tscale = __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + e)));
     }
   };
-  // Per-thread smem offsets of the dequantized chunks: chunk c = ksub + 8 j (< 28) goes to 16-byte
-  // columns 2c and 2c + 1 of row kkey: tile_off(kkey, 2c) = kdst0 + 16384 j, and the next column
-  // is that offset ^ 16.
-  const uint32_t kdst0 = tile_off<true>(kkey, 2 * ksub);
+  // Smem offsets: FP8 chunk c = q + 4 j goes to 16-byte columns 2c, 2c + 1 of row kkey, i.e.
+  // tile_off(kkey, 2c) = 8192 j + kdst0 and that ^ 16; MODEL1 rope chunk c (slots 7, 8) goes to
+  // column c + 28 = 56 + q + 4 (j - 7).
+  const uint32_t kdst0 = tile_off<true>(kkey, 2 * kq);
   auto store_tile = [&](int t, const RawShare& r, int buf) {
     const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
     const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
+    auto nope = [&](int j, const uint4& v) {  // 16 codes of 64-dim block j: scale byte j
+      const float scale = ue8m0_scale(((j < 4 ? r.sc.x : r.sc.y) >> (8 * (j & 3))) & 0xFF);
+      const uint32_t o = dst + 8192 * j + kdst0;
+      sts128(o, e4m3x8_to_bf16(v.x, v.y, scale));
+      sts128(o ^ 16, e4m3x8_to_bf16(v.z, v.w, scale));
+    };
     if (model1) {
-      const int sh = 8 * (ksub >> 2);
+      if (dq_hi) {
 #pragma unroll
-      for (int j = 0; j < 5; ++j) {
-        const int c = ksub + 8 * j;
-        if (c < 28) {  // 16 nope codes; their scale is byte c / 4 = (ksub >> 2) + 2 j of the eight
-          const uint32_t word = j < 2 ? r.sc.x : r.sc.y;
-          const float scale = ue8m0_scale((word >> (sh + 16 * (j & 1))) & 0xFF);
-          const uint32_t o = dst + kdst0 + 16384 * j;
-          sts128(o, e4m3x8_to_bf16(r.c[j].x, r.c[j].y, scale));
-          sts128(o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w, scale));
-        } else if (c < 36) {  // 8 bf16 rope values, as stored
-          sts128(dst + tile_off<true>(kkey, 56 + c - 28), r.c[j]);
+        for (int j = 0; j < kHi; ++j) nope(j, r.c[j]);
+      } else {
+#pragma unroll
+        for (int jj = 0; jj < kLo; ++jj) {
+          const int j = kHi + jj;
+          if (j <= 6) nope(j, r.c[jj]);
+          else sts128(dst + tile_off<true>(kkey, 56 + kq + 4 * (j - 7)), r.c[jj]);
         }
       }
     } else {
+      const int n = dq_hi ? kHi : kLo - 1;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint32_t o = dst + kdst0 + 16384 * j;
-        sts128(o, e4m3x8_to_bf16(r.c[j].x, r.c[j].y));
-        sts128(o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
+      for (int j = 0; j < kHi; ++j) {
+        if (j < n) {
+          const uint32_t o = dst + 8192 * (j + kj0) + kdst0;
+          sts128(o, e4m3x8_to_bf16(r.c[j].x, r.c[j].y));
+          sts128(o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
+        }
       }
     }
-    if (!kM1 && ksub == 0) s_kscale[buf * 64 + kkey] = model1 ? 1.0f : r.tscale;
+    if (!kM1 && dq_hi && kq == 0) s_kscale[buf * 64 + kkey] = model1 ? 1.0f : r.tscale;
   };
 
   // Softmax state, in warpgroups 0 and 1: (m_run, l_run) for row 16 rg + lane / 4 and
@@ -301,19 +328,17 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
 
   // Per-thread softmax smem addresses (warpgroups 0 and 1): rows r0, r0 + 8 of P.
   const int r0 = rg * 16 + (lane >> 2);
-  const uint32_t p_row0 = sPa + r0 * 128, p_row1 = sPa + (r0 + 8) * 128;
+  const uint32_t p_row0 = sPa + r0 * 128;  // row r0 + 8 is 1024 bytes further
 
   int it = 0;
   while (t < t_end) {
     const int buf = it & 1;
     const float* kscale = s_kscale + buf * 64;
-    // Key validity of T_i from its ring row (i % 4; rewritten only in iteration i + 1).
-    const int64_t* kring = s_ring_d + (it & 3) * 64;
     if (tid < kTileKeys) enter_ring((it + 3) & 3, t3 < t_end ? t3 : 0, nidx);
     const int t4 = t3 < t_end ? next_live(t3 + 1) : t_end;
     nidx = (t4 < t_end && tid < kTileKeys) ? load_index(t4) : -1;
 
-    // (1) warpgroups 2 and 3: keys 32..63 of T_(i+1) into the other buffer (last read by the MMAs
+    // (1) warpgroups 2 and 3: their chunks of T_(i+1) into the other buffer (last read by the MMAs
     // of iteration i-1, which every warpgroup has waited for), then their loads of T_(i+2).
     if (dg >= 2) {
       if (t1 < t_end) {
@@ -341,13 +366,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
       wg_wait_all();
       pin(d);
+      // Valid-key bits of this warpgroup's 32 keys of T_i (ring row i % 4, rewritten only in
+      // iteration i + 1), shifted to this lane's key pairs.
+      const uint32_t vmask = s_vmask[(it & 3) * 2 + dg] >> ((lane & 3) * 2);
       {  // rows r0 and r0 + 8, keys key0 + 8 n + 2 (lane % 4) + {0, 1}
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
         for (int n = 0; n < kSNt; ++n) {
           const int k0 = key0 + n * 8 + (lane & 3) * 2;
-          const longlong2 kv = *reinterpret_cast<const longlong2*>(kring + k0);
-          const bool v0 = kv.x >= 0, v1 = kv.y >= 0;
+          const bool v0 = (vmask >> (n * 8)) & 1, v1 = (vmask >> (n * 8 + 1)) & 1;
           float f0 = a.scale_log2, f1 = a.scale_log2;
           if (!model1) {
             const float2 c = *reinterpret_cast<const float2*>(kscale + k0);
@@ -373,6 +400,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         asm volatile("bar.sync 1, 256;\n" ::: "memory");  // warpgroups 0 and 1 only
         mx0 = fmaxf(mx0, s_pmax[(dg ^ 1) * 64 + r0]);
         mx1 = fmaxf(mx1, s_pmax[(dg ^ 1) * 64 + r0 + 8]);
+        // The exact running maximum (no lazy rescaling): the largest weight of a row is then exactly
+        // 1 in bf16, which the output tolerance relies on for rows dominated by one key.
         const float mn0 = fmaxf(m_run, mx0), mn1 = fmaxf(m_run1, mx1);
         const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
         const float al0 = fast_exp2(m_run - mu0), al1 = fast_exp2(m_run1 - mu1);
@@ -394,7 +423,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
           // Column k0 of rows r0 / r0 + 8 in the swizzled P tile (chunk k0 / 8, row % 8 == lane / 4 % 8).
           const uint32_t col = (((k0 >> 3) ^ (r0 & 7)) << 4) + (k0 & 7) * 2;
           sts32(p_row0 + col, pack_bf16(p0, p1));
-          sts32(p_row1 + col, pack_bf16(p2, p3));
+          sts32(p_row0 + col + 1024, pack_bf16(p2, p3));
         }
         l_run = l_run * al0 + sum0;
         l_run1 = l_run1 * al1 + sum1;
@@ -409,7 +438,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     }
     __syncthreads();
 
-    // (3) O = alpha O + P K on the tensor cores; meanwhile warpgroups 0 and 1 dequantize keys 0..31
+    // (3) O = alpha O + P K on the tensor cores; meanwhile warpgroups 0 and 1 convert their chunks
     // of T_(i+1) and issue their loads of T_(i+2).
     {
       const float al0 = s_alpha[r0], al1 = s_alpha[r0 + 8];
@@ -511,7 +540,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     for (int i = tid; i < nh_e * 64; i += kWgThreads) {
       const int r = i >> 6, c = i & 63;
       const uint4 v = lds128(sQe + r * kPitchB + c * 16);
-      *reinterpret_cast<uint4*>(a.out + (row0 + r) * kDim + c * 8) = v;
+      stg128(a.out + (row0 + r) * kDim + c * 8, v);
     }
   } else {
     const int64_t rows_total = sc.tokens * a.H;
@@ -531,7 +560,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     for (int i = tid; i < nh_e * 128; i += kWgThreads) {
       const int r = i >> 7, c = i & 127;
       const uint4 v = lds128(sQe + r * kPitchF + c * 16);
-      *reinterpret_cast<uint4*>(ws + r * kDim + c * 4) = v;
+      stg128(ws + r * kDim + c * 4, v);
     }
   }
 }
