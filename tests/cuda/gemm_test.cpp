@@ -148,7 +148,7 @@ const FormatCase kCases[] = {
 TEST(GemmCuda, ExactMatchesReferenceBitForBit) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 g = test::rng_for_test();
-  const int64_t Ms[] = {1, 7, 64, 129};
+  const int64_t Ms[] = {1, 7, 16, 64, 129};  // <= 16: the skinny decode kernel; above: wgmma
   const int64_t NK[][2] = {{128, 128}, {256, 512}, {384, 1024}};
   for (const FormatCase& c : kCases)
     for (int64_t M : Ms)
@@ -227,13 +227,16 @@ TEST(GemmCuda, W4A8WideScaleSpanRoundsSmallBlocks) {
   // result must still match the exact reference within bf16 rounding.
   SKIP_WITHOUT_GPU();
   std::mt19937_64 g = test::rng_for_test();
-  HostGemm h = test::make_random_gemm(GemmFormat::kW4A8MXFP4, 64, 256, 1024, g);
-  for (int64_t n = 0; n < h.N; ++n)
-    for (int64_t j = 0; j < h.K / 32; ++j) h.b_scales[n * (h.K / 32) + j] = static_cast<uint8_t>(j % 4 == n % 4 ? 127 + 4 : 127 - 16);
-  const std::vector<uint16_t> want = run_cpu(h);
-  GpuRun r = run_gpu(h);
-  ASSERT_TRUE(r.status.ok()) << r.status.message();
-  expect_close(h, r.d, want);
+  for (int64_t M : {int64_t(7), int64_t(64)}) {  // skinny and wgmma kernels
+    HostGemm h = test::make_random_gemm(GemmFormat::kW4A8MXFP4, M, 256, 1024, g);
+    for (int64_t n = 0; n < h.N; ++n)
+      for (int64_t j = 0; j < h.K / 32; ++j)
+        h.b_scales[n * (h.K / 32) + j] = static_cast<uint8_t>(j % 4 == n % 4 ? 127 + 4 : 127 - 16);
+    const std::vector<uint16_t> want = run_cpu(h);
+    GpuRun r = run_gpu(h);
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    expect_close(h, r.d, want);
+  }
 }
 
 TEST(GemmCuda, NaNScalePropagates) {
