@@ -75,7 +75,19 @@ struct Traits {
   static constexpr bool kPer32 = kMXFP8A;  // W4A8 with MXFP8 activations: promote every k32
   static constexpr int kConsumerWGs = BM / 64;
   static constexpr int kConsumerThreads = 128 * kConsumerWGs;
-  static constexpr int kThreads = 128 + kConsumerThreads;
+  // FP4 weights at BM = 64 (decode-sized M): one warpgroup expands packed B into the converted-B
+  // ring while the consumer runs only wgmma and promotion. At BM = 128 one expander warpgroup is
+  // slower than the tensor work of two consumers (measured: W4A16 617 -> 731 us at 4096^2 x 7168),
+  // so there the consumers expand the next stage themselves, under their wgmmas.
+  static constexpr int kExpanderWGs = kConvertB && BM == 64 ? 1 : 0;
+  static constexpr int kThreads = 128 * (1 + kExpanderWGs) + kConsumerThreads;
+  static constexpr int kConvSlots = 2;
+  // setmaxnreg budget: launched at 65536 / kThreads (rounded down to 8, at most 232) registers a
+  // thread; the producer and expander give back exactly enough for the consumers' increase.
+  static constexpr int kLaunchRegs = (65536 / kThreads) / 8 * 8 > 232 ? 232 : (65536 / kThreads) / 8 * 8;
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kExpanderRegs = 96;
+  static constexpr int kConsumerRegs = 232;
   static constexpr int kABytes = kBF16 ? BM * kBK * 2 : BM * kBK;   // one stage of A
   static constexpr int kBBytes = kConvertB ? kBN * kBK / 2 : kBN * kBK;
   static constexpr int kTmaBytes = kABytes + kBBytes;
@@ -97,8 +109,14 @@ struct Traits {
   static_assert(kSideBytes % 16 == 0, "the barriers after the scales need 8-byte alignment");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep 1024-byte swizzle alignment");
   static_assert(kStages >= 2, "the pipeline needs at least double buffering");
-  static_assert(1024 + 16 * kStages + 2 * kScaleRowFloats * 4 <= kSmemReserved, "reserved smem too small");
+  static_assert(1024 + 16 * kStages + 16 * kConvSlots + 2 * kScaleRowFloats * 4 <= kSmemReserved,
+                "reserved smem too small");
   static_assert(!kPer32 || F == GemmFormat::kW4A8MXFP4, "per-32 promotion is the W4A8/MXFP8 path");
+  static_assert(128 * kProducerRegs + 128 * kExpanderWGs * kExpanderRegs + kConsumerThreads * kConsumerRegs <= 65536,
+                "setmaxnreg targets exceed the register file");
+  static_assert(128 * (kLaunchRegs - kProducerRegs) + 128 * kExpanderWGs * (kLaunchRegs - kExpanderRegs) >=
+                    kConsumerThreads * (kConsumerRegs - kLaunchRegs),
+                "setmaxnreg.inc would wait forever: the decreases free fewer registers than it takes");
 };
 
 struct Tile {
@@ -271,6 +289,8 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
   float* s_scale_rows = reinterpret_cast<float*>(s_side + S * T::kSideBytes);
   uint64_t* full = reinterpret_cast<uint64_t*>(s_scale_rows + 2 * T::kScaleRowFloats);
   uint64_t* empty = full + S;
+  uint64_t* conv_full = empty + S;                  // FP4: converted-B slot written (expander)
+  uint64_t* conv_empty = conv_full + T::kConvSlots;  // FP4: converted-B slot read (consumers)
 
   const int wg = threadIdx.x / 128;
   const int tid_wg = threadIdx.x % 128;
@@ -281,16 +301,20 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) {
       ptx::mbar_init(&full[s], 1 + 32);                // TMA issuer + the loader warp's lanes
-      ptx::mbar_init(&empty[s], T::kConsumerWGs * 4);  // one arrival per consumer warp
+      // One arrival per consumer warp, and per expander warp (it reads the packed B).
+      ptx::mbar_init(&empty[s], (T::kConsumerWGs + T::kExpanderWGs) * 4);
+    }
+    for (int s = 0; s < T::kConvSlots; ++s) {
+      ptx::mbar_init(&conv_full[s], 128);                  // every expander thread
+      ptx::mbar_init(&conv_empty[s], T::kConsumerWGs * 4);  // one arrival per consumer warp
     }
     ptx::fence_barrier_init();
   }
   __syncthreads();
 
   if (wg == 0) {
-    // 40: the 128 x (168 - 40) registers it frees are exactly what the consumers' increase to 232
-    // takes (BM = 128 launches at 168 a thread); setmaxnreg.inc would wait forever for more.
-    ptx::setmaxnreg_dec<40>();
+    // Traits::kConsumerRegs' static_asserts: what this frees covers the consumers' increase.
+    ptx::setmaxnreg_dec<T::kProducerRegs>();
     if (warp == 0) {
       // The TMA issuer: a single thread streams the A and B tiles.
       if (lane != 0) return;
@@ -390,14 +414,47 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
     return;
   }
 
+  if (T::kExpanderWGs && wg == 1) {
+    // Expander: packed B of each stage into the converted-B ring (slot = K block % kConvSlots),
+    // W4A8's per-row scales beside it; then the stage's packed B is released (one arrival a warp)
+    // and the slot published (every thread: each one's stores and its proxy fence).
+    ptx::setmaxnreg_dec<T::kExpanderRegs>();
+    if constexpr (T::kConvertB) {
+      int stage = 0, slot = 0;
+      uint32_t phase = 0, cphase = 0;
+      Tile t;
+      for (int unit = blockIdx.x; get_tile<BM>(args, unit, t); unit += gridDim.x) {
+        for (int kb = t.kb0; kb < t.kb1; ++kb) {
+          ptx::mbar_wait(&full[stage], phase);
+          ptx::mbar_wait(&conv_empty[slot], cphase ^ 1);
+          uint8_t* dst = s_bconv + slot * T::kBConvBytes;
+          const uint8_t* src = s_b + stage * T::kBBytes;
+          const uint8_t* side_b = s_side + stage * T::kSideBytes + T::kAScaleFloats * 4;
+          if constexpr (T::kBF16) expand_w4a16<F, 128>(src, dst, side_b, tid_wg);
+          else
+            expand_w4a8<kMXFP8A, 128>(src, dst, s_scale_rows + slot * T::kScaleRowFloats,
+                                      reinterpret_cast<const uint32_t*>(side_b), tid_wg);
+          ptx::fence_proxy_async_smem();  // the converted tile is read by wgmma (async proxy)
+          ptx::mbar_arrive(&conv_full[slot]);
+          __syncwarp();
+          if (lane == 0) ptx::mbar_arrive(&empty[stage]);
+          if (++stage == S) stage = 0, phase ^= 1;
+          if (++slot == T::kConvSlots) slot = 0, cphase ^= 1;
+        }
+      }
+    }
+    return;
+  }
+
   // Consumers.
-  ptx::setmaxnreg_inc<232>();
-  const int cw = wg - 1;
-  const int ctid = threadIdx.x - 128;
+  ptx::setmaxnreg_inc<T::kConsumerRegs>();
+  const int cw = wg - 1 - T::kExpanderWGs;
   const int row_in_tile = cw * 64 + warp * 16 + lane / 4;
   int stage = 0;
   uint32_t phase = 0;
-  int buf = 0;
+  [[maybe_unused]] int slot = 0, buf = 0;
+  [[maybe_unused]] uint32_t cphase = 0;
+  [[maybe_unused]] const int ctid = threadIdx.x - 128 * (1 + T::kExpanderWGs);  // consumer thread index
   float acc[64];
   [[maybe_unused]] float tmp[64];
   const float global = F == GemmFormat::kW4A16NVFP4 ? __ldg(args.b_global) : 1.f;
@@ -480,7 +537,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         ptx::wgmma_wait<0>();
         retire(tmp, sl[0], sh[0]);
       }
-    } else {
+    } else if constexpr (T::kExpanderWGs == 0) {
       // FP4 B: the consumers expand stage kb+1 into the other buffer while the wgmmas of stage kb
       // run, so the expansion overlaps the tensor cores. One named barrier an iteration both
       // publishes the expanded tile and proves every warpgroup is done with the older buffer.
@@ -564,6 +621,66 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         stage = next_stage, phase = next_phase;
         buf ^= 1;
         ptx::named_barrier_sync(1, T::kConsumerThreads);
+      }
+    } else {
+      // FP4 B: the expander warpgroup has converted B into ring slot kb % kConvSlots; A and its
+      // scales are in the TMA stage. The stage and the slot go back once this block's wgmmas (and,
+      // for W4A8, the promotion's reads of the slot's row scales) are done.
+      for (int kb = t.kb0; kb < t.kb1; ++kb) {
+        ptx::mbar_wait(&full[stage], phase);
+        ptx::mbar_wait(&conv_full[slot], cphase);
+        const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
+        float s_lo = 1.f, s_hi = 1.f;
+        if constexpr (T::kAScales && !kMXFP8A) s_lo = sa[row_in_tile], s_hi = sa[row_in_tile + 8];
+        const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, slot * T::kBConvBytes);
+        const float* scale_rows = s_scale_rows + slot * T::kScaleRowFloats;
+        ptx::wgmma_fence();
+        if constexpr (T::kBF16) {
+#pragma unroll
+          for (int k = 0; k < 8; ++k) {
+            const uint32_t off = (k & 3) * 32;  // K slice inside a 64-element swizzle atom
+            ptx::wgmma_m64n128k16_bf16(acc, desc_at(da, (k >> 2) * BM * 128 + off), desc_at(db, (k >> 2) * kBN * 128 + off),
+                                       1);
+          }
+          ptx::wgmma_commit();
+          ptx::wgmma_wait<0>();
+          ptx::fence_accumulators(acc);
+        } else if constexpr (kMXFP8A) {
+          // One wgmma per 32-wide scale block, promoted one by one.
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, k * 32), desc_at(db, k * 32), 0);
+            ptx::wgmma_commit();
+            ptx::wgmma_wait<0>();
+            ptx::fence_accumulators(tmp);
+            const float* sbr = scale_rows + k * kBN;
+            const float a_lo = sa[k * BM + row_in_tile], a_hi = sa[k * BM + row_in_tile + 8];
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+              const int col = j * 8 + (lane % 4) * 2;
+              const float2 sbc = *reinterpret_cast<const float2*>(sbr + col);
+              acc[4 * j + 0] += tmp[4 * j + 0] * (a_lo * sbc.x);
+              acc[4 * j + 1] += tmp[4 * j + 1] * (a_lo * sbc.y);
+              acc[4 * j + 2] += tmp[4 * j + 2] * (a_hi * sbc.x);
+              acc[4 * j + 3] += tmp[4 * j + 3] * (a_hi * sbc.y);
+            }
+            if (k < 3) ptx::wgmma_fence();
+          }
+        } else {
+#pragma unroll
+          for (int k = 0; k < 4; ++k)
+            ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+          ptx::wgmma_commit();
+          ptx::wgmma_wait<0>();
+          ptx::fence_accumulators(tmp);
+          promote_cols(scale_rows, s_lo, s_hi);
+        }
+        if (lane == 0) {
+          ptx::mbar_arrive(&empty[stage]);
+          ptx::mbar_arrive(&conv_empty[slot]);
+        }
+        if (++stage == S) stage = 0, phase ^= 1;
+        if (++slot == T::kConvSlots) slot = 0, cphase ^= 1;
       }
     }
 
