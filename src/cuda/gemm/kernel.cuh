@@ -482,6 +482,18 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         acc[4 * j + 3] += tmp[4 * j + 3] * (s_hi * sbc.y);
       }
     };
+    // One 128-K block of wgmmas from converted B: bf16 into acc, or e4m3 into tmp.
+    [[maybe_unused]] auto mma_bf16 = [&](uint64_t da, uint64_t db) {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const uint32_t off = (k & 3) * 32;  // K slice inside a 64-element swizzle atom
+        ptx::wgmma_m64n128k16_bf16(acc, desc_at(da, (k >> 2) * BM * 128 + off), desc_at(db, (k >> 2) * kBN * 128 + off), 1);
+      }
+    };
+    [[maybe_unused]] auto mma_e4m3_block = [&](uint64_t da, uint64_t db) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+    };
 
     if constexpr (!T::kConvertB) {
       // FP8: B feeds wgmma straight from the TMA stage. Two scratch tiles, so the wgmmas of block
@@ -562,18 +574,11 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         const float* scale_rows = s_scale_rows + buf * T::kScaleRowFloats;
         ptx::wgmma_fence();
         if constexpr (T::kBF16) {
-#pragma unroll
-          for (int k = 0; k < 8; ++k) {
-            const uint32_t off = (k & 3) * 32;  // K slice inside a 64-element swizzle atom
-            ptx::wgmma_m64n128k16_bf16(acc, desc_at(da, (k >> 2) * BM * 128 + off), desc_at(db, (k >> 2) * kBN * 128 + off),
-                                       1);
-          }
+          mma_bf16(da, db);
         } else if constexpr (kMXFP8A) {
           ptx::wgmma_m64n128k32_e4m3(tmp, da, db, 0);
         } else {
-#pragma unroll
-          for (int k = 0; k < 4; ++k)
-            ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+          mma_e4m3_block(da, db);
         }
         ptx::wgmma_commit();
 
@@ -593,17 +598,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
           for (int k = 0; k < 4; ++k) {
             ptx::wgmma_wait<0>();
             ptx::fence_accumulators(tmp);
-            const float* sbr = scale_rows + k * kBN;
-            const float a_lo = sa[k * BM + row_in_tile], a_hi = sa[k * BM + row_in_tile + 8];
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-              const int col = j * 8 + (lane % 4) * 2;
-              const float2 sbc = *reinterpret_cast<const float2*>(sbr + col);
-              acc[4 * j + 0] += tmp[4 * j + 0] * (a_lo * sbc.x);
-              acc[4 * j + 1] += tmp[4 * j + 1] * (a_lo * sbc.y);
-              acc[4 * j + 2] += tmp[4 * j + 2] * (a_hi * sbc.x);
-              acc[4 * j + 3] += tmp[4 * j + 3] * (a_hi * sbc.y);
-            }
+            promote_cols(scale_rows + k * kBN, sa[k * BM + row_in_tile], sa[k * BM + row_in_tile + 8]);
             if (k < 3) {
               ptx::wgmma_fence();
               ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, (k + 1) * 32), desc_at(db, (k + 1) * 32), 0);
@@ -636,12 +631,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         const float* scale_rows = s_scale_rows + slot * T::kScaleRowFloats;
         ptx::wgmma_fence();
         if constexpr (T::kBF16) {
-#pragma unroll
-          for (int k = 0; k < 8; ++k) {
-            const uint32_t off = (k & 3) * 32;  // K slice inside a 64-element swizzle atom
-            ptx::wgmma_m64n128k16_bf16(acc, desc_at(da, (k >> 2) * BM * 128 + off), desc_at(db, (k >> 2) * kBN * 128 + off),
-                                       1);
-          }
+          mma_bf16(da, db);
           ptx::wgmma_commit();
           ptx::wgmma_wait<0>();
           ptx::fence_accumulators(acc);
@@ -653,23 +643,11 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
             ptx::wgmma_commit();
             ptx::wgmma_wait<0>();
             ptx::fence_accumulators(tmp);
-            const float* sbr = scale_rows + k * kBN;
-            const float a_lo = sa[k * BM + row_in_tile], a_hi = sa[k * BM + row_in_tile + 8];
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-              const int col = j * 8 + (lane % 4) * 2;
-              const float2 sbc = *reinterpret_cast<const float2*>(sbr + col);
-              acc[4 * j + 0] += tmp[4 * j + 0] * (a_lo * sbc.x);
-              acc[4 * j + 1] += tmp[4 * j + 1] * (a_lo * sbc.y);
-              acc[4 * j + 2] += tmp[4 * j + 2] * (a_hi * sbc.x);
-              acc[4 * j + 3] += tmp[4 * j + 3] * (a_hi * sbc.y);
-            }
+            promote_cols(scale_rows + k * kBN, sa[k * BM + row_in_tile], sa[k * BM + row_in_tile + 8]);
             if (k < 3) ptx::wgmma_fence();
           }
         } else {
-#pragma unroll
-          for (int k = 0; k < 4; ++k)
-            ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+          mma_e4m3_block(da, db);
           ptx::wgmma_commit();
           ptx::wgmma_wait<0>();
           ptx::fence_accumulators(tmp);
