@@ -575,6 +575,10 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_decode_kernel(const Args a
 // are in flight at once (a loop that loaded each split's lse and then its row was one dependent
 // L2 round trip after another: most of a small batch's time).
 __global__ void __launch_bounds__(256) sparse_decode_combine(const Args a) {
+  // Launched as a programmatic dependent of the main kernel (launch.cu): its CTAs may start
+  // before the partials are written; this waits until that grid has completed and its writes
+  // are visible. A no-op when launched without the attribute.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const int64_t rows_total = a.sched.tokens * a.H;
   const int64_t gw = static_cast<int64_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
   const int64_t row = gw >> 2;

@@ -134,6 +134,10 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
   // the descriptor arithmetic that depends on it in uniform registers.
   const int dg = __shfl_sync(0xffffffffu, tid >> 7, 0);
+  // The split combine is launched as a programmatic dependent (launch.cu): let its CTAs launch
+  // now, onto the SMs this grid leaves free, so that they wait at griddepcontrol.wait instead of
+  // behind a launch gap. Nothing here depends on it; a no-op without a dependent.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const int rg = warp & 3;  // rows [16 rg, +16) of the warpgroup's tiles
   const Schedule& sc = a.sched;
   int64_t cta = blockIdx.x;
