@@ -10,6 +10,7 @@
 #include "backend/gemm.h"
 #include "core/validate.h"
 #include "cuda/common/check.h"
+#include "cuda/common/launch_pdl.h"
 #include "cuda/gemm/config.h"
 #include "cuda/gemm/kernel.cuh"
 
@@ -253,20 +254,11 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
     const int blocks = static_cast<int>(std::min<int64_t>((quads + threads - 1) / threads, int64_t(sms) * 8));
     // Programmatic dependent launch: the reduction's launch overlaps the GEMM's tail (decode GEMMs
     // last ~10 us, so a launch gap is a visible share).
-    cudaLaunchConfig_t lc = {};
-    lc.gridDim = dim3(blocks);
-    lc.blockDim = dim3(threads);
-    lc.dynamicSmemBytes = 0;
-    lc.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    lc.attrs = attr;
-    lc.numAttrs = 1;
-    DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&lc, gemm_detail::splitk_reduce_kernel,
-                                                 static_cast<const float*>(args.partial), cfg.splits, args.M, args.N,
-                                                 args.bias, args.residual, args.res_ld, args.d, args.d_ld),
-                              kOp);
+    DSV4_CUDA_RETURN_IF_ERROR(
+        launch_programmatic(gemm_detail::splitk_reduce_kernel, dim3(blocks), dim3(threads), stream,
+                            static_cast<const float*>(args.partial), cfg.splits, args.M, args.N, args.bias,
+                            args.residual, args.res_ld, args.d, args.d_ld),
+        kOp);
   }
   return Status::Ok();
 }

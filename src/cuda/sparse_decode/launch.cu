@@ -7,6 +7,7 @@
 #include "backend/sparse_decode.h"
 #include "core/validate.h"
 #include "cuda/common/check.h"
+#include "cuda/common/launch_pdl.h"
 #include "cuda/sparse_decode/kernel_wg.cuh"
 
 namespace dsv4::cuda {
@@ -168,17 +169,9 @@ Status sparse_decode(const SparseDecodeParams& p, Stream stream) {
     // for its partials, so the combine's launch latency hides under the main kernel (Pro B = 1:
     // ~18.6 -> ~17.4 us, docs/notes/sparse_decode.md). Graph capture keeps it as a programmatic
     // edge. The mma.sync kernel never triggers: the combine then launches when it completes.
-    cudaLaunchConfig_t lc = {};
-    lc.gridDim = dim3(static_cast<unsigned>((rows + 1) / 2));
-    lc.blockDim = dim3(256);
-    lc.dynamicSmemBytes = 0;
-    lc.stream = st;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    lc.attrs = attr;
-    lc.numAttrs = 1;
-    DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&lc, sd::sparse_decode_combine, a), kOp);
+    DSV4_CUDA_RETURN_IF_ERROR(
+        launch_programmatic(sd::sparse_decode_combine, dim3(static_cast<unsigned>((rows + 1) / 2)), dim3(256), st, a),
+        kOp);
     DSV4_RETURN_IF_ERROR(launch_status(kOp, "sparse_decode_combine"));
   }
   return Status::Ok();
