@@ -365,7 +365,16 @@ void verify_sparse_decode(const Options& o, std::vector<VerifyReport>& out) {
         to_host(got_lse.data(), dlse.data(), dlse.size());
         // Tolerance as in tests/cuda/sparse_decode_test.cpp: one bf16 ulp of the reference plus
         // 2^-7 of the row's rms; lse 1e-4 relative.
+        // The first few offenders are named (out or lse, row, values, err / tol), so a report
+        // tells a marginal excess from a wrong value.
         int64_t bad = 0;
+        std::ostringstream first;
+        auto note_bad = [&](const char* what, int64_t r, int i, double g, double e, double err, double tol) {
+          if (++bad > 3) return;
+          first << "; " << what << " row " << r;
+          if (i >= 0) first << " dim " << i;
+          first << ": got " << g << " ref " << e << " err/tol " << (tol > 0 ? err / tol : INFINITY);
+        };
         for (int64_t r = 0; r < tokens * sh.H; ++r) {
           double ss = 0;
           for (int i = 0; i < kKVDim; ++i) {
@@ -377,16 +386,19 @@ void verify_sparse_decode(const Options& o, std::vector<VerifyReport>& out) {
             const double e = num::bf16_to_float(ref[r * kKVDim + i]), gv = num::bf16_to_float(got[r * kKVDim + i]);
             const double ulp = e == 0 ? 0 : std::ldexp(1.0, std::ilogb(e) - 7);
             const double err = std::fabs(gv - e);
-            if (!(err <= ulp + std::ldexp(rms, -7))) ++bad;
+            const double tol = ulp + std::ldexp(rms, -7);
+            if (!(err <= tol)) note_bad("out", r, i, gv, e, err, tol);
             rep.max_abs_err = std::isfinite(err) ? std::max(rep.max_abs_err, err) : INFINITY;
           }
           const float el2 = ref_lse[r], gl = got_lse[r];
-          if (std::isinf(el2) ? gl != el2 : !(std::fabs(gl - el2) <= 1e-4 * std::max(1.0, std::fabs((double)el2))))
-            ++bad;
+          const double lse_tol = 1e-4 * std::max(1.0, std::fabs((double)el2));
+          if (std::isinf(el2) ? gl != el2 : !(std::fabs(gl - el2) <= lse_tol))
+            note_bad("lse", r, -1, gl, el2, std::fabs((double)gl - el2), lse_tol);
         }
         rep.mismatches = bad;
         rep.pass = bad == 0;
-        detail << "GPU vs CPU reference: " << bad << " values outside tolerance (workspace " << wsb << " bytes)";
+        detail << "GPU vs CPU reference: " << bad << " values outside tolerance (workspace " << wsb << " bytes)"
+               << first.str();
       }
       rep.detail = detail.str();
       out.push_back(rep);
