@@ -15,6 +15,11 @@
 #include "dsv4/ops/kv_cache.h"
 #include "dsv4/ops/sparse_decode.h"
 
+namespace dsv4::cpu {
+// Exported by libdsv4 for the tolerance (src/backend/sparse_decode.h).
+Status sparse_decode_weight_rss(const SparseDecodeParams& p, std::vector<float>* rss);
+}  // namespace dsv4::cpu
+
 #if defined(DSV4_HAVE_CUDA)
 #include <cublasLt.h>
 
@@ -364,7 +369,14 @@ void verify_sparse_decode(const Options& o, std::vector<VerifyReport>& out) {
         to_host(got.data(), dout.data(), dout.size());
         to_host(got_lse.data(), dlse.data(), dlse.size());
         // Tolerance as in tests/cuda/sparse_decode_test.cpp: one bf16 ulp of the reference plus
-        // 2^-7 of the row's rms; lse 1e-4 relative.
+        // 2^-7 rss_i, the spread that the bf16 softmax weights give out_i (src/backend/sparse_decode.h);
+        // lse 1e-4 relative.
+        std::vector<float> rss;
+        check_ok(cpu::sparse_decode_weight_rss(
+                     params(const_cast<uint16_t*>(q.data()), cache.data(), scales.data(), mi.data(), ml.data(),
+                            ei.data(), el.data(), sink.data(), ref.data(), ref_lse.data(), false),
+                     &rss),
+                 "CPU sparse_decode_weight_rss");
         // The first few offenders are named (out or lse, row, values, err / tol), so a report
         // tells a marginal excess from a wrong value.
         int64_t bad = 0;
@@ -376,17 +388,11 @@ void verify_sparse_decode(const Options& o, std::vector<VerifyReport>& out) {
           first << ": got " << g << " ref " << e << " err/tol " << (tol > 0 ? err / tol : INFINITY);
         };
         for (int64_t r = 0; r < tokens * sh.H; ++r) {
-          double ss = 0;
-          for (int i = 0; i < kKVDim; ++i) {
-            const double v = num::bf16_to_float(ref[r * kKVDim + i]);
-            ss += v * v;
-          }
-          const double rms = std::sqrt(ss / kKVDim);
           for (int i = 0; i < kKVDim; ++i) {
             const double e = num::bf16_to_float(ref[r * kKVDim + i]), gv = num::bf16_to_float(got[r * kKVDim + i]);
             const double ulp = e == 0 ? 0 : std::ldexp(1.0, std::ilogb(e) - 7);
             const double err = std::fabs(gv - e);
-            const double tol = ulp + std::ldexp(rms, -7);
+            const double tol = ulp + std::ldexp(static_cast<double>(rss[r * kKVDim + i]), -7);
             if (!(err <= tol)) note_bad("out", r, i, gv, e, err, tol);
             rep.max_abs_err = std::isfinite(err) ? std::max(rep.max_abs_err, err) : INFINITY;
           }

@@ -2,10 +2,20 @@
 // first; the backends may assume valid arguments. Without CUDA the cuda:: entries report
 // kUnsupported (src/backend/sparse_decode_stub.cpp).
 #pragma once
+#include <vector>
+
 #include "dsv4/ops/sparse_decode.h"
 
 namespace dsv4::cpu {
 Status sparse_decode(const SparseDecodeParams& p);
+// The same reference (p on the host), plus rss[((b * s_q + s) * H + h) * 512 + i] =
+// sqrt(sum_j (p_j v_ji)^2) times the sink factor. The kernels multiply the softmax weights P in
+// bf16: each p_j carries an independent relative rounding error of at most 2^-9, so out_i moves by
+// about 2^-9 / sqrt(3) * rss_i (one standard deviation) when many keys share the weight, and by at
+// most 2^-9 * sum_j |p_j v_ji| <= 2^-9 * sqrt(n) * rss_i when n keys dominate the row. Tests and
+// `dsv4 verify` allow one bf16 ulp of the reference plus 2^-7 * rss_i: ~7 standard deviations, and
+// the worst case of up to 16 dominant keys.
+Status sparse_decode_weight_rss(const SparseDecodeParams& p, std::vector<float>* rss);
 }  // namespace dsv4::cpu
 
 namespace dsv4::cuda {

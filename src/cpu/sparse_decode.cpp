@@ -60,15 +60,16 @@ void gather(const KVCacheView& c, const TensorView& idx, const TensorView& len, 
   }
 }
 
-}  // namespace
-
-Status sparse_decode(const SparseDecodeParams& p) {
+// The reference; with rss non-null also, per output element, sqrt(sum_j (p_j v_ji)^2) times the
+// sink factor (see sparse_decode_weight_rss).
+Status run(const SparseDecodeParams& p, std::vector<float>* rss) {
   const int64_t B = p.q.shape[0], S = p.q.shape[1], H = p.q.shape[2];
   const uint16_t* q = p.q.ptr<const uint16_t>();
   uint16_t* out = p.out.ptr<uint16_t>();
   float* lse_out = p.lse.defined() ? p.lse.ptr<float>() : nullptr;
   const bool extra = p.extra_indices.defined();
-  std::vector<double> keys, logits, acc(kKVDim);
+  std::vector<double> keys, logits, acc(kKVDim), acc_sq(kKVDim);
+  if (rss) rss->assign(static_cast<size_t>(B * S * H * kKVDim), 0.0f);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t s = 0; s < S; ++s) {
       keys.clear();
@@ -87,6 +88,7 @@ Status sparse_decode(const SparseDecodeParams& p) {
         }
         double lse, factor = 1.0;
         std::fill(acc.begin(), acc.end(), 0.0);
+        std::fill(acc_sq.begin(), acc_sq.end(), 0.0);
         if (nk == 0) {
           lse = std::numeric_limits<double>::infinity();
         } else {
@@ -95,7 +97,10 @@ Status sparse_decode(const SparseDecodeParams& p) {
           lse = mx + std::log(sum);
           for (int64_t j = 0; j < nk; ++j) {
             const double w = std::exp(logits[j] - mx) / sum;
-            for (int i = 0; i < kKVDim; ++i) acc[i] += w * keys[j * kKVDim + i];
+            for (int i = 0; i < kKVDim; ++i) {
+              acc[i] += w * keys[j * kKVDim + i];
+              acc_sq[i] += (w * keys[j * kKVDim + i]) * (w * keys[j * kKVDim + i]);
+            }
           }
           if (p.attn_sink.defined()) {
             const double sink = p.attn_sink.ptr<const float>()[h * p.attn_sink.strides[0]];
@@ -105,10 +110,18 @@ Status sparse_decode(const SparseDecodeParams& p) {
         const int64_t row = (b * S + s) * H + h;
         for (int i = 0; i < kKVDim; ++i) out[row * kKVDim + i] = num::bf16_from_float(static_cast<float>(acc[i] * factor));
         if (lse_out) lse_out[row] = static_cast<float>(lse);
+        if (rss)
+          for (int i = 0; i < kKVDim; ++i) (*rss)[row * kKVDim + i] = static_cast<float>(std::sqrt(acc_sq[i]) * factor);
       }
     }
   }
   return Status::Ok();
 }
+
+}  // namespace
+
+Status sparse_decode(const SparseDecodeParams& p) { return run(p, nullptr); }
+
+Status sparse_decode_weight_rss(const SparseDecodeParams& p, std::vector<float>* rss) { return run(p, rss); }
 
 }  // namespace dsv4::cpu

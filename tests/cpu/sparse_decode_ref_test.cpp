@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/sparse_decode.h"
 #include "common/sparse_decode_util.h"
 #include "dsv4/dsv4.h"
 #include "dsv4/ops/sparse_decode.h"
@@ -115,6 +116,34 @@ TEST(SparseDecodeRef, TwoKeysWeighByLogits) {
   EXPECT_EQ(pr.o(0, 1), num::bf16_to_float(num::bf16_from_float(static_cast<float>(1 / (e2 + 1)))));
   EXPECT_EQ(pr.o(0, 2), 0.0f);
   EXPECT_NEAR(pr.lse[0], std::log(e2 + 1), 1e-6);
+}
+
+// The tolerance helper: rss_i = sqrt(sum_j (p_j v_ji)^2) times the sink factor, with the output it
+// returns equal to the plain reference's.
+TEST(SparseDecodeRef, WeightRssIsTheRootSumOfSquares) {
+  Problem pr(1, 1, 2, 3);
+  std::vector<float> a(kKVDim, 0.0f), b(kKVDim, 0.0f);
+  a[0] = 1.0f, a[2] = -2.0f;
+  b[1] = 1.0f, b[2] = 4.0f;
+  pr.cache.set(3, a.data());
+  pr.cache.set(9, b.data());
+  pr.idx = {3, -1, 9};
+  pr.q[0] = num::bf16_from_float(2.0f);  // head 0: logits 2 and 0; head 1: q = 0, equal weights
+  pr.sink = {-kInf, 0.0f};               // head 1: sink 0 against lse ln 2, factor 2/3
+  auto p = pr.params();
+  p.softmax_scale = 1.0f;
+  std::vector<float> rss;
+  ASSERT_TRUE(cpu::sparse_decode_weight_rss(p, &rss).ok());
+  ASSERT_EQ(rss.size(), static_cast<size_t>(2 * kKVDim));
+  const std::vector<uint16_t> with_rss = pr.out;
+  ASSERT_TRUE(sparse_decode(p).ok());
+  EXPECT_EQ(with_rss, pr.out);
+  const double e2 = std::exp(2.0), pa = e2 / (e2 + 1), pb = 1 / (e2 + 1);
+  EXPECT_NEAR(rss[0], pa, 1e-6);
+  EXPECT_NEAR(rss[1], pb, 1e-6);
+  EXPECT_NEAR(rss[2], std::hypot(2 * pa, 4 * pb), 1e-6);
+  EXPECT_EQ(rss[3], 0.0f);
+  EXPECT_NEAR(rss[kKVDim + 2], std::hypot(0.5 * 2, 0.5 * 4) * 2.0 / 3.0, 1e-6);
 }
 
 TEST(SparseDecodeRef, SinkScalesTheOutputOnly) {

@@ -301,12 +301,13 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) {
       ptx::mbar_init(&full[s], 1 + 32);                // TMA issuer + the loader warp's lanes
-      // One arrival per consumer warp, and per expander warp (it reads the packed B).
-      ptx::mbar_init(&empty[s], (T::kConsumerWGs + T::kExpanderWGs) * 4);
+      // Every consumer and expander thread arrives for its own reads of the stage (no lane
+      // releasing on behalf of its warp).
+      ptx::mbar_init(&empty[s], T::kConsumerThreads + 128 * T::kExpanderWGs);
     }
     for (int s = 0; s < T::kConvSlots; ++s) {
       ptx::mbar_init(&conv_full[s], 128);                  // every expander thread
-      ptx::mbar_init(&conv_empty[s], T::kConsumerWGs * 4);  // one arrival per consumer warp
+      ptx::mbar_init(&conv_empty[s], T::kConsumerThreads);  // every consumer thread
     }
     ptx::fence_barrier_init();
   }
@@ -436,8 +437,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
                                       reinterpret_cast<const uint32_t*>(side_b), tid_wg);
           ptx::fence_proxy_async_smem();  // the converted tile is read by wgmma (async proxy)
           ptx::mbar_arrive(&conv_full[slot]);
-          __syncwarp();
-          if (lane == 0) ptx::mbar_arrive(&empty[stage]);
+          ptx::mbar_arrive(&empty[stage]);
           if (++stage == S) stage = 0, phase ^= 1;
           if (++slot == T::kConvSlots) slot = 0, cphase ^= 1;
         }
@@ -517,7 +517,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       int retire_stage = stage;
       auto retire = [&](float(&d)[64], float s_lo, float s_hi) {
         ptx::fence_accumulators(d);
-        if (lane == 0) ptx::mbar_arrive(&empty[retire_stage]);
+        ptx::mbar_arrive(&empty[retire_stage]);
         if (++retire_stage == S) retire_stage = 0;
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
@@ -612,7 +612,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         }
         // Stage kb's A and scales were read by this warp (wgmmas done), its packed B by the
         // expansion before the previous barrier.
-        if (lane == 0) ptx::mbar_arrive(&empty[stage]);
+        ptx::mbar_arrive(&empty[stage]);
         stage = next_stage, phase = next_phase;
         buf ^= 1;
         ptx::named_barrier_sync(1, T::kConsumerThreads);
@@ -653,10 +653,8 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
           ptx::fence_accumulators(tmp);
           promote_cols(scale_rows, s_lo, s_hi);
         }
-        if (lane == 0) {
-          ptx::mbar_arrive(&empty[stage]);
-          ptx::mbar_arrive(&conv_empty[slot]);
-        }
+        ptx::mbar_arrive(&empty[stage]);
+        ptx::mbar_arrive(&conv_empty[slot]);
         if (++stage == S) stage = 0, phase ^= 1;
         if (++slot == T::kConvSlots) slot = 0, cphase ^= 1;
       }
