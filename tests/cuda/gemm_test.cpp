@@ -271,6 +271,39 @@ TEST(GemmCuda, InPlaceResidualAndGraphCapture) {
   }
 }
 
+// D as a column window of a wider row-major buffer: the epilogue (a TMA store when there is no
+// bias, residual or split) must write exactly the window, rows past M included, and leave every
+// other element of the buffer as it was (NaN poison).
+TEST(GemmCuda, StridedOutputWindowOnly) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 g = test::rng_for_test();
+  for (const FormatCase& c : {kCases[0], kCases[2], kCases[5]})
+    for (int64_t M : {int64_t(129), int64_t(300), int64_t(4096)}) {
+      HostGemm h = test::make_exact_gemm(c.f, M, 256, 256, g, c.scale, c.mx_a);
+      const int64_t ld = h.N + 192, col0 = 64;  // 384-byte row pitch, window from byte 128
+      DevBuf a(h.a.data(), h.a.size()), as(h.a_scales.data(), h.a_scales.size()), b(h.b.data(), h.b.size()),
+          bs(h.b_scales.data(), h.b_scales.size()), gl(&h.global, 4);
+      std::vector<uint16_t> buf(M * ld, test::kBf16NaN);
+      DevBuf d(buf.data(), buf.size() * 2);
+      GemmParams p = h.params(a.p, as.p, b.p, bs.p, gl.p, nullptr, nullptr, d.p, Device::cuda(0));
+      p.d = make_strided_tensor(static_cast<uint16_t*>(d.p) + col0, DType::BF16, {M, h.N}, {ld, 1}, Device::cuda(0));
+      const Status s = gemm(p);
+      ASSERT_TRUE(s.ok()) << where(h) << ": " << s.message();
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(buf.data(), d.p, buf.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      std::vector<uint16_t> got(M * h.N);
+      int64_t touched = 0;
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t j = 0; j < ld; ++j) {
+          const uint16_t v = buf[r * ld + j];
+          if (j >= col0 && j < col0 + h.N) got[r * h.N + j - col0] = v;
+          else touched += v != test::kBf16NaN;
+        }
+      EXPECT_EQ(touched, 0) << where(h) << ": elements outside the D window were written";
+      expect_bitwise(h, got, run_cpu(h));
+    }
+}
+
 // The mainloop's group list (the MoE building block): contiguous row groups, B stacked per group.
 // Each group's rows must equal the plain GEMM of that group (exact: bit for bit); an empty group
 // and a group spanning several M tiles are included.

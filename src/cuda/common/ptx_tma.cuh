@@ -68,6 +68,28 @@ __device__ __forceinline__ void tma_load_2d(void* smem_dst, const void* tensor_m
       : "memory");
 }
 
+// 2-D tile store: shared memory (written by this CTA's threads, then fence_proxy_async_smem and a
+// barrier) to the box at (c0 innermost, c1); the box's out-of-bounds part is not written. Completion
+// is tracked per issuing thread in bulk groups (bulk_commit_group / bulk_wait_group*).
+__device__ __forceinline__ void tma_store_2d(const void* tensor_map, const void* smem_src, int32_t c0, int32_t c1) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];" ::"l"(
+                   reinterpret_cast<uint64_t>(tensor_map)),
+               "r"(smem_addr(smem_src)), "r"(c0), "r"(c1)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit_group() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+// Waits until at most N of this thread's bulk groups still read their shared-memory source (the
+// buffer may then be rewritten; the global writes may still be in flight).
+template <int N>
+__device__ __forceinline__ void bulk_wait_group_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(N) : "memory");
+}
+// Waits until at most N of this thread's bulk groups are incomplete (writes done).
+template <int N>
+__device__ __forceinline__ void bulk_wait_group() {
+  asm volatile("cp.async.bulk.wait_group %0;" ::"n"(N) : "memory");
+}
+
 // ---- fences and barriers ----
 // Orders this thread's generic-proxy shared-memory writes before later async-proxy reads (wgmma
 // operands written with st.shared, TMA stores).

@@ -55,12 +55,15 @@ constexpr int converted_b_bytes(GemmFormat f) {
   }
   return 0;
 }
+// The bf16 output tile staged for its TMA store (so the consumers start the next tile's wgmmas
+// while the store drains): BM rows x 128 columns.
+constexpr int epilogue_bytes(int bm) { return bm * kBN * 2; }
 constexpr int max_stages(GemmFormat f, int bm) {
-  const int s = (kSmemLimit - kSmemReserved - converted_b_bytes(f)) / stage_bytes(f, bm);
+  const int s = (kSmemLimit - kSmemReserved - converted_b_bytes(f) - epilogue_bytes(bm)) / stage_bytes(f, bm);
   return s < kMaxStages ? s : kMaxStages;
 }
 constexpr int smem_bytes(GemmFormat f, int bm, int stages) {
-  return stages * stage_bytes(f, bm) + converted_b_bytes(f) + kSmemReserved;
+  return stages * stage_bytes(f, bm) + converted_b_bytes(f) + epilogue_bytes(bm) + kSmemReserved;
 }
 
 struct GemmConfig {

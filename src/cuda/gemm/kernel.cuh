@@ -63,6 +63,10 @@ struct KernelArgs {
   int64_t res_ld = 0;
   __nv_bfloat16* d = nullptr;
   int64_t d_ld = 0;
+  // tm_d (bf16 D, boxes of 64 rows x 64 columns, 128B swizzle) is valid: the epilogue stages each
+  // warpgroup's 64 x 128 tile in shared memory and TMA-stores it. Host side: no split-K, no bias or
+  // residual, D 16-byte aligned rows.
+  bool tma_store_d = false;
   float* partial = nullptr;  // [splits, M, N] f32 when splits > 1
 };
 
@@ -102,12 +106,14 @@ struct Traits {
   static constexpr int kStages = max_stages(F, BM);
   static constexpr int kBConvBytes = kBF16 ? kBN * kBK * 2 : kBN * kBK;  // one expanded B buffer
   static constexpr int kScaleRowFloats = F == GemmFormat::kW4A8MXFP4 ? 4 * kBN : 0;  // per buffer
+  static constexpr int kEpiBytes = epilogue_bytes(BM);  // 16 KiB a consumer warpgroup
   static constexpr int kSmemBytes = smem_bytes(F, BM, kStages);
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups of 64 rows");
   static_assert(kTmaBytes == tma_stage_bytes(F, BM), "TMA bytes a stage must match the heuristic's budget");
   static_assert(kSideBytes <= scale_stage_bytes(F, BM), "stage scales must fit the heuristic's budget");
   static_assert(kSideBytes % 16 == 0, "the barriers after the scales need 8-byte alignment");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep 1024-byte swizzle alignment");
+  static_assert(kBConvBytes % 1024 == 0 && kEpiBytes == 64 * 128 * 2 * kConsumerWGs, "epilogue tiles: 1024-aligned, 64 x 128 bf16 a warpgroup");
   static_assert(kStages >= 2, "the pipeline needs at least double buffering");
   static_assert(1024 + 16 * kStages + 16 * kConvSlots + 2 * kScaleRowFloats * 4 <= kSmemReserved,
                 "reserved smem too small");
@@ -275,7 +281,7 @@ __device__ __forceinline__ void expand_w4a16(const uint8_t* packed, uint8_t* dst
 template <GemmFormat F, int BM, bool kMXFP8A>
 __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
-                const KernelArgs args) {
+                const __grid_constant__ CUtensorMap tm_d, const KernelArgs args) {
   using T = Traits<F, BM, kMXFP8A>;
   constexpr int S = T::kStages;
   extern __shared__ uint8_t smem_raw[];
@@ -285,7 +291,8 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
   uint8_t* s_a = smem;
   uint8_t* s_b = s_a + S * T::kABytes;
   uint8_t* s_bconv = s_b + S * T::kBBytes;
-  uint8_t* s_side = s_bconv + (T::kConvertB ? 2 * T::kBConvBytes : 0);
+  uint8_t* s_epi = s_bconv + (T::kConvertB ? 2 * T::kBConvBytes : 0);  // 1024-aligned: 128B swizzle
+  uint8_t* s_side = s_epi + T::kEpiBytes;
   float* s_scale_rows = reinterpret_cast<float*>(s_side + S * T::kSideBytes);
   uint64_t* full = reinterpret_cast<uint64_t*>(s_scale_rows + 2 * T::kScaleRowFloats);
   uint64_t* empty = full + S;
@@ -660,7 +667,38 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       }
     }
 
-    // Epilogue straight from the accumulators.
+    // Epilogue. Plain bf16 D: the warpgroup's 64 x 128 tile goes through shared memory (two
+    // 128B-swizzled 64 x 64 boxes, conflict-free bf16x2 stores) and one thread TMA-stores it, so the
+    // warpgroup starts the next tile's wgmmas while the store drains. Rows past a group's end that
+    // belong to the next group (grouped GEMM) must not be written: those tiles, split-K partials,
+    // bias and residual take the direct path below.
+    const int wg_row0 = t.m0 + cw * 64;
+    if (args.tma_store_d && wg_row0 < t.m_end && (wg_row0 + 64 <= t.m_end || t.m_end == args.M)) {
+      uint8_t* ebuf = s_epi + cw * (64 * 128 * 2);
+      // The previous tile's store must be done reading the buffer (long since, in practice).
+      if (tid_wg == 0) ptx::bulk_wait_group_read<0>();
+      ptx::named_barrier_sync(2 + cw, 128);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = warp * 16 + lane / 4 + 8 * h;  // inside the warpgroup's 64 rows
+          const __nv_bfloat162 v = __floats2bfloat162_rn(acc[4 * j + 2 * h] * global, acc[4 * j + 2 * h + 1] * global);
+          // Box j / 8 (64 columns), 16-byte chunk j % 8 of the row, swizzled by row % 8.
+          uint8_t* dst = ebuf + (j >> 3) * (64 * 128) + row * 128 + (((j & 7) ^ (row & 7)) << 4) + (lane % 4) * 4;
+          *reinterpret_cast<__nv_bfloat162*>(dst) = v;
+        }
+      }
+      ptx::fence_proxy_async_smem();  // each thread's stores, before the TMA (async proxy) reads them
+      ptx::named_barrier_sync(2 + cw, 128);
+      if (tid_wg == 0) {
+        ptx::tma_store_2d(&tm_d, ebuf, t.n0, wg_row0);
+        ptx::tma_store_2d(&tm_d, ebuf + 64 * 128, t.n0 + 64, wg_row0);
+        ptx::bulk_commit_group();
+      }
+      continue;
+    }
+    // Direct path, straight from the accumulators.
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       const int col = t.n0 + j * 8 + (lane % 4) * 2;
@@ -686,6 +724,8 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       }
     }
   }
+  // The shared-memory source of the last TMA store must outlive its reads.
+  if (tid_wg == 0) ptx::bulk_wait_group<0>();
 }
 
 // Split-K epilogue: D = sum of the partials (fixed order, deterministic) + bias + residual.

@@ -131,8 +131,8 @@ class DeviceGuard {
 };
 
 template <GemmFormat F, int BM, bool kMXFP8A>
-Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const gemm_detail::KernelArgs& args, int grid,
-                     cudaStream_t stream) {
+Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
+                     const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
   using T = gemm_detail::Traits<F, BM, kMXFP8A>;
   auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A>;
   // The shared-memory opt-in is per device and per kernel: set it once (a bit per device).
@@ -145,15 +145,15 @@ Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const gem
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes), kOp);
     smem_set.fetch_or(bit, std::memory_order_release);
   }
-  kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(tm_a, tm_b, args);
+  kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(tm_a, tm_b, tm_d, args);
   return launch_status(kOp, "gemm_kernel");
 }
 
 template <GemmFormat F, bool kMXFP8A = false>
-Status launch_bm(int bm, const CUtensorMap& tm_a, const CUtensorMap& tm_b, const gemm_detail::KernelArgs& args, int grid,
-                 cudaStream_t stream) {
-  if (bm == 64) return launch_kernel<F, 64, kMXFP8A>(tm_a, tm_b, args, grid, stream);
-  return launch_kernel<F, 128, kMXFP8A>(tm_a, tm_b, args, grid, stream);
+Status launch_bm(int bm, const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
+                 const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
+  if (bm == 64) return launch_kernel<F, 64, kMXFP8A>(tm_a, tm_b, tm_d, args, grid, stream);
+  return launch_kernel<F, 128, kMXFP8A>(tm_a, tm_b, tm_d, args, grid, stream);
 }
 
 }  // namespace
@@ -231,21 +231,31 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   args.d = static_cast<__nv_bfloat16*>(p.d.data);
   args.d_ld = p.d.strides[0];
   if (cfg.splits > 1) args.partial = static_cast<float*>(p.workspace.data);
+  // D by TMA store where the epilogue is a plain bf16 write (kernel.cuh says why); the map is
+  // otherwise unused and tm_a stands in for it.
+  CUtensorMap tm_d = tm_a;
+  const uint64_t d_row_bytes = row_bytes(p.d);
+  if (cfg.splits == 1 && !args.bias && !args.residual && reinterpret_cast<uintptr_t>(p.d.data) % 16 == 0 &&
+      d_row_bytes % 16 == 0) {
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.d.data, N, M, d_row_bytes, 64, 64,
+                                   CU_TENSOR_MAP_SWIZZLE_128B, "d"));
+    args.tma_store_d = true;
+  }
 
   cudaStream_t stream = static_cast<cudaStream_t>(stream_);
   switch (f) {
     case GemmFormat::kFP8Block:
-      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, tm_a, tm_b, args, cfg.grid, stream));
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A8MXFP4:
-      if (mx_a) DSV4_RETURN_IF_ERROR((launch_bm<GemmFormat::kW4A8MXFP4, true>(cfg.bm, tm_a, tm_b, args, cfg.grid, stream)));
-      else DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A8MXFP4>(cfg.bm, tm_a, tm_b, args, cfg.grid, stream));
+      if (mx_a) DSV4_RETURN_IF_ERROR((launch_bm<GemmFormat::kW4A8MXFP4, true>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream)));
+      else DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A8MXFP4>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A16MXFP4:
-      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16MXFP4>(cfg.bm, tm_a, tm_b, args, cfg.grid, stream));
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16MXFP4>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A16NVFP4:
-      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16NVFP4>(cfg.bm, tm_a, tm_b, args, cfg.grid, stream));
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16NVFP4>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
   }
   if (cfg.splits > 1) {
