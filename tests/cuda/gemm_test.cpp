@@ -271,6 +271,57 @@ TEST(GemmCuda, InPlaceResidualAndGraphCapture) {
   }
 }
 
+// Split-K keeps its f32 partials in the caller's workspace and sums them in a second (programmatic
+// dependent) kernel. A workspace full of garbage, repeated launches and graph replays must all give
+// the reference bits.
+TEST(GemmCuda, SplitKRepeatsAndGraphReplays) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 g = test::rng_for_test();
+  for (const FormatCase& c : {kCases[0], kCases[2], kCases[6]}) {
+    HostGemm h = test::make_exact_gemm(c.f, 16, 512, 2048, g, c.scale, c.mx_a);
+    const std::vector<uint16_t> want = run_cpu(h);
+    DevBuf a(h.a.data(), h.a.size()), as(h.a_scales.data(), h.a_scales.size()), b(h.b.data(), h.b.size()),
+        bs(h.b_scales.data(), h.b_scales.size()), gl(&h.global, 4);
+    const size_t d_bytes = h.M * h.N * 2;
+    DevBuf d(d_bytes);
+    const Device dev = Device::cuda(0);
+    GemmParams p = h.params(a.p, as.p, b.p, bs.p, gl.p, nullptr, nullptr, d.p, dev);
+    const int64_t ws = gemm_workspace_size(h.format, h.M, h.N, h.K, dev);
+    ASSERT_GT(ws, 0) << where(h) << ": this shape should split K";
+    DevBuf wsb(ws);
+    ASSERT_EQ(cudaMemset(wsb.p, 0x5A, ws), cudaSuccess);
+    p.workspace = make_tensor(wsb.p, DType::U8, {ws}, dev);
+    cudaStream_t s;
+    ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+    auto check = [&](const char* what) {
+      ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+      std::vector<uint16_t> got(h.M * h.N);
+      ASSERT_EQ(cudaMemcpy(got.data(), d.p, d_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+      SCOPED_TRACE(what);
+      expect_bitwise(h, got, want);
+      ASSERT_EQ(cudaMemset(d.p, 0xFF, d_bytes), cudaSuccess);  // NaN poison for the next run
+    };
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(gemm(p, s).ok());
+      check("stream launch");
+    }
+    cudaGraph_t gr;
+    cudaGraphExec_t ge;
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    const Status st = gemm(p, s);
+    ASSERT_EQ(cudaStreamEndCapture(s, &gr), cudaSuccess);
+    ASSERT_TRUE(st.ok()) << st.message();
+    ASSERT_EQ(cudaGraphInstantiate(&ge, gr, 0), cudaSuccess);
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_EQ(cudaGraphLaunch(ge, s), cudaSuccess);
+      check("graph replay");
+    }
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(gr);
+    cudaStreamDestroy(s);
+  }
+}
+
 // D as a column window of a wider row-major buffer: the epilogue (a TMA store when there is no
 // bias, residual or split) must write exactly the window, rows past M included, and leave every
 // other element of the buffer as it was (NaN poison).

@@ -79,11 +79,15 @@ struct Traits {
   static constexpr bool kPer32 = kMXFP8A;  // W4A8 with MXFP8 activations: promote every k32
   static constexpr int kConsumerWGs = BM / 64;
   static constexpr int kConsumerThreads = 128 * kConsumerWGs;
-  // FP4 weights at BM = 64 (decode-sized M): one warpgroup expands packed B into the converted-B
-  // ring while the consumer runs only wgmma and promotion. At BM = 128 one expander warpgroup is
-  // slower than the tensor work of two consumers (measured: W4A16 617 -> 731 us at 4096^2 x 7168),
-  // so there the consumers expand the next stage themselves, under their wgmmas.
-  static constexpr int kExpanderWGs = kConvertB && BM == 64 ? 1 : 0;
+  // FP4 weights at BM = 64 (decode-sized M): two warpgroups expand packed B into the converted-B
+  // ring while the consumer runs only wgmma and promotion. The expansion is what bounds decode:
+  // with one expander warpgroup (one warp a scheduler, its dependent chains unhidden) the ncu
+  // source profile of W4A16 16x4096x7168 put 69% of all stall samples in it, at issue IPC 1.3. At
+  // BM = 128 one expander warpgroup is slower than the tensor work of two consumers (measured:
+  // W4A16 617 -> 731 us at 4096^2 x 7168), so there the consumers expand the next stage
+  // themselves, under their wgmmas.
+  static constexpr int kExpanderWGs = kConvertB && BM == 64 ? 2 : 0;
+  static constexpr int kExpanderThreads = 128 * kExpanderWGs;
   static constexpr int kThreads = 128 * (1 + kExpanderWGs) + kConsumerThreads;
   static constexpr int kConvSlots = 2;
   // setmaxnreg budget: launched at 65536 / kThreads (rounded down to 8, at most 232) registers a
@@ -313,7 +317,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       ptx::mbar_init(&empty[s], T::kConsumerThreads + 128 * T::kExpanderWGs);
     }
     for (int s = 0; s < T::kConvSlots; ++s) {
-      ptx::mbar_init(&conv_full[s], 128);                  // every expander thread
+      ptx::mbar_init(&conv_full[s], T::kExpanderThreads);  // every expander thread
       ptx::mbar_init(&conv_empty[s], T::kConsumerThreads);  // every consumer thread
     }
     ptx::fence_barrier_init();
@@ -422,12 +426,12 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
     return;
   }
 
-  if (T::kExpanderWGs && wg == 1) {
+  if (T::kExpanderWGs && wg >= 1 && wg <= T::kExpanderWGs) {
     // Expander: packed B of each stage into the converted-B ring (slot = K block % kConvSlots),
     // W4A8's per-row scales beside it; then the stage's packed B is released (one arrival a warp)
     // and the slot published (every thread: each one's stores and its proxy fence).
     ptx::setmaxnreg_dec<T::kExpanderRegs>();
-    if constexpr (T::kConvertB) {
+    if constexpr (T::kExpanderWGs > 0) {
       int stage = 0, slot = 0;
       uint32_t phase = 0, cphase = 0;
       Tile t;
@@ -438,10 +442,11 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
           uint8_t* dst = s_bconv + slot * T::kBConvBytes;
           const uint8_t* src = s_b + stage * T::kBBytes;
           const uint8_t* side_b = s_side + stage * T::kSideBytes + T::kAScaleFloats * 4;
-          if constexpr (T::kBF16) expand_w4a16<F, 128>(src, dst, side_b, tid_wg);
+          const int etid = threadIdx.x - 128;  // expander thread index
+          if constexpr (T::kBF16) expand_w4a16<F, T::kExpanderThreads>(src, dst, side_b, etid);
           else
-            expand_w4a8<kMXFP8A, 128>(src, dst, s_scale_rows + slot * T::kScaleRowFloats,
-                                      reinterpret_cast<const uint32_t*>(side_b), tid_wg);
+            expand_w4a8<kMXFP8A, T::kExpanderThreads>(src, dst, s_scale_rows + slot * T::kScaleRowFloats,
+                                                      reinterpret_cast<const uint32_t*>(side_b), etid);
           ptx::fence_proxy_async_smem();  // the converted tile is read by wgmma (async proxy)
           ptx::mbar_arrive(&conv_full[slot]);
           ptx::mbar_arrive(&empty[stage]);
