@@ -148,7 +148,7 @@ const FormatCase kCases[] = {
 TEST(GemmCuda, ExactMatchesReferenceBitForBit) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 g = test::rng_for_test();
-  const int64_t Ms[] = {1, 7, 16, 64, 129};  // <= 16: the skinny decode kernel; above: wgmma
+  const int64_t Ms[] = {1, 7, 16, 64, 100, 129};  // BM = 64 up to 64 (FP8: 128), then 128
   const int64_t NK[][2] = {{128, 128}, {256, 512}, {384, 1024}};
   for (const FormatCase& c : kCases)
     for (int64_t M : Ms)

@@ -94,8 +94,10 @@ struct Traits {
   // thread; the producer and expander give back exactly enough for the consumers' increase.
   static constexpr int kLaunchRegs = (65536 / kThreads) / 8 * 8 > 232 ? 232 : (65536 / kThreads) / 8 * 8;
   static constexpr int kProducerRegs = 40;
-  static constexpr int kExpanderRegs = 96;
-  static constexpr int kConsumerRegs = 232;
+  // With two expander warpgroups (BM = 64) the expanders get the registers the lone consumer
+  // warpgroup does not need (acc + one scratch tile), so their unrolled units can overlap.
+  static constexpr int kExpanderRegs = kExpanderWGs == 2 ? 152 : 96;
+  static constexpr int kConsumerRegs = kExpanderWGs == 2 ? 168 : 232;
   static constexpr int kABytes = kBF16 ? BM * kBK * 2 : BM * kBK;   // one stage of A
   static constexpr int kBBytes = kConvertB ? kBN * kBK / 2 : kBN * kBK;
   static constexpr int kTmaBytes = kABytes + kBBytes;
@@ -430,7 +432,8 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
     // Expander: packed B of each stage into the converted-B ring (slot = K block % kConvSlots),
     // W4A8's per-row scales beside it; then the stage's packed B is released (one arrival a warp)
     // and the slot published (every thread: each one's stores and its proxy fence).
-    ptx::setmaxnreg_dec<T::kExpanderRegs>();
+    if constexpr (T::kExpanderRegs > T::kLaunchRegs) ptx::setmaxnreg_inc<T::kExpanderRegs>();
+    else ptx::setmaxnreg_dec<T::kExpanderRegs>();
     if constexpr (T::kExpanderWGs > 0) {
       int stage = 0, slot = 0;
       uint32_t phase = 0, cphase = 0;
