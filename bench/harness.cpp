@@ -73,62 +73,15 @@ double percentile(std::vector<double> v, double q) {
 double gemm_tflops(bool fp8) {
   constexpr int64_t n = 8192;
   const size_t eb = fp8 ? 1 : 2;
-  // The two scales sit 16 bytes apart: cuBLASLt rejects (NOT_SUPPORTED) a scale pointer that is
-  // only 4-byte aligned.
-  DeviceBuffer a(n * n * eb), b(n * n * eb), d(n * n * 2), ws(64 << 20), sc(32);
+  DeviceBuffer a(n * n * eb), b(n * n * eb), d(n * n * 2);
   fill_random(a.data(), a.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 11);
   fill_random(b.data(), b.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 12);
-  const float ones[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
-  to_device(sc.data(), ones, sizeof ones);
-
-  struct Lt {
-    cublasLtHandle_t h = nullptr;
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
-    cublasLtMatmulPreference_t pref = nullptr;
-    ~Lt() {
-      if (pref) cublasLtMatmulPreferenceDestroy(pref);
-      if (ld) cublasLtMatrixLayoutDestroy(ld);
-      if (lb) cublasLtMatrixLayoutDestroy(lb);
-      if (la) cublasLtMatrixLayoutDestroy(la);
-      if (op) cublasLtMatmulDescDestroy(op);
-      if (h) cublasLtDestroy(h);
-    }
-  } lt;
-  const cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
-  DSV4_BENCH_LT(cublasLtCreate(&lt.h));
-  DSV4_BENCH_LT(cublasLtMatmulDescCreate(&lt.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-  if (fp8) {
-    const float* sa = sc.as<float>();
-    const float* sb = sc.as<float>() + 4;
-    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa));
-    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(lt.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb));
-  }
-  // Column-major: A is stored K x M (op T), B is K x N, D is M x N.
-  DSV4_BENCH_LT(cublasLtMatrixLayoutCreate(&lt.la, in, n, n, n));
-  DSV4_BENCH_LT(cublasLtMatrixLayoutCreate(&lt.lb, in, n, n, n));
-  DSV4_BENCH_LT(cublasLtMatrixLayoutCreate(&lt.ld, CUDA_R_16BF, n, n, n));
-  DSV4_BENCH_LT(cublasLtMatmulPreferenceCreate(&lt.pref));
-  const size_t ws_bytes = ws.size();
-  DSV4_BENCH_LT(cublasLtMatmulPreferenceSetAttribute(lt.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
-                                                sizeof ws_bytes));
-  cublasLtMatmulHeuristicResult_t heur{};
-  int found = 0;
-  DSV4_BENCH_LT(cublasLtMatmulAlgoGetHeuristic(lt.h, lt.op, lt.la, lt.lb, lt.ld, lt.ld, lt.pref, 1, &heur, &found));
-  if (found == 0) throw BenchError(std::string("cuBLASLt has no ") + (fp8 ? "fp8" : "bf16") + " GEMM algorithm here");
-  const float alpha = 1.0f, beta = 0.0f;
+  LtGemm lt(fp8, n, n, n, size_t(64) << 20);
+  lt.select(a.data(), b.data(), d.data());
   TimerOptions t;
   t.warmup = 5;
   t.iters = 20;
-  const Timing tm = time_gpu(
-      [&](int) {
-        DSV4_BENCH_LT(cublasLtMatmul(lt.h, lt.op, &alpha, a.data(), lt.la, b.data(), lt.lb, &beta, d.data(), lt.ld, d.data(),
-                                lt.ld, &heur.algo, ws.data(), ws_bytes, cstream()));
-      },
-      t);
+  const Timing tm = time_gpu([&](int) { lt.run(a.data(), b.data(), d.data()); }, t);
   return 2.0 * n * n * n / (tm.median_us * 1e-6) * 1e-12;
 }
 

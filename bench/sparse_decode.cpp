@@ -63,33 +63,25 @@ class LtBatched {
  public:
   LtBatched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, cudaDataType_t dtype_d, int64_t batch)
       : ws_(32 << 20) {
-    DSV4_BENCH_LT(cublasLtCreate(&h_));
-    DSV4_BENCH_LT(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    DSV4_BENCH_LT(cublasLtCreate(&lt_.h));
+    DSV4_BENCH_LT(cublasLtMatmulDescCreate(&lt_.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
-    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
+    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(lt_.op, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
+    DSV4_BENCH_LT(cublasLtMatmulDescSetAttribute(lt_.op, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
     const int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-    layout(&la_, CUDA_R_16BF, ar, ac, batch);
-    layout(&lb_, CUDA_R_16BF, br, bc, batch);
-    layout(&ld_, dtype_d, m, n, batch);
-    DSV4_BENCH_LT(cublasLtMatmulPreferenceCreate(&pref_));
+    layout(&lt_.la, CUDA_R_16BF, ar, ac, batch);
+    layout(&lt_.lb, CUDA_R_16BF, br, bc, batch);
+    layout(&lt_.ld, dtype_d, m, n, batch);
+    DSV4_BENCH_LT(cublasLtMatmulPreferenceCreate(&lt_.pref));
     const size_t wsb = ws_.size();
-    DSV4_BENCH_LT(cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+    DSV4_BENCH_LT(cublasLtMatmulPreferenceSetAttribute(lt_.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
     int found = 0;
-    DSV4_BENCH_LT(cublasLtMatmulAlgoGetHeuristic(h_, op_, la_, lb_, ld_, ld_, pref_, 1, &heur_, &found));
+    DSV4_BENCH_LT(cublasLtMatmulAlgoGetHeuristic(lt_.h, lt_.op, lt_.la, lt_.lb, lt_.ld, lt_.ld, lt_.pref, 1, &heur_, &found));
     if (found == 0) throw BenchError("cuBLASLt has no algorithm for the baseline GEMM");
-  }
-  ~LtBatched() {
-    if (pref_) cublasLtMatmulPreferenceDestroy(pref_);
-    if (ld_) cublasLtMatrixLayoutDestroy(ld_);
-    if (lb_) cublasLtMatrixLayoutDestroy(lb_);
-    if (la_) cublasLtMatrixLayoutDestroy(la_);
-    if (op_) cublasLtMatmulDescDestroy(op_);
-    if (h_) cublasLtDestroy(h_);
   }
   void run(const void* a, const void* b, void* d) {
     const float alpha = 1.f, beta = 0.f;
-    DSV4_BENCH_LT(cublasLtMatmul(h_, op_, &alpha, a, la_, b, lb_, &beta, d, ld_, d, ld_, &heur_.algo, ws_.data(), ws_.size(),
+    DSV4_BENCH_LT(cublasLtMatmul(lt_.h, lt_.op, &alpha, a, lt_.la, b, lt_.lb, &beta, d, lt_.ld, d, lt_.ld, &heur_.algo, ws_.data(), ws_.size(),
                          static_cast<cudaStream_t>(stream())));
   }
 
@@ -102,10 +94,7 @@ class LtBatched {
     DSV4_BENCH_LT(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
   }
   DeviceBuffer ws_;
-  cublasLtHandle_t h_ = nullptr;
-  cublasLtMatmulDesc_t op_ = nullptr;
-  cublasLtMatrixLayout_t la_ = nullptr, lb_ = nullptr, ld_ = nullptr;
-  cublasLtMatmulPreference_t pref_ = nullptr;
+  LtObjects lt_;  // after the workspace: destroyed first
   cublasLtMatmulHeuristicResult_t heur_{};
 };
 #endif

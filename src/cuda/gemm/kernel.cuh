@@ -510,6 +510,25 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       for (int k = 0; k < 4; ++k) ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
     };
 
+    // An FP4 block's operands: the stage's A scales and A descriptor, the expanded-B buffer's
+    // descriptor and (W4A8) its per-row scales.
+    struct BlockOps {
+      const float* sa;
+      float s_lo, s_hi;
+      uint64_t da, db;
+      const float* scale_rows;
+    };
+    [[maybe_unused]] auto block_ops = [&](int stg, int bbuf) {
+      BlockOps o;
+      o.sa = reinterpret_cast<const float*>(s_side + stg * T::kSideBytes);
+      o.s_lo = o.s_hi = 1.f;
+      if constexpr (T::kAScales && !kMXFP8A) o.s_lo = o.sa[row_in_tile], o.s_hi = o.sa[row_in_tile + 8];
+      o.da = desc_at(desc_a0, stg * T::kABytes);
+      o.db = desc_at(desc_b0, bbuf * T::kBConvBytes);
+      o.scale_rows = s_scale_rows + bbuf * T::kScaleRowFloats;
+      return o;
+    };
+
     if constexpr (!T::kConvertB) {
       // FP8: B feeds wgmma straight from the TMA stage. Two scratch tiles, so the wgmmas of block
       // kb+1 run while block kb is promoted: the tensor pipe always has this warpgroup's next
@@ -582,11 +601,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       expand(stage, buf);
       ptx::named_barrier_sync(1, T::kConsumerThreads);
       for (int kb = t.kb0; kb < t.kb1; ++kb) {
-        const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
-        float s_lo = 1.f, s_hi = 1.f;
-        if constexpr (T::kAScales && !kMXFP8A) s_lo = sa[row_in_tile], s_hi = sa[row_in_tile + 8];
-        const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, buf * T::kBConvBytes);
-        const float* scale_rows = s_scale_rows + buf * T::kScaleRowFloats;
+        const auto [sa, s_lo, s_hi, da, db, scale_rows] = block_ops(stage, buf);
         ptx::wgmma_fence();
         if constexpr (T::kBF16) {
           mma_bf16(da, db);
@@ -639,11 +654,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       for (int kb = t.kb0; kb < t.kb1; ++kb) {
         ptx::mbar_wait(&full[stage], phase);
         ptx::mbar_wait(&conv_full[slot], cphase);
-        const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
-        float s_lo = 1.f, s_hi = 1.f;
-        if constexpr (T::kAScales && !kMXFP8A) s_lo = sa[row_in_tile], s_hi = sa[row_in_tile + 8];
-        const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, slot * T::kBConvBytes);
-        const float* scale_rows = s_scale_rows + slot * T::kScaleRowFloats;
+        const auto [sa, s_lo, s_hi, da, db, scale_rows] = block_ops(stage, slot);
         ptx::wgmma_fence();
         if constexpr (T::kBF16) {
           mma_bf16(da, db);
