@@ -227,16 +227,21 @@ TEST(GemmCuda, W4A8WideScaleSpanRoundsSmallBlocks) {
   // result must still match the exact reference within bf16 rounding.
   SKIP_WITHOUT_GPU();
   std::mt19937_64 g = test::rng_for_test();
-  for (int64_t M : {int64_t(7), int64_t(64)}) {  // skinny and wgmma kernels
-    HostGemm h = test::make_random_gemm(GemmFormat::kW4A8MXFP4, M, 256, 1024, g);
-    for (int64_t n = 0; n < h.N; ++n)
-      for (int64_t j = 0; j < h.K / 32; ++j)
-        h.b_scales[n * (h.K / 32) + j] = static_cast<uint8_t>(j % 4 == n % 4 ? 127 + 4 : 127 - 16);
-    const std::vector<uint16_t> want = run_cpu(h);
-    GpuRun r = run_gpu(h);
-    ASSERT_TRUE(r.status.ok()) << r.status.message();
-    expect_close(h, r.d, want);
-  }
+  // Spans 3, 7 and 11 stay on the kernel's exact exponent-shift path (every sub-block's shift
+  // >= -5); span 20 takes the rounding path.
+  for (int span : {20, 11, 7, 3})
+    for (int64_t M : {int64_t(7), int64_t(64), int64_t(129)}) {  // BM = 64 (expanders) and 128 (consumers)
+      SCOPED_TRACE(testing::Message() << "scale span " << span);
+      HostGemm h = test::make_random_gemm(GemmFormat::kW4A8MXFP4, M, 256, 1024, g);
+      for (int64_t n = 0; n < h.N; ++n)
+        for (int64_t j = 0; j < h.K / 32; ++j)
+          h.b_scales[n * (h.K / 32) + j] =
+              static_cast<uint8_t>(j % 4 == n % 4 ? 127 + 4 : 127 + 4 - span + static_cast<int>((n + j) % (span / 2 + 1)));
+      const std::vector<uint16_t> want = run_cpu(h);
+      GpuRun r = run_gpu(h);
+      ASSERT_TRUE(r.status.ok()) << r.status.message();
+      expect_close(h, r.d, want);
+    }
 }
 
 TEST(GemmCuda, NaNScalePropagates) {
