@@ -28,15 +28,16 @@ TEST(GemmConfig, InvariantsOverSweep) {
               const int kblocks = static_cast<int>(K / kBK);
               ASSERT_TRUE(c.bm == 64 || c.bm == 128);
               ASSERT_EQ(c.bm, M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128);
+              ASSERT_EQ(c.bn, f == GemmFormat::kFP8Block && M >= 8 && M <= 64 && N / 32 <= sm ? kBNDecode : kBN);
               ASSERT_GE(c.stages, 2);
-              ASSERT_LE(c.stages, kMaxStages);
-              ASSERT_LE(smem_bytes(f, c.bm, c.stages), kSmemLimit);
+              ASSERT_LE(c.stages, c.bn == kBN ? kMaxStages : kMaxStagesDecode);
+              ASSERT_LE(smem_bytes(f, c.bm, c.stages, c.bn), kSmemLimit);
               ASSERT_GE(c.splits, 1);
               ASSERT_LE(c.splits, kMaxSplits);
               // Every K block belongs to exactly one split and no split is empty.
               ASSERT_GE(int64_t(c.splits) * c.kblocks_per_split, kblocks);
               ASSERT_LT(int64_t(c.splits - 1) * c.kblocks_per_split, kblocks);
-              ASSERT_EQ(c.tiles, (M + c.bm - 1) / c.bm * (N / kBN));
+              ASSERT_EQ(c.tiles, (M + c.bm - 1) / c.bm * (N / c.bn));
               ASSERT_LE(c.workspace_bytes, ws);
               ASSERT_EQ(c.workspace_bytes, c.splits > 1 ? int64_t(c.splits) * M * N * 4 : 0);
               ASSERT_GE(c.grid, 1);
@@ -50,12 +51,22 @@ TEST(GemmConfig, InvariantsOverSweep) {
 }
 
 TEST(GemmConfig, DecodeShapesSplitAcrossAllSms) {
-  // The decode shapes on an H100 (132 SMs): weights dominate, so the CTAs must cover the SMs.
+  // The decode shapes on an H100 (132 SMs): weights dominate, so the CTAs must cover the SMs,
+  // through split-K, or for FP8 at 8 <= M <= 64 through 32-row weight tiles (no split, no reduction).
   for (GemmFormat f : kFormats)
     for (int64_t M : {1, 16, 64, 128}) {
       const GemmConfig c = choose_gemm_config(M, 4096, 7168, f, 132, kHuge);
-      EXPECT_GT(c.splits, 1) << gemm_format_name(f) << " M=" << M;
-      EXPECT_GE(c.tiles * c.splits, 100) << gemm_format_name(f) << " M=" << M;
+      SCOPED_TRACE(testing::Message() << gemm_format_name(f) << " M=" << M);
+      if (f == GemmFormat::kFP8Block && M >= 8 && M <= 64) {
+        EXPECT_EQ(c.bn, kBNDecode);
+        EXPECT_EQ(c.tiles, 128);
+        EXPECT_EQ(c.splits, 1);
+        EXPECT_EQ(c.stages, kMaxStagesDecode);
+      } else {
+        EXPECT_EQ(c.bn, kBN);
+        EXPECT_GT(c.splits, 1);
+      }
+      EXPECT_GE(c.tiles * c.splits, 100);
       EXPECT_EQ(c.grid, c.tiles * c.splits);
     }
 }
@@ -71,11 +82,11 @@ TEST(GemmConfig, LargeProblemsDoNotSplit) {
 }
 
 TEST(GemmConfig, NoWorkspaceMeansNoSplit) {
-  const GemmConfig c = choose_gemm_config(16, 4096, 7168, GemmFormat::kFP8Block, 132, 0);
+  const GemmConfig c = choose_gemm_config(16, 4096, 7168, GemmFormat::kW4A16MXFP4, 132, 0);
   EXPECT_EQ(c.splits, 1);
   EXPECT_EQ(c.kblocks_per_split, 56);
   // A workspace for exactly two splits allows two.
-  const GemmConfig c2 = choose_gemm_config(16, 4096, 7168, GemmFormat::kFP8Block, 132, 2 * 16 * 4096 * 4);
+  const GemmConfig c2 = choose_gemm_config(16, 4096, 7168, GemmFormat::kW4A16MXFP4, 132, 2 * 16 * 4096 * 4);
   EXPECT_EQ(c2.splits, 2);
 }
 
@@ -83,6 +94,7 @@ TEST(GemmConfig, StageBudgetPerFormat) {
   // The pipeline must stay deep enough to hide TMA latency on every path.
   EXPECT_GE(max_stages(GemmFormat::kFP8Block, 128), 5);
   EXPECT_GE(max_stages(GemmFormat::kFP8Block, 64), 8);
+  EXPECT_EQ(max_stages(GemmFormat::kFP8Block, 64, kBNDecode), kMaxStagesDecode);
   EXPECT_GE(max_stages(GemmFormat::kW4A8MXFP4, 128), 5);
   EXPECT_GE(max_stages(GemmFormat::kW4A16MXFP4, 128), 3);
 }

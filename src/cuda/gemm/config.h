@@ -1,10 +1,12 @@
 // The GEMM launch heuristic: a pure function from the problem to tile shape, pipeline depth and
 // split-K. No CUDA includes, so the CPU tests check it directly (tests/cpu/gemm_config_test.cpp).
 //
-// Every kernel uses BN = 128 output columns and BK = 128 K elements a pipeline stage (one scale
-// block of the FP8 formats, four of MXFP4). BM is 64 (one consumer warpgroup, decode-sized M) or
-// 128 (two consumer warpgroups). Small problems split K so that about one CTA runs per SM: at
-// decode the GEMM is bound by weight bytes and every SM has to pull its share.
+// Tiles are BM x BN output elements, BK = 128 K elements a pipeline stage (one scale block of the
+// FP8 formats, four of MXFP4). BM is 64 (one consumer warpgroup, decode-sized M) or 128 (two
+// consumer warpgroups). BN is 128, except FP8 decode (8 <= M <= 64, N / 32 <= SMs): 32-row weight
+// tiles, so that N / 32 tiles cover the SMs in one round without split-K (no partials, no
+// reduction kernel) and each CTA streams its weight rows with up to 16 stages in flight. Other small problems split K so that
+// about one CTA runs per SM: at decode the GEMM is bound by weight bytes.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -13,9 +15,11 @@
 
 namespace dsv4::cuda::gemm_detail {
 
-inline constexpr int kBN = 128;
+inline constexpr int kBN = 128;     // the usual tile width
+inline constexpr int kBNDecode = 32;  // FP8 decode tile width
 inline constexpr int kBK = 128;
 inline constexpr int kMaxStages = 8;
+inline constexpr int kMaxStagesDecode = 16;  // 32-row tiles: 4 KiB of weights a stage
 inline constexpr int kMaxSplits = 16;
 // Dynamic shared memory an sm_90 CTA may use, and what the kernel keeps beside the stages
 // (mbarriers, 1 KiB alignment slack for the 128B-swizzled tiles, W4A8's converted-B scale rows).
@@ -23,9 +27,9 @@ inline constexpr int kSmemLimit = 232448;
 inline constexpr int kSmemReserved = 6144;
 
 // Bytes of one stage's A tile + B tile as TMA loads them.
-constexpr int tma_stage_bytes(GemmFormat f, int bm) {
+constexpr int tma_stage_bytes(GemmFormat f, int bm, int bn = kBN) {
   switch (f) {
-    case GemmFormat::kFP8Block: return bm * kBK + kBN * kBK;           // e4m3 A, e4m3 B
+    case GemmFormat::kFP8Block: return bm * kBK + bn * kBK;            // e4m3 A, e4m3 B
     case GemmFormat::kW4A8MXFP4: return bm * kBK + kBN * kBK / 2;      // e4m3 A, packed e2m1 B
     case GemmFormat::kW4A16MXFP4:
     case GemmFormat::kW4A16NVFP4: return bm * kBK * 2 + kBN * kBK / 2;  // bf16 A, packed e2m1 B
@@ -44,7 +48,9 @@ constexpr int scale_stage_bytes(GemmFormat f, int bm) {
   }
   return 0;
 }
-constexpr int stage_bytes(GemmFormat f, int bm) { return tma_stage_bytes(f, bm) + scale_stage_bytes(f, bm); }
+constexpr int stage_bytes(GemmFormat f, int bm, int bn = kBN) {
+  return tma_stage_bytes(f, bm, bn) + scale_stage_bytes(f, bm);
+}
 // Shared memory for B expanded by the consumers (double-buffered): 0 when B feeds wgmma directly.
 constexpr int converted_b_bytes(GemmFormat f) {
   switch (f) {
@@ -56,14 +62,15 @@ constexpr int converted_b_bytes(GemmFormat f) {
   return 0;
 }
 // The bf16 output tile staged for its TMA store (so the consumers start the next tile's wgmmas
-// while the store drains): BM rows x 128 columns.
-constexpr int epilogue_bytes(int bm) { return bm * kBN * 2; }
-constexpr int max_stages(GemmFormat f, int bm) {
-  const int s = (kSmemLimit - kSmemReserved - converted_b_bytes(f) - epilogue_bytes(bm)) / stage_bytes(f, bm);
-  return s < kMaxStages ? s : kMaxStages;
+// while the store drains): BM rows x 128 columns. Decode tiles (BN = 32) store directly.
+constexpr int epilogue_bytes(int bm, int bn = kBN) { return bn == kBN ? bm * kBN * 2 : 0; }
+constexpr int max_stages(GemmFormat f, int bm, int bn = kBN) {
+  const int cap = bn == kBN ? kMaxStages : kMaxStagesDecode;
+  const int s = (kSmemLimit - kSmemReserved - converted_b_bytes(f) - epilogue_bytes(bm, bn)) / stage_bytes(f, bm, bn);
+  return s < cap ? s : cap;
 }
-constexpr int smem_bytes(GemmFormat f, int bm, int stages) {
-  return stages * stage_bytes(f, bm) + converted_b_bytes(f) + epilogue_bytes(bm) + kSmemReserved;
+constexpr int smem_bytes(GemmFormat f, int bm, int stages, int bn = kBN) {
+  return stages * stage_bytes(f, bm, bn) + converted_b_bytes(f) + epilogue_bytes(bm, bn) + kSmemReserved;
 }
 
 // BM = 64 (one consumer warpgroup) up to M = 64; FP8 keeps it up to M = 128, where two 64-row
@@ -72,8 +79,17 @@ constexpr int smem_bytes(GemmFormat f, int bm, int stages) {
 // (W4A16 44.6 vs 36.5 us).
 constexpr int bm_for(int64_t M, GemmFormat f) { return M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128; }
 
+// FP8 at decode sizes takes 32-row weight tiles (see the top of this file) when they make one round
+// of CTAs: with more tiles than SMs each CTA walks several short tiles and its 2-deep wgmma
+// pipeline restarts at every one (H100, 16x24576x1536: 26-27 us against 21 with split-K tiles of
+// 128). M < 8 measured slower too (1x4096x7168: 21.4 vs 19.6 us).
+constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count) {
+  return f == GemmFormat::kFP8Block && M >= 8 && M <= 64 && N / kBNDecode <= sm_count ? kBNDecode : kBN;
+}
+
 struct GemmConfig {
   int bm = 128;          // 64 or 128
+  int bn = kBN;          // 128, or 32 for FP8 decode
   int stages = 1;        // TMA pipeline depth
   int splits = 1;        // split-K factor (1: the kernel writes bf16 D directly)
   int kblocks_per_split = 1;
@@ -89,9 +105,10 @@ inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat
   GemmConfig c;
   sm_count = std::max(sm_count, 1);
   c.bm = bm_for(M, f);
-  c.stages = max_stages(f, c.bm);
+  c.bn = bn_for(M, N, f, sm_count);
+  c.stages = max_stages(f, c.bm, c.bn);
   const int64_t m_tiles = (M + c.bm - 1) / c.bm;
-  c.tiles = m_tiles * (N / kBN);
+  c.tiles = m_tiles * (N / c.bn);
   const int kblocks = static_cast<int>(K / kBK);
   c.splits = 1;
   // Split only when the tiles leave more than a quarter of the SMs idle, keep at least 2 K blocks

@@ -72,7 +72,7 @@ struct KernelArgs {
 
 // Everything the kernel's layout derives from (format, BM); the static_asserts pin the invariants
 // the descriptors and TMA boxes rely on.
-template <GemmFormat F, int BM, bool kMXFP8A = false>
+template <GemmFormat F, int BM, bool kMXFP8A = false, int BN = kBN>
 struct Traits {
   static constexpr bool kBF16 = F == GemmFormat::kW4A16MXFP4 || F == GemmFormat::kW4A16NVFP4;
   static constexpr bool kConvertB = F != GemmFormat::kFP8Block;
@@ -93,13 +93,17 @@ struct Traits {
   // setmaxnreg budget: launched at 65536 / kThreads (rounded down to 8, at most 232) registers a
   // thread; the producer and expander give back exactly enough for the consumers' increase.
   static constexpr int kLaunchRegs = (65536 / kThreads) / 8 * 8 > 232 ? 232 : (65536 / kThreads) / 8 * 8;
-  static constexpr int kProducerRegs = 40;
+  // Kernels with one consumer warpgroup and no expanders (FP8 at BM = 64) have registers to spare:
+  // their loader warps keep four stages of scale loads in flight; the others one (40 registers).
+  static constexpr bool kRoomyProducer = kExpanderWGs == 0 && BM == 64;
+  static constexpr int kProducerRegs = kRoomyProducer ? 128 : 40;
+  static constexpr int kLoaderDepth = kRoomyProducer ? 4 : 1;
   // With two expander warpgroups (BM = 64) the expanders get the registers the lone consumer
   // warpgroup does not need (acc + one scratch tile), so their unrolled units can overlap.
   static constexpr int kExpanderRegs = kExpanderWGs == 2 ? 152 : 96;
   static constexpr int kConsumerRegs = kExpanderWGs == 2 ? 168 : 232;
   static constexpr int kABytes = kBF16 ? BM * kBK * 2 : BM * kBK;   // one stage of A
-  static constexpr int kBBytes = kConvertB ? kBN * kBK / 2 : kBN * kBK;
+  static constexpr int kBBytes = kConvertB ? kBN * kBK / 2 : BN * kBK;
   static constexpr int kTmaBytes = kABytes + kBBytes;
   // Scales of a stage in shared memory, written by the loader warps: A's as f32 [cols][BM], then
   // B's (FP8: one f32; MXFP4: four ue8m0 bytes a row, packed; NVFP4: eight e4m3 bytes a row).
@@ -109,17 +113,20 @@ struct Traits {
   static constexpr int kBScaleBytes = F == GemmFormat::kFP8Block ? 16 : F == GemmFormat::kW4A16NVFP4 ? kBN * 8 : kBN * 4;
   static constexpr int kSideBytes = kAScaleFloats * 4 + kBScaleBytes;
   static constexpr int kLoaderWarps = 3;  // warps 1-3 of the producer warpgroup
-  static constexpr int kStages = max_stages(F, BM);
+  static constexpr int kStages = max_stages(F, BM, BN);
   static constexpr int kBConvBytes = kBF16 ? kBN * kBK * 2 : kBN * kBK;  // one expanded B buffer
   static constexpr int kScaleRowFloats = F == GemmFormat::kW4A8MXFP4 ? 4 * kBN : 0;  // per buffer
-  static constexpr int kEpiBytes = epilogue_bytes(BM);  // 16 KiB a consumer warpgroup
-  static constexpr int kSmemBytes = smem_bytes(F, BM, kStages);
+  static constexpr int kEpiBytes = epilogue_bytes(BM, BN);  // 16 KiB a consumer warpgroup, or 0
+  static constexpr int kSmemBytes = smem_bytes(F, BM, kStages, BN);
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups of 64 rows");
-  static_assert(kTmaBytes == tma_stage_bytes(F, BM), "TMA bytes a stage must match the heuristic's budget");
+  static_assert(BN == kBN || (BN == kBNDecode && F == GemmFormat::kFP8Block && BM == 64),
+                "32-column tiles are the FP8 decode kernel's only");
+  static_assert(kTmaBytes == tma_stage_bytes(F, BM, BN), "TMA bytes a stage must match the heuristic's budget");
   static_assert(kSideBytes <= scale_stage_bytes(F, BM), "stage scales must fit the heuristic's budget");
   static_assert(kSideBytes % 16 == 0, "the barriers after the scales need 8-byte alignment");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep 1024-byte swizzle alignment");
-  static_assert(kBConvBytes % 1024 == 0 && kEpiBytes == 64 * 128 * 2 * kConsumerWGs, "epilogue tiles: 1024-aligned, 64 x 128 bf16 a warpgroup");
+  static_assert(kBConvBytes % 1024 == 0 && kEpiBytes == (BN == kBN ? 64 * 128 * 2 * kConsumerWGs : 0),
+                "epilogue tiles: 1024-aligned, 64 x 128 bf16 a warpgroup");
   static_assert(kStages >= 2, "the pipeline needs at least double buffering");
   static_assert(1024 + 16 * kStages + 16 * kConvSlots + 2 * kScaleRowFloats * 4 <= kSmemReserved,
                 "reserved smem too small");
@@ -140,7 +147,7 @@ struct Tile {
 
 // Maps a work unit to its tile; false once past the last unit. Units are split-minor so the splits
 // of one tile run side by side, and m-minor so concurrent CTAs share B tiles in L2.
-template <int BM>
+template <int BM, int BN>
 __device__ __forceinline__ bool get_tile(const KernelArgs& a, int unit, Tile& t) {
   const int tile = unit / a.splits;
   t.split = unit - tile * a.splits;
@@ -159,7 +166,7 @@ __device__ __forceinline__ bool get_tile(const KernelArgs& a, int unit, Tile& t)
       const int n_blk = rem / m_tiles;
       t.m0 = row0 + (rem - n_blk * m_tiles) * BM;
       t.m_end = row0 + rows;
-      t.n0 = n_blk * kBN;
+      t.n0 = n_blk * BN;
       t.b_row0 = g * a.N + t.n0;
       break;
     }
@@ -284,11 +291,13 @@ __device__ __forceinline__ void expand_w4a16(const uint8_t* packed, uint8_t* dst
   }
 }
 
-template <GemmFormat F, int BM, bool kMXFP8A>
-__global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
+template <GemmFormat F, int BM, bool kMXFP8A, int BN = kBN>
+__global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
                 const __grid_constant__ CUtensorMap tm_d, const KernelArgs args) {
-  using T = Traits<F, BM, kMXFP8A>;
+  using T = Traits<F, BM, kMXFP8A, BN>;
+  constexpr int kAcc = BN / 2;  // f32 accumulators a thread of an m64 x BN wgmma tile
+  constexpr int kJ = BN / 8;    // their 8-column groups
   constexpr int S = T::kStages;
   extern __shared__ uint8_t smem_raw[];
   // Aligned by pointer arithmetic on smem_raw (no integer round trip), so the compiler keeps every
@@ -337,7 +346,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       int stage = 0;
       uint32_t phase = 0;
       Tile t;
-      for (int unit = blockIdx.x; get_tile<BM>(args, unit, t); unit += gridDim.x) {
+      for (int unit = blockIdx.x; get_tile<BM, BN>(args, unit, t); unit += gridDim.x) {
         for (int kb = t.kb0; kb < t.kb1; ++kb) {
           ptx::mbar_wait(&empty[stage], phase ^ 1);
           ptx::mbar_arrive_expect_tx(&full[stage], T::kTmaBytes);
@@ -352,80 +361,120 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       }
       return;
     }
-    // Loader warps 1..3 take the stages in turn and copy their scales into shared memory. Every
-    // load of a stage is issued before the warp waits for the stage to be free, so the scales'
-    // global latency overlaps that wait and two other warps' stages, never the consumers' loop.
+    // Loader warps 1..3 take the stages in turn and copy their scales into shared memory. A warp
+    // keeps the loads of its next kLoaderDepth stages in flight (a ring of registers), and issues
+    // a stage's loads before it waits for that stage to be free, so the scales' global latency
+    // overlaps the waits and the other warps' stages, never the consumers' loop. (One stage in
+    // flight a warp made the loaders the critical path of the decode kernels: ~19 dependent
+    // round trips a warp at 56 K blocks a CTA.)
     const int lw = warp - 1;
     constexpr int kARows = T::kAScales ? BM / 32 : 0;
     constexpr int kBRows = kBN / 32;  // B scale rows of a lane (FP4 weights)
-    int it = 0;
-    Tile t;
-    for (int unit = blockIdx.x; get_tile<BM>(args, unit, t); unit += gridDim.x) {
-      for (int kb = t.kb0; kb < t.kb1; ++kb, ++it) {
-        if (it % T::kLoaderWarps != lw) continue;
-        const int stage = it % S;
-        const uint32_t phase = (it / S) & 1;
-        // A scales: one f32/ue8m0 a row, or MXFP8's four ue8m0 bytes of the K block packed.
-        uint32_t ra[kARows > 0 ? kARows : 1];
+    constexpr int kD = T::kLoaderDepth;
+    struct Regs {
+      uint32_t ra[kARows > 0 ? kARows : 1];                                    // A scale bits
+      uint32_t rb[F == GemmFormat::kW4A16NVFP4 ? 2 * kBRows : kBRows];        // B scale bits
+    };
+    struct Pos {  // a stage of this CTA's sequence: its tile and K block
+      int it, unit, kb;
+      Tile t;
+      bool valid;
+    };
+    auto step = [&](Pos& p) {  // the next stage in the CTA's order
+      ++p.it;
+      if (++p.kb < p.t.kb1) return;
+      p.unit += gridDim.x;
+      p.valid = get_tile<BM, BN>(args, p.unit, p.t);
+      p.kb = p.t.kb0;
+    };
+    auto advance = [&](Pos& p, int n) {
+      for (int i = 0; i < n && p.valid; ++i) step(p);
+    };
+    auto load = [&](const Pos& p, Regs& r) {
+      const Tile& t = p.t;
+      const int kb = p.kb;
+      // A scales: one f32/ue8m0 a row, or MXFP8's four ue8m0 bytes of the K block packed.
 #pragma unroll
-        for (int j = 0; j < kARows; ++j) {
-          const int64_t row = min(t.m0 + lane + 32 * j, t.m_end - 1);  // rows past the group: clamped
-          if constexpr (kMXFP8A) {
-            const uint8_t* sp = args.a_scales + row * args.as_s0 + static_cast<int64_t>(kb) * 4 * args.as_s1;
-            ra[j] = uint32_t(__ldg(sp)) | (uint32_t(__ldg(sp + args.as_s1)) << 8) |
+      for (int j = 0; j < kARows; ++j) {
+        const int64_t row = min(t.m0 + lane + 32 * j, t.m_end - 1);  // rows past the group: clamped
+        if constexpr (kMXFP8A) {
+          const uint8_t* sp = args.a_scales + row * args.as_s0 + static_cast<int64_t>(kb) * 4 * args.as_s1;
+          r.ra[j] = uint32_t(__ldg(sp)) | (uint32_t(__ldg(sp + args.as_s1)) << 8) |
                     (uint32_t(__ldg(sp + 2 * args.as_s1)) << 16) | (uint32_t(__ldg(sp + 3 * args.as_s1)) << 24);
-          } else {
-            ra[j] = load_scale_bits(args.a_scales, row * args.as_s0 + static_cast<int64_t>(kb) * args.as_s1,
+        } else {
+          r.ra[j] = load_scale_bits(args.a_scales, row * args.as_s0 + static_cast<int64_t>(kb) * args.as_s1,
                                     args.a_scale_f32);
-          }
         }
-        uint32_t rb[F == GemmFormat::kW4A16NVFP4 ? 2 * kBRows : kBRows];
-        if constexpr (F == GemmFormat::kFP8Block) {
-          rb[0] = load_scale_bits(args.b_scales,
+      }
+      if constexpr (F == GemmFormat::kFP8Block) {
+        r.rb[0] = load_scale_bits(args.b_scales,
                                   static_cast<int64_t>(t.b_row0 / 128) * args.bs_s0 + static_cast<int64_t>(kb) * args.bs_s1,
                                   args.b_scale_f32);
-        } else {
-          constexpr int kPerRow = F == GemmFormat::kW4A16NVFP4 ? 8 : 4;  // scale bytes a row a K block
+      } else {
+        constexpr int kPerRow = F == GemmFormat::kW4A16NVFP4 ? 8 : 4;  // scale bytes a row a K block
 #pragma unroll
-          for (int j = 0; j < kBRows; ++j) {
-            const uint8_t* sp = args.b_scales + static_cast<int64_t>(t.b_row0 + lane + 32 * j) * args.bs_s0 +
-                                static_cast<int64_t>(kb) * kPerRow * args.bs_s1;
+        for (int j = 0; j < kBRows; ++j) {
+          const uint8_t* sp = args.b_scales + static_cast<int64_t>(t.b_row0 + lane + 32 * j) * args.bs_s0 +
+                              static_cast<int64_t>(kb) * kPerRow * args.bs_s1;
 #pragma unroll
-            for (int w = 0; w < kPerRow / 4; ++w) {
-              uint32_t v = 0;
+          for (int w = 0; w < kPerRow / 4; ++w) {
+            uint32_t v = 0;
 #pragma unroll
-              for (int q = 0; q < 4; ++q) v |= uint32_t(__ldg(sp + (w * 4 + q) * args.bs_s1)) << (8 * q);
-              rb[j * (kPerRow / 4) + w] = v;
-            }
+            for (int q = 0; q < 4; ++q) v |= uint32_t(__ldg(sp + (w * 4 + q) * args.bs_s1)) << (8 * q);
+            r.rb[j * (kPerRow / 4) + w] = v;
           }
         }
-        ptx::mbar_wait(&empty[stage], phase ^ 1);
-        uint8_t* side = s_side + stage * T::kSideBytes;
-        float* sa = reinterpret_cast<float*>(side);
+      }
+    };
+    auto store = [&](int it, const Regs& r) {
+      const int stage = it % S;
+      ptx::mbar_wait(&empty[stage], ((it / S) & 1) ^ 1);
+      uint8_t* side = s_side + stage * T::kSideBytes;
+      float* sa = reinterpret_cast<float*>(side);
 #pragma unroll
-        for (int j = 0; j < kARows; ++j) {
-          if constexpr (kMXFP8A) {
+      for (int j = 0; j < kARows; ++j) {
+        if constexpr (kMXFP8A) {
 #pragma unroll
-            for (int c = 0; c < 4; ++c) sa[c * BM + lane + 32 * j] = num::ue8m0_to_float(static_cast<uint8_t>(ra[j] >> (8 * c)));
-          } else {
-            sa[lane + 32 * j] = scale_from_bits(ra[j], args.a_scale_f32);
-          }
-        }
-        uint32_t* sb = reinterpret_cast<uint32_t*>(side + T::kAScaleFloats * 4);
-        if constexpr (F == GemmFormat::kFP8Block) {
-          if (lane == 0) *reinterpret_cast<float*>(sb) = scale_from_bits(rb[0], args.b_scale_f32);
-        } else if constexpr (F == GemmFormat::kW4A16NVFP4) {
-#pragma unroll
-          for (int j = 0; j < kBRows; ++j)
-            *reinterpret_cast<uint2*>(sb + 2 * (lane + 32 * j)) = make_uint2(rb[2 * j], rb[2 * j + 1]);
+          for (int c = 0; c < 4; ++c) sa[c * BM + lane + 32 * j] = num::ue8m0_to_float(static_cast<uint8_t>(r.ra[j] >> (8 * c)));
         } else {
-#pragma unroll
-          for (int j = 0; j < kBRows; ++j) sb[lane + 32 * j] = rb[j];
+          sa[lane + 32 * j] = scale_from_bits(r.ra[j], args.a_scale_f32);
         }
-        ptx::mbar_arrive(&full[stage]);  // release: the stores above are visible to the waiters
+      }
+      uint32_t* sb = reinterpret_cast<uint32_t*>(side + T::kAScaleFloats * 4);
+      if constexpr (F == GemmFormat::kFP8Block) {
+        if (lane == 0) *reinterpret_cast<float*>(sb) = scale_from_bits(r.rb[0], args.b_scale_f32);
+      } else if constexpr (F == GemmFormat::kW4A16NVFP4) {
+#pragma unroll
+        for (int j = 0; j < kBRows; ++j)
+          *reinterpret_cast<uint2*>(sb + 2 * (lane + 32 * j)) = make_uint2(r.rb[2 * j], r.rb[2 * j + 1]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kBRows; ++j) sb[lane + 32 * j] = r.rb[j];
+      }
+      ptx::mbar_arrive(&full[stage]);  // release: the stores above are visible to the waiters
+    };
+    // Ring slot d holds this warp's (d + 1)-th next stage: kD stages of loads in flight.
+    Pos pos[kD];
+    Regs regs[kD];
+    Pos q;
+    q.it = 0, q.unit = blockIdx.x, q.valid = get_tile<BM, BN>(args, q.unit, q.t), q.kb = q.t.kb0;
+    advance(q, lw);
+#pragma unroll
+    for (int d = 0; d < kD; ++d) {
+      pos[d] = q;
+      if (q.valid) load(q, regs[d]);
+      advance(q, T::kLoaderWarps);
+    }
+    for (;;) {
+#pragma unroll
+      for (int d = 0; d < kD; ++d) {
+        if (!pos[d].valid) return;
+        store(pos[d].it, regs[d]);
+        pos[d] = q;  // q is this warp's stage kD slots ahead
+        if (q.valid) load(q, regs[d]);
+        advance(q, T::kLoaderWarps);
       }
     }
-    return;
   }
 
   if (T::kExpanderWGs && wg >= 1 && wg <= T::kExpanderWGs) {
@@ -438,7 +487,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       int stage = 0, slot = 0;
       uint32_t phase = 0, cphase = 0;
       Tile t;
-      for (int unit = blockIdx.x; get_tile<BM>(args, unit, t); unit += gridDim.x) {
+      for (int unit = blockIdx.x; get_tile<BM, BN>(args, unit, t); unit += gridDim.x) {
         for (int kb = t.kb0; kb < t.kb1; ++kb) {
           ptx::mbar_wait(&full[stage], phase);
           ptx::mbar_wait(&conv_empty[slot], cphase ^ 1);
@@ -470,8 +519,8 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
   [[maybe_unused]] int slot = 0, buf = 0;
   [[maybe_unused]] uint32_t cphase = 0;
   [[maybe_unused]] const int ctid = threadIdx.x - 128 * (1 + T::kExpanderWGs);  // consumer thread index
-  float acc[64];
-  [[maybe_unused]] float tmp[64];
+  float acc[kAcc];
+  [[maybe_unused]] float tmp[kAcc];
   const float global = F == GemmFormat::kW4A16NVFP4 ? __ldg(args.b_global) : 1.f;
   // Descriptors of stage 0 / buffer 0; a stage, buffer or K slice is a byte offset, added in
   // 16-byte units to the address field (shared addresses < 256 KiB never carry out of it).
@@ -480,13 +529,15 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
   auto desc_at = [](uint64_t d, uint32_t bytes) { return d + (bytes >> 4); };
 
   Tile t;
-  for (int unit = blockIdx.x; get_tile<BM>(args, unit, t); unit += gridDim.x) {
+  for (int unit = blockIdx.x; get_tile<BM, BN>(args, unit, t); unit += gridDim.x) {
 #pragma unroll
-    for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+    for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
     const int r_lo = t.m0 + row_in_tile, r_hi = r_lo + 8;
 
     // acc += tmp * a_scale[row] * b_scale[col] with b_scale per column from shared memory.
-    auto promote_cols = [&](const float* sb_row, float s_lo, float s_hi) {
+    // The FP4 paths' helpers (BN = 128 only). The MMA ones are generic lambdas so that their
+    // 64-register wgmmas are instantiated only where an FP4 path calls them.
+    [[maybe_unused]] auto promote_cols = [&](const float* sb_row, float s_lo, float s_hi) {
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         const int col = j * 8 + (lane % 4) * 2;
@@ -498,16 +549,16 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       }
     };
     // One 128-K block of wgmmas from converted B: bf16 into acc, or e4m3 into tmp.
-    [[maybe_unused]] auto mma_bf16 = [&](uint64_t da, uint64_t db) {
+    [[maybe_unused]] auto mma_bf16 = [&](auto& d, uint64_t da, uint64_t db) {
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
         const uint32_t off = (k & 3) * 32;  // K slice inside a 64-element swizzle atom
-        ptx::wgmma_m64n128k16_bf16(acc, desc_at(da, (k >> 2) * BM * 128 + off), desc_at(db, (k >> 2) * kBN * 128 + off), 1);
+        ptx::wgmma_m64n128k16_bf16(d, desc_at(da, (k >> 2) * BM * 128 + off), desc_at(db, (k >> 2) * kBN * 128 + off), 1);
       }
     };
-    [[maybe_unused]] auto mma_e4m3_block = [&](uint64_t da, uint64_t db) {
+    [[maybe_unused]] auto mma_e4m3_block = [&](auto& d, uint64_t da, uint64_t db) {
 #pragma unroll
-      for (int k = 0; k < 4; ++k) ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+      for (int k = 0; k < 4; ++k) ptx::wgmma_m64n128k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
     };
 
     // An FP4 block's operands: the stage's A scales and A descriptor, the expanded-B buffer's
@@ -533,9 +584,9 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       // FP8: B feeds wgmma straight from the TMA stage. Two scratch tiles, so the wgmmas of block
       // kb+1 run while block kb is promoted: the tensor pipe always has this warpgroup's next
       // block queued, not only the other warpgroup's.
-      float tmp2[64];
+      float tmp2[kAcc];
       float sl[2], sh[2];  // scales of the block in tmp (0) / tmp2 (1)
-      auto issue = [&](float(&d)[64], float& s_lo, float& s_hi) {
+      auto issue = [&](float(&d)[kAcc], float& s_lo, float& s_hi) {
         ptx::mbar_wait(&full[stage], phase);
         const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
         const float sb = sa[T::kAScaleFloats];
@@ -543,18 +594,21 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, stage * T::kBBytes);
         ptx::wgmma_fence();
 #pragma unroll
-        for (int k = 0; k < 4; ++k) ptx::wgmma_m64n128k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+        for (int k = 0; k < 4; ++k) {
+          if constexpr (BN == kBN) ptx::wgmma_m64n128k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+          else ptx::wgmma_m64n32k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+        }
         ptx::wgmma_commit();
         if (++stage == S) stage = 0, phase ^= 1;
       };
       // Retires the older in-flight block: its stage goes back to the producer, its product into acc.
       int retire_stage = stage;
-      auto retire = [&](float(&d)[64], float s_lo, float s_hi) {
+      auto retire = [&](float(&d)[kAcc], float s_lo, float s_hi) {
         ptx::fence_accumulators(d);
         ptx::mbar_arrive(&empty[retire_stage]);
         if (++retire_stage == S) retire_stage = 0;
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
+        for (int j = 0; j < kJ; ++j) {
           acc[4 * j + 0] += d[4 * j + 0] * s_lo;
           acc[4 * j + 1] += d[4 * j + 1] * s_lo;
           acc[4 * j + 2] += d[4 * j + 2] * s_hi;
@@ -604,11 +658,11 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         const auto [sa, s_lo, s_hi, da, db, scale_rows] = block_ops(stage, buf);
         ptx::wgmma_fence();
         if constexpr (T::kBF16) {
-          mma_bf16(da, db);
+          mma_bf16(acc, da, db);
         } else if constexpr (kMXFP8A) {
           ptx::wgmma_m64n128k32_e4m3(tmp, da, db, 0);
         } else {
-          mma_e4m3_block(da, db);
+          mma_e4m3_block(tmp, da, db);
         }
         ptx::wgmma_commit();
 
@@ -657,7 +711,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
         const auto [sa, s_lo, s_hi, da, db, scale_rows] = block_ops(stage, slot);
         ptx::wgmma_fence();
         if constexpr (T::kBF16) {
-          mma_bf16(da, db);
+          mma_bf16(acc, da, db);
           ptx::wgmma_commit();
           ptx::wgmma_wait<0>();
           ptx::fence_accumulators(acc);
@@ -673,7 +727,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
             if (k < 3) ptx::wgmma_fence();
           }
         } else {
-          mma_e4m3_block(da, db);
+          mma_e4m3_block(tmp, da, db);
           ptx::wgmma_commit();
           ptx::wgmma_wait<0>();
           ptx::fence_accumulators(tmp);
@@ -692,6 +746,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
     // belong to the next group (grouped GEMM) must not be written: those tiles, split-K partials,
     // bias and residual take the direct path below.
     const int wg_row0 = t.m0 + cw * 64;
+    if constexpr (BN == kBN) {  // decode tiles (BN = 32) are small: direct stores (the host agrees)
     if (args.tma_store_d && wg_row0 < t.m_end && (wg_row0 + 64 <= t.m_end || t.m_end == args.M)) {
       uint8_t* ebuf = s_epi + cw * (64 * 128 * 2);
       // The previous tile's store must be done reading the buffer (long since, in practice).
@@ -717,9 +772,10 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A>::kThreads, 1)
       }
       continue;
     }
+    }
     // Direct path, straight from the accumulators.
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
+    for (int j = 0; j < kJ; ++j) {
       const int col = t.n0 + j * 8 + (lane % 4) * 2;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {

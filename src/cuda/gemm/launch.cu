@@ -130,11 +130,11 @@ class DeviceGuard {
   int prev_ = -1;
 };
 
-template <GemmFormat F, int BM, bool kMXFP8A>
+template <GemmFormat F, int BM, bool kMXFP8A, int BN = gemm_detail::kBN>
 Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
                      const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
-  using T = gemm_detail::Traits<F, BM, kMXFP8A>;
-  auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A>;
+  using T = gemm_detail::Traits<F, BM, kMXFP8A, BN>;
+  auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A, BN>;
   // The shared-memory opt-in is per device and per kernel: set it once (a bit per device).
   static std::atomic<uint64_t> smem_set{0};
   int dev = 0;
@@ -185,7 +185,7 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
       gemm_detail::choose_gemm_config(std::max<int64_t>(M / num_groups, 1), N, K, f, sms, ws_bytes);
   if (group_rows) {
     // Group sizes live on the device: bound the tile count (each group wastes at most one M tile).
-    const int64_t units = ((M + cfg.bm - 1) / cfg.bm + num_groups) * (N / gemm_detail::kBN);
+    const int64_t units = ((M + cfg.bm - 1) / cfg.bm + num_groups) * (N / cfg.bn);
     cfg.grid = static_cast<int>(std::min<int64_t>(units, sms));
   }
 
@@ -203,11 +203,11 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
                                    gemm_detail::kBN, CU_TENSOR_MAP_SWIZZLE_NONE, "b"));
   else
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K, b_rows, row_bytes(p.b), 128,
-                                   gemm_detail::kBN, CU_TENSOR_MAP_SWIZZLE_128B, "b"));
+                                   cfg.bn, CU_TENSOR_MAP_SWIZZLE_128B, "b"));
 
   gemm_detail::KernelArgs args;
   args.M = static_cast<int>(M), args.N = static_cast<int>(N), args.K = static_cast<int>(K);
-  args.n_tiles = static_cast<int>(N / gemm_detail::kBN);
+  args.n_tiles = static_cast<int>(N / cfg.bn);
   args.splits = cfg.splits;
   args.kblocks_per_split = cfg.kblocks_per_split;
   args.kblocks = static_cast<int>(K / gemm_detail::kBK);
@@ -235,7 +235,8 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   // otherwise unused and tm_a stands in for it.
   CUtensorMap tm_d = tm_a;
   const uint64_t d_row_bytes = row_bytes(p.d);
-  if (cfg.splits == 1 && !args.bias && !args.residual && reinterpret_cast<uintptr_t>(p.d.data) % 16 == 0 &&
+  if (cfg.splits == 1 && cfg.bn == gemm_detail::kBN && !args.bias && !args.residual &&
+      reinterpret_cast<uintptr_t>(p.d.data) % 16 == 0 &&
       d_row_bytes % 16 == 0) {
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.d.data, N, M, d_row_bytes, 64, 64,
                                    CU_TENSOR_MAP_SWIZZLE_128B, "d"));
@@ -245,7 +246,11 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   cudaStream_t stream = static_cast<cudaStream_t>(stream_);
   switch (f) {
     case GemmFormat::kFP8Block:
-      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream));
+      if (cfg.bn == gemm_detail::kBNDecode)
+        DSV4_RETURN_IF_ERROR((launch_kernel<GemmFormat::kFP8Block, 64, false, gemm_detail::kBNDecode>(
+            tm_a, tm_b, tm_d, args, cfg.grid, stream)));
+      else
+        DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A8MXFP4:
       if (mx_a) DSV4_RETURN_IF_ERROR((launch_bm<GemmFormat::kW4A8MXFP4, true>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream)));
