@@ -5,8 +5,9 @@
 // FP8 formats, four of MXFP4). BM is 64 (one consumer warpgroup, decode-sized M) or 128 (two
 // consumer warpgroups). BN is 128, except FP8 decode (8 <= M <= 64, N / 32 <= SMs): 32-row weight
 // tiles, so that N / 32 tiles cover the SMs in one round without split-K (no partials, no
-// reduction kernel) and each CTA streams its weight rows with up to 16 stages in flight. Other small problems split K so that
-// about one CTA runs per SM: at decode the GEMM is bound by weight bytes.
+// reduction kernel) and each CTA streams its weight rows with up to 16 stages in flight. Other
+// small problems split K so that about one CTA runs per SM: at decode the GEMM is bound by weight
+// bytes.
 #pragma once
 #include <algorithm>
 #include <cstdint>

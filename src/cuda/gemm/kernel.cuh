@@ -747,31 +747,31 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
     // bias and residual take the direct path below.
     const int wg_row0 = t.m0 + cw * 64;
     if constexpr (BN == kBN) {  // decode tiles (BN = 32) are small: direct stores (the host agrees)
-    if (args.tma_store_d && wg_row0 < t.m_end && (wg_row0 + 64 <= t.m_end || t.m_end == args.M)) {
-      uint8_t* ebuf = s_epi + cw * (64 * 128 * 2);
-      // The previous tile's store must be done reading the buffer (long since, in practice).
-      if (tid_wg == 0) ptx::bulk_wait_group_read<0>();
-      ptx::named_barrier_sync(2 + cw, 128);
+      if (args.tma_store_d && wg_row0 < t.m_end && (wg_row0 + 64 <= t.m_end || t.m_end == args.M)) {
+        uint8_t* ebuf = s_epi + cw * (64 * 128 * 2);
+        // The previous tile's store must be done reading the buffer (long since, in practice).
+        if (tid_wg == 0) ptx::bulk_wait_group_read<0>();
+        ptx::named_barrier_sync(2 + cw, 128);
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
+        for (int j = 0; j < 16; ++j) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = warp * 16 + lane / 4 + 8 * h;  // inside the warpgroup's 64 rows
-          const __nv_bfloat162 v = __floats2bfloat162_rn(acc[4 * j + 2 * h] * global, acc[4 * j + 2 * h + 1] * global);
-          // Box j / 8 (64 columns), 16-byte chunk j % 8 of the row, swizzled by row % 8.
-          uint8_t* dst = ebuf + (j >> 3) * (64 * 128) + row * 128 + (((j & 7) ^ (row & 7)) << 4) + (lane % 4) * 4;
-          *reinterpret_cast<__nv_bfloat162*>(dst) = v;
+          for (int h = 0; h < 2; ++h) {
+            const int row = warp * 16 + lane / 4 + 8 * h;  // inside the warpgroup's 64 rows
+            const __nv_bfloat162 v = __floats2bfloat162_rn(acc[4 * j + 2 * h] * global, acc[4 * j + 2 * h + 1] * global);
+            // Box j / 8 (64 columns), 16-byte chunk j % 8 of the row, swizzled by row % 8.
+            uint8_t* dst = ebuf + (j >> 3) * (64 * 128) + row * 128 + (((j & 7) ^ (row & 7)) << 4) + (lane % 4) * 4;
+            *reinterpret_cast<__nv_bfloat162*>(dst) = v;
+          }
         }
+        ptx::fence_proxy_async_smem();  // each thread's stores, before the TMA (async proxy) reads them
+        ptx::named_barrier_sync(2 + cw, 128);
+        if (tid_wg == 0) {
+          ptx::tma_store_2d(&tm_d, ebuf, t.n0, wg_row0);
+          ptx::tma_store_2d(&tm_d, ebuf + 64 * 128, t.n0 + 64, wg_row0);
+          ptx::bulk_commit_group();
+        }
+        continue;
       }
-      ptx::fence_proxy_async_smem();  // each thread's stores, before the TMA (async proxy) reads them
-      ptx::named_barrier_sync(2 + cw, 128);
-      if (tid_wg == 0) {
-        ptx::tma_store_2d(&tm_d, ebuf, t.n0, wg_row0);
-        ptx::tma_store_2d(&tm_d, ebuf + 64 * 128, t.n0 + 64, wg_row0);
-        ptx::bulk_commit_group();
-      }
-      continue;
-    }
     }
     // Direct path, straight from the accumulators.
 #pragma unroll
