@@ -45,6 +45,8 @@ options (bench and verify):
   quant:    --m M --k K (bench 16384x8192, verify 4096x7168) --formats mxfp4,nvfp4,mxfp8,fp8_1x128,fp8_128x128
             --wide bf16,f32 (both) --scales ue8m0,f32 (both; FP8 1x128/128x128 only)
   kv_cache: --tokens T (bench 262144, verify 16384) --page-size P (64)
+  gemm:     --m M --n N --k K (bench: the issue's shapes) --formats fp8block,w4a8-mxfp4,w4a16-mxfp4,w4a16-nvfp4
+            --no-workspace (no split-K, FP4 weights expanded in the kernel) --no-baseline (skip cuBLASLt)
 
 exit codes: 0 ok (or GPU work skipped for lack of a GPU), 1 a failure, 2 a usage error
 )";

@@ -31,7 +31,10 @@ TEST(GemmConfig, InvariantsOverSweep) {
               ASSERT_EQ(c.bn, f == GemmFormat::kFP8Block && M >= 8 && M <= 64 && N / 32 <= sm ? kBNDecode : kBN);
               ASSERT_GE(c.stages, 2);
               ASSERT_LE(c.stages, c.bn == kBN ? kMaxStages : kMaxStagesDecode);
-              ASSERT_LE(smem_bytes(f, c.bm, c.stages, c.bn), kSmemLimit);
+              ASSERT_LE(smem_bytes(f, c.bm, c.stages, c.bn, c.pre_expand), kSmemLimit);
+              // B is expanded before the kernel exactly when FP4 weights meet a large M and the
+              // workspace holds the expanded B; that plan never splits K.
+              ASSERT_EQ(c.pre_expand, f != GemmFormat::kFP8Block && M >= kPreExpandMinM && pre_expand_bytes(f, N, K) <= ws);
               ASSERT_GE(c.splits, 1);
               ASSERT_LE(c.splits, kMaxSplits);
               // Every K block belongs to exactly one split and no split is empty.
@@ -39,7 +42,10 @@ TEST(GemmConfig, InvariantsOverSweep) {
               ASSERT_LT(int64_t(c.splits - 1) * c.kblocks_per_split, kblocks);
               ASSERT_EQ(c.tiles, (M + c.bm - 1) / c.bm * (N / c.bn));
               ASSERT_LE(c.workspace_bytes, ws);
-              ASSERT_EQ(c.workspace_bytes, c.splits > 1 ? int64_t(c.splits) * M * N * 4 : 0);
+              ASSERT_EQ(c.workspace_bytes, c.pre_expand   ? pre_expand_bytes(f, N, K)
+                                           : c.splits > 1 ? int64_t(c.splits) * M * N * 4
+                                                          : 0);
+              if (c.pre_expand) ASSERT_EQ(c.splits, 1);
               ASSERT_GE(c.grid, 1);
               ASSERT_LE(c.grid, sm);
               ASSERT_LE(int64_t(c.grid), c.tiles * c.splits);
@@ -77,8 +83,22 @@ TEST(GemmConfig, LargeProblemsDoNotSplit) {
     EXPECT_EQ(c.splits, 1);
     EXPECT_EQ(c.bm, 128);
     EXPECT_EQ(c.grid, 132);
-    EXPECT_EQ(c.workspace_bytes, 0);
+    // FP4 weights: the workspace holds B expanded once (W4A8: e4m3 + f32 scales a row and 128-block;
+    // W4A16: bf16).
+    const int64_t want = f == GemmFormat::kFP8Block    ? 0
+                         : f == GemmFormat::kW4A8MXFP4 ? int64_t(4096) * 7168 + int64_t(4096) * 56 * 4
+                                                       : int64_t(4096) * 7168 * 2;
+    EXPECT_EQ(c.pre_expand, f != GemmFormat::kFP8Block);
+    EXPECT_EQ(c.workspace_bytes, want);
+    // Without that workspace the same problem expands B inside the kernel.
+    const GemmConfig n = choose_gemm_config(4096, 4096, 7168, f, 132, want - 1);
+    EXPECT_FALSE(n.pre_expand);
+    EXPECT_EQ(n.workspace_bytes, 0);
   }
+  // Grouped weights: the expansion covers every group's rows.
+  const GemmConfig g = choose_gemm_config(1024, 2048, 7168, GemmFormat::kW4A16NVFP4, 132, kHuge, 8 * 2048);
+  EXPECT_TRUE(g.pre_expand);
+  EXPECT_EQ(g.workspace_bytes, int64_t(8) * 2048 * 7168 * 2);
 }
 
 TEST(GemmConfig, NoWorkspaceMeansNoSplit) {
@@ -97,6 +117,9 @@ TEST(GemmConfig, StageBudgetPerFormat) {
   EXPECT_EQ(max_stages(GemmFormat::kFP8Block, 64, kBNDecode), kMaxStagesDecode);
   EXPECT_GE(max_stages(GemmFormat::kW4A8MXFP4, 128), 5);
   EXPECT_GE(max_stages(GemmFormat::kW4A16MXFP4, 128), 3);
+  EXPECT_GE(max_stages(GemmFormat::kW4A8MXFP4, 128, kBN, true), 5);
+  EXPECT_GE(max_stages(GemmFormat::kW4A16MXFP4, 128, kBN, true), 3);
+  EXPECT_GE(max_stages(GemmFormat::kW4A16NVFP4, 128, kBN, true), 3);
 }
 
 }  // namespace

@@ -180,15 +180,62 @@ TEST(GemmCuda, ExactLargeM) {
   for (const FormatCase& c : kCases) {
     HostGemm h = test::make_exact_gemm(c.f, 4096, 256, 512, g, c.scale, c.mx_a);
     const std::vector<uint16_t> want = run_cpu(h);
-    GpuRun r = run_gpu(h);
+    GpuRun r = run_gpu(h);  // FP4 weights: B expanded into the workspace first
     ASSERT_TRUE(r.status.ok()) << r.status.message();
     expect_bitwise(h, r.d, want);
+    if (c.f != GemmFormat::kFP8Block) {  // and expanded inside the kernel when there is no workspace
+      GpuRun r1 = run_gpu(h, false);
+      ASSERT_TRUE(r1.status.ok()) << r1.status.message();
+      expect_bitwise(h, r1.d, want);
+    }
   }
   // The largest M, one format, narrow N/K so the reference stays cheap.
   HostGemm h = test::make_exact_gemm(GemmFormat::kFP8Block, 65536, 128, 128, g);
   GpuRun r = run_gpu(h);
   ASSERT_TRUE(r.status.ok()) << r.status.message();
   expect_bitwise(h, r.d, run_cpu(h));
+}
+
+// Large M with FP4 weights expands B once into the workspace (config.h, pre_expand_bytes) with the
+// codecs the kernel's own expansion uses, so with and without a workspace the bits must agree;
+// both within tolerance of the reference. Covers M not a multiple of the tile, bias and residual, a
+// CUDA graph, the W4A8 wide-span rounding, and MXFP8 activations (which keep the in-kernel path).
+TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 g = test::rng_for_test();
+  const int64_t M = 600;
+  for (const FormatCase& c : kCases) {
+    if (c.f == GemmFormat::kFP8Block) continue;
+    for (int variant = 0; variant < 3; ++variant) {
+      SCOPED_TRACE(testing::Message() << "variant " << variant);
+      HostGemm h = test::make_random_gemm(c.f, M, 384, 1536, g, c.scale, c.mx_a);
+      if (variant == 1) {
+        h.has_bias = h.has_residual = true;
+        test::add_epilogue_inputs(h, g, false);
+      }
+      if (variant == 2 && c.f == GemmFormat::kW4A8MXFP4) {  // B exponents spanning 20 in a block
+        for (int64_t n = 0; n < h.N; ++n)
+          for (int64_t j = 0; j < h.K / 32; ++j)
+            h.b_scales[n * (h.K / 32) + j] = static_cast<uint8_t>(j % 4 == n % 4 ? 131 : 111 + (n + j) % 11);
+      }
+      ASSERT_GT(gemm_workspace_size(h.format, h.M, h.N, h.K, Device::cuda(0)), 0) << where(h);
+      const std::vector<uint16_t> want = run_cpu(h);
+      GpuRun pre = run_gpu(h, true, variant == 1);
+      ASSERT_TRUE(pre.status.ok()) << where(h) << ": " << pre.status.message();
+      GpuRun in_kernel = run_gpu(h, false);
+      ASSERT_TRUE(in_kernel.status.ok()) << where(h) << ": " << in_kernel.status.message();
+      expect_bitwise(h, pre.d, in_kernel.d);
+      expect_close(h, pre.d, want);
+    }
+  }
+  // A NaN scale reaches exactly the outputs it feeds on the expanded path too.
+  for (GemmFormat f : {GemmFormat::kW4A8MXFP4, GemmFormat::kW4A16MXFP4}) {
+    HostGemm h = test::make_exact_gemm(f, 520, 256, 256, g);
+    h.b_scales[200 * 8 + 5] = 0xFF;  // row 200, K sub-block 5
+    GpuRun r = run_gpu(h);
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    expect_bitwise(h, r.d, run_cpu(h));
+  }
 }
 
 TEST(GemmCuda, RandomMatchesReference) {

@@ -25,8 +25,12 @@
 //
 // CUDA: asynchronous on `stream`, no allocation, no host synchronisation (CUDA-graph capturable).
 // Small-M problems split K across CTAs so every SM streams weights; the partial sums need the
-// caller's `workspace` of gemm_workspace_size() bytes. With a smaller (or no) workspace the op still
-// runs, with less (or no) split-K.
+// caller's `workspace` of gemm_workspace_size() bytes. Large-M problems with FP4 weights (M >= 512)
+// expand B once into the workspace (W4A8: e4m3 plus an f32 scale a row and 128-K block, N*K*33/32
+// bytes; W4A16: bf16, 2*N*K bytes) before the GEMM kernel runs on it, instead of re-expanding each
+// B tile in every M tile; same bits either way. W4A8 with MXFP8 activations keeps the in-kernel
+// expansion (the workspace size is reported for the 1x128 case and then goes unused). With a
+// smaller (or no) workspace the op still runs, with less (or no) split-K and B expanded inside.
 //
 // Grouped GEMMs (MoE) reuse the same kernels: the device mainloop walks a list of contiguous row
 // groups whose weights are stacked as B [G * N, K] (backend entry cuda::gemm_grouped_contiguous in
@@ -63,8 +67,8 @@ struct GemmParams {
 
 Status gemm(const GemmParams& p, Stream stream = nullptr);
 
-// Bytes of scratch the CUDA backend wants for this problem on `device` (its split-K partial sums);
-// 0 when it does not split, and always 0 on the CPU.
+// Bytes of scratch the CUDA backend wants for this problem on `device` (its split-K partial sums,
+// or the expanded FP4 weights); 0 when it needs none, and always 0 on the CPU.
 int64_t gemm_workspace_size(GemmFormat format, int64_t M, int64_t N, int64_t K, Device device = Device::cuda());
 
 }  // namespace dsv4

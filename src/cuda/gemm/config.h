@@ -7,7 +7,9 @@
 // tiles, so that N / 32 tiles cover the SMs in one round without split-K (no partials, no
 // reduction kernel) and each CTA streams its weight rows with up to 16 stages in flight. Other
 // small problems split K so that about one CTA runs per SM: at decode the GEMM is bound by weight
-// bytes.
+// bytes. Large problems with FP4 weights (M >= kPreExpandMinM) expand B once into the caller's
+// workspace (e4m3 with per-row scales, or bf16) and run the kernel on the expanded operand: the
+// in-kernel expansion is repeated by each of the M / BM tiles that read a B tile.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -22,38 +24,45 @@ inline constexpr int kBK = 128;
 inline constexpr int kMaxStages = 8;
 inline constexpr int kMaxStagesDecode = 16;  // 32-row tiles: 4 KiB of weights a stage
 inline constexpr int kMaxSplits = 16;
-// Dynamic shared memory an sm_90 CTA may use, and what the kernel keeps beside the stages
-// (mbarriers, 1 KiB alignment slack for the 128B-swizzled tiles, W4A8's converted-B scale rows).
+// Dynamic shared memory an sm_90 CTA may use.
 inline constexpr int kSmemLimit = 232448;
-inline constexpr int kSmemReserved = 6144;
+// What the kernel keeps beside the stages: mbarriers and 1 KiB alignment slack for the 128B-swizzled
+// tiles, plus in-kernel W4A8's converted-B scale rows (two buffers of 4 x 128 f32).
+constexpr int reserved_bytes(GemmFormat f, bool pre = false) {
+  return 2048 + (f == GemmFormat::kW4A8MXFP4 && !pre ? 4096 : 0);
+}
 
+// `pre`: B was expanded before the kernel (pre_expand_bytes below): W4A8's B is then e4m3 [N, K]
+// with one f32 scale a row and 128-K block, W4A16's bf16 [N, K] with its scales applied.
 // Bytes of one stage's A tile + B tile as TMA loads them.
-constexpr int tma_stage_bytes(GemmFormat f, int bm, int bn = kBN) {
+constexpr int tma_stage_bytes(GemmFormat f, int bm, int bn = kBN, bool pre = false) {
   switch (f) {
-    case GemmFormat::kFP8Block: return bm * kBK + bn * kBK;            // e4m3 A, e4m3 B
-    case GemmFormat::kW4A8MXFP4: return bm * kBK + kBN * kBK / 2;      // e4m3 A, packed e2m1 B
+    case GemmFormat::kFP8Block: return bm * kBK + bn * kBK;                         // e4m3 A, e4m3 B
+    case GemmFormat::kW4A8MXFP4: return bm * kBK + (pre ? kBN * kBK : kBN * kBK / 2);  // e4m3 A, e4m3 or packed e2m1 B
     case GemmFormat::kW4A16MXFP4:
-    case GemmFormat::kW4A16NVFP4: return bm * kBK * 2 + kBN * kBK / 2;  // bf16 A, packed e2m1 B
+    case GemmFormat::kW4A16NVFP4: return bm * kBK * 2 + (pre ? kBN * kBK * 2 : kBN * kBK / 2);  // bf16 A, bf16 or e2m1 B
   }
   return 0;
 }
 // Bytes of one stage's scales, which the producer's loader warps copy next to the tiles:
 // A scales as f32 per row (W4A8 budgets MXFP8 activations' four per-32 scales a row), then B's
-// scale bytes (FP8: one f32 in a 16-byte slot; MXFP4: four ue8m0 a row; NVFP4: eight e4m3 a row).
-constexpr int scale_stage_bytes(GemmFormat f, int bm) {
+// scale bytes (FP8: one f32 in a 16-byte slot; MXFP4: four ue8m0 a row; NVFP4: eight e4m3 a row;
+// pre-expanded W4A8: one f32 a row; pre-expanded W4A16: none).
+constexpr int scale_stage_bytes(GemmFormat f, int bm, bool pre = false) {
   switch (f) {
     case GemmFormat::kFP8Block: return bm * 4 + 16;
-    case GemmFormat::kW4A8MXFP4: return bm * 4 * 4 + kBN * 4;
-    case GemmFormat::kW4A16MXFP4: return kBN * 4;
-    case GemmFormat::kW4A16NVFP4: return kBN * 8;
+    case GemmFormat::kW4A8MXFP4: return pre ? bm * 4 + kBN * 4 : bm * 4 * 4 + kBN * 4;
+    case GemmFormat::kW4A16MXFP4: return pre ? 0 : kBN * 4;
+    case GemmFormat::kW4A16NVFP4: return pre ? 0 : kBN * 8;
   }
   return 0;
 }
-constexpr int stage_bytes(GemmFormat f, int bm, int bn = kBN) {
-  return tma_stage_bytes(f, bm, bn) + scale_stage_bytes(f, bm);
+constexpr int stage_bytes(GemmFormat f, int bm, int bn = kBN, bool pre = false) {
+  return tma_stage_bytes(f, bm, bn, pre) + scale_stage_bytes(f, bm, pre);
 }
 // Shared memory for B expanded by the consumers (double-buffered): 0 when B feeds wgmma directly.
-constexpr int converted_b_bytes(GemmFormat f) {
+constexpr int converted_b_bytes(GemmFormat f, bool pre = false) {
+  if (pre) return 0;
   switch (f) {
     case GemmFormat::kFP8Block: return 0;
     case GemmFormat::kW4A8MXFP4: return 2 * kBN * kBK;        // e4m3
@@ -65,13 +74,29 @@ constexpr int converted_b_bytes(GemmFormat f) {
 // The bf16 output tile staged for its TMA store (so the consumers start the next tile's wgmmas
 // while the store drains): BM rows x 128 columns. Decode tiles (BN = 32) store directly.
 constexpr int epilogue_bytes(int bm, int bn = kBN) { return bn == kBN ? bm * kBN * 2 : 0; }
-constexpr int max_stages(GemmFormat f, int bm, int bn = kBN) {
+constexpr int max_stages(GemmFormat f, int bm, int bn = kBN, bool pre = false) {
   const int cap = bn == kBN ? kMaxStages : kMaxStagesDecode;
-  const int s = (kSmemLimit - kSmemReserved - converted_b_bytes(f) - epilogue_bytes(bm, bn)) / stage_bytes(f, bm, bn);
+  const int s = (kSmemLimit - reserved_bytes(f, pre) - converted_b_bytes(f, pre) - epilogue_bytes(bm, bn)) /
+                stage_bytes(f, bm, bn, pre);
   return s < cap ? s : cap;
 }
-constexpr int smem_bytes(GemmFormat f, int bm, int stages, int bn = kBN) {
-  return stages * stage_bytes(f, bm, bn) + converted_b_bytes(f) + epilogue_bytes(bm, bn) + kSmemReserved;
+constexpr int smem_bytes(GemmFormat f, int bm, int stages, int bn = kBN, bool pre = false) {
+  return stages * stage_bytes(f, bm, bn, pre) + converted_b_bytes(f, pre) + epilogue_bytes(bm, bn) +
+         reserved_bytes(f, pre);
+}
+
+// B expanded before the kernel, from this many rows of M a group. Each BM-row tile that reads a B
+// tile expands it again in the kernel: at M = 4096 W4A8 spent ~60% of its time expanding (625 us
+// against 228 for FP8 on the same shape, H100), while one expansion pass over a 4096 x 7168 weight
+// costs about as much as three tiles' share.
+inline constexpr int64_t kPreExpandMinM = 512;
+constexpr bool pre_expand_for(int64_t M, GemmFormat f) { return f != GemmFormat::kFP8Block && M >= kPreExpandMinM; }
+// Workspace of the expanded B (b_rows x K): W4A8 e4m3 elements, then (256-aligned) f32 scales
+// [b_rows, K / 128]; W4A16 bf16 elements.
+constexpr int64_t pre_expand_scales_offset(int64_t b_rows, int64_t K) { return (b_rows * K + 255) / 256 * 256; }
+constexpr int64_t pre_expand_bytes(GemmFormat f, int64_t b_rows, int64_t K) {
+  if (f == GemmFormat::kW4A8MXFP4) return pre_expand_scales_offset(b_rows, K) + b_rows * (K / kBK) * 4;
+  return f == GemmFormat::kFP8Block ? 0 : b_rows * K * 2;
 }
 
 // BM = 64 (one consumer warpgroup) up to M = 64; FP8 keeps it up to M = 128, where two 64-row
@@ -96,18 +121,23 @@ struct GemmConfig {
   int kblocks_per_split = 1;
   int64_t tiles = 0;     // output tiles (M/BM x N/BN), times splits = work units
   int grid = 1;          // persistent CTAs
-  int64_t workspace_bytes = 0;  // f32 partial sums [splits, M, N] when splits > 1
+  bool pre_expand = false;  // B expanded into the workspace first (FP4 weights, large M)
+  // f32 partial sums [splits, M, N] when splits > 1; the expanded B when pre_expand
+  int64_t workspace_bytes = 0;
 };
 
-// M >= 1; N, K positive multiples of 128; sm_count >= 1. workspace_limit caps the split-K scratch
-// (pass a huge value to ask for the ideal choice).
+// M >= 1; N, K positive multiples of 128; sm_count >= 1. workspace_limit caps the split-K or
+// expanded-B scratch (pass a huge value to ask for the ideal choice). b_rows: rows of B (all
+// groups'), N when 0. With too small a workspace FP4 weights are expanded in the kernel.
 inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat f, int sm_count,
-                                     int64_t workspace_limit) {
+                                     int64_t workspace_limit, int64_t b_rows = 0) {
   GemmConfig c;
   sm_count = std::max(sm_count, 1);
+  if (b_rows <= 0) b_rows = N;
+  c.pre_expand = pre_expand_for(M, f) && pre_expand_bytes(f, b_rows, K) <= workspace_limit;
   c.bm = bm_for(M, f);
   c.bn = bn_for(M, N, f, sm_count);
-  c.stages = max_stages(f, c.bm, c.bn);
+  c.stages = max_stages(f, c.bm, c.bn, c.pre_expand);
   const int64_t m_tiles = (M + c.bm - 1) / c.bm;
   c.tiles = m_tiles * (N / c.bn);
   const int kblocks = static_cast<int>(K / kBK);
@@ -126,6 +156,7 @@ inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat
   c.kblocks_per_split = (kblocks + c.splits - 1) / c.splits;
   c.splits = (kblocks + c.kblocks_per_split - 1) / c.kblocks_per_split;  // no empty split
   c.workspace_bytes = c.splits > 1 ? static_cast<int64_t>(c.splits) * M * N * 4 : 0;
+  if (c.pre_expand) c.workspace_bytes = pre_expand_bytes(f, b_rows, K);  // never split: M > 256
   const int64_t units = c.tiles * c.splits;
   c.grid = static_cast<int>(std::min<int64_t>(units, sm_count));
   return c;

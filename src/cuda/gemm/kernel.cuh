@@ -9,6 +9,8 @@
 //    split-K partials) straight from registers while the producer already fetches the next unit.
 //  - FP4 weights (W4A8, W4A16) arrive packed; the consumers expand each stage's B tile into a
 //    double-buffered, 128B-swizzled operand tile (e4m3 or bf16) before their wgmmas read it.
+//    At large M the expansion would repeat in every M tile, so launch.cu runs pre_expand_kernel
+//    once into the workspace instead and this kernel (kPreB) reads the expanded B like FP8's.
 //
 // Scale application ("promotion"):
 //  - FP8 block: per 128-K block, the 4 fp8 wgmmas accumulate into a scratch f32 tile that is then
@@ -72,10 +74,14 @@ struct KernelArgs {
 
 // Everything the kernel's layout derives from (format, BM); the static_asserts pin the invariants
 // the descriptors and TMA boxes rely on.
-template <GemmFormat F, int BM, bool kMXFP8A = false, int BN = kBN>
+// kPreB: B was expanded before the kernel (config.h, pre_expand_bytes): W4A8's B is e4m3 with an
+// f32 scale a row and K block, promoted per column like the in-kernel W4A8 path; W4A16's B is bf16
+// with its scales applied. Either feeds wgmma straight from the TMA stage.
+template <GemmFormat F, int BM, bool kMXFP8A = false, int BN = kBN, bool kPreB = false>
 struct Traits {
   static constexpr bool kBF16 = F == GemmFormat::kW4A16MXFP4 || F == GemmFormat::kW4A16NVFP4;
-  static constexpr bool kConvertB = F != GemmFormat::kFP8Block;
+  static constexpr bool kConvertB = F != GemmFormat::kFP8Block && !kPreB;
+  static constexpr bool kColScales = F == GemmFormat::kW4A8MXFP4 && kPreB;  // per-row B scales in the stage
   static constexpr bool kPer32 = kMXFP8A;  // W4A8 with MXFP8 activations: promote every k32
   static constexpr int kConsumerWGs = BM / 64;
   static constexpr int kConsumerThreads = 128 * kConsumerWGs;
@@ -103,32 +109,37 @@ struct Traits {
   static constexpr int kExpanderRegs = kExpanderWGs == 2 ? 152 : 96;
   static constexpr int kConsumerRegs = kExpanderWGs == 2 ? 168 : 232;
   static constexpr int kABytes = kBF16 ? BM * kBK * 2 : BM * kBK;   // one stage of A
-  static constexpr int kBBytes = kConvertB ? kBN * kBK / 2 : BN * kBK;
+  static constexpr int kBBytes = kConvertB ? kBN * kBK / 2 : kBF16 ? kBN * kBK * 2 : BN * kBK;
   static constexpr int kTmaBytes = kABytes + kBBytes;
   // Scales of a stage in shared memory, written by the loader warps: A's as f32 [cols][BM], then
   // B's (FP8: one f32; MXFP4: four ue8m0 bytes a row, packed; NVFP4: eight e4m3 bytes a row).
   static constexpr bool kAScales = !kBF16;
   static constexpr int kAScaleCols = kMXFP8A ? 4 : 1;
   static constexpr int kAScaleFloats = kAScales ? BM * kAScaleCols : 0;
-  static constexpr int kBScaleBytes = F == GemmFormat::kFP8Block ? 16 : F == GemmFormat::kW4A16NVFP4 ? kBN * 8 : kBN * 4;
+  static constexpr int kBScaleBytes = F == GemmFormat::kFP8Block ? 16
+                                      : kPreB                      ? (kBF16 ? 0 : kBN * 4)
+                                      : F == GemmFormat::kW4A16NVFP4 ? kBN * 8
+                                                                     : kBN * 4;
   static constexpr int kSideBytes = kAScaleFloats * 4 + kBScaleBytes;
   static constexpr int kLoaderWarps = 3;  // warps 1-3 of the producer warpgroup
-  static constexpr int kStages = max_stages(F, BM, BN);
+  static constexpr int kStages = max_stages(F, BM, BN, kPreB);
   static constexpr int kBConvBytes = kBF16 ? kBN * kBK * 2 : kBN * kBK;  // one expanded B buffer
-  static constexpr int kScaleRowFloats = F == GemmFormat::kW4A8MXFP4 ? 4 * kBN : 0;  // per buffer
+  static constexpr int kScaleRowFloats = F == GemmFormat::kW4A8MXFP4 && !kPreB ? 4 * kBN : 0;  // per buffer
   static constexpr int kEpiBytes = epilogue_bytes(BM, BN);  // 16 KiB a consumer warpgroup, or 0
-  static constexpr int kSmemBytes = smem_bytes(F, BM, kStages, BN);
+  static constexpr int kSmemBytes = smem_bytes(F, BM, kStages, BN, kPreB);
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups of 64 rows");
   static_assert(BN == kBN || (BN == kBNDecode && F == GemmFormat::kFP8Block && BM == 64),
                 "32-column tiles are the FP8 decode kernel's only");
-  static_assert(kTmaBytes == tma_stage_bytes(F, BM, BN), "TMA bytes a stage must match the heuristic's budget");
-  static_assert(kSideBytes <= scale_stage_bytes(F, BM), "stage scales must fit the heuristic's budget");
+  static_assert(!kPreB || (F != GemmFormat::kFP8Block && BM == 128 && BN == kBN && !kMXFP8A),
+                "pre-expanded B: FP4 weights at large M, 1x128 activation scales");
+  static_assert(kTmaBytes == tma_stage_bytes(F, BM, BN, kPreB), "TMA bytes a stage must match the heuristic's budget");
+  static_assert(kSideBytes <= scale_stage_bytes(F, BM, kPreB), "stage scales must fit the heuristic's budget");
   static_assert(kSideBytes % 16 == 0, "the barriers after the scales need 8-byte alignment");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep 1024-byte swizzle alignment");
   static_assert(kBConvBytes % 1024 == 0 && kEpiBytes == (BN == kBN ? 64 * 128 * 2 * kConsumerWGs : 0),
                 "epilogue tiles: 1024-aligned, 64 x 128 bf16 a warpgroup");
   static_assert(kStages >= 2, "the pipeline needs at least double buffering");
-  static_assert(1024 + 16 * kStages + 16 * kConvSlots + 2 * kScaleRowFloats * 4 <= kSmemReserved,
+  static_assert(1024 + 16 * kStages + 16 * kConvSlots + 2 * kScaleRowFloats * 4 <= reserved_bytes(F, kPreB),
                 "reserved smem too small");
   static_assert(!kPer32 || F == GemmFormat::kW4A8MXFP4, "per-32 promotion is the W4A8/MXFP8 path");
   static_assert(128 * kProducerRegs + 128 * kExpanderWGs * kExpanderRegs + kConsumerThreads * kConsumerRegs <= 65536,
@@ -208,6 +219,24 @@ __device__ __forceinline__ void e4m3_table(int shift, uint32_t& lut0, uint32_t& 
   lut1 = pair(2.f, 3.f) | (pair(4.f, 6.f) << 16);
 }
 
+// W4A8 with 1x128 activations folds a row's four per-32 exponents s0..s3 of a 128-block into the
+// e4m3 re-encoding (see the top of this file): the block's largest exponent, and the row scale
+// 2^(smax - 6) the promotion applies (NaN for the 0xFF code).
+__device__ __forceinline__ int w4a8_fold_smax(uint32_t packed_s) {
+  const int s0 = packed_s & 0xFF, s1 = (packed_s >> 8) & 0xFF, s2 = (packed_s >> 16) & 0xFF, s3 = packed_s >> 24;
+  return max(max(s0, s1), max(s2, s3));
+}
+__device__ __forceinline__ float w4a8_fold_scale(int smax) {
+  return smax == 0xFF ? __uint_as_float(0x7FC00000u) : num::exp2i(smax - 127 - 6);
+}
+// 32 e2m1 codes (16 packed bytes) to 32 e4m3 bytes through a table of e4m3_table.
+__device__ __forceinline__ void e2m1x32_lookup(uint4 w, uint32_t lut0, uint32_t lut1, uint4& lo, uint4& hi) {
+  lo.x = e2m1x4_lookup(w.x, lut0, lut1), lo.y = e2m1x4_lookup(w.x >> 16, lut0, lut1);
+  lo.z = e2m1x4_lookup(w.y, lut0, lut1), lo.w = e2m1x4_lookup(w.y >> 16, lut0, lut1);
+  hi.x = e2m1x4_lookup(w.z, lut0, lut1), hi.y = e2m1x4_lookup(w.z >> 16, lut0, lut1);
+  hi.z = e2m1x4_lookup(w.w, lut0, lut1), hi.w = e2m1x4_lookup(w.w >> 16, lut0, lut1);
+}
+
 // W4A8: expand one stage's packed B tile [128 rows][64 bytes] into e4m3 [128][128] (128B swizzle)
 // and the per-row scales the promotion needs: fold mode writes scale_rows[row] = 2^(smax - 6);
 // per-32 mode writes scale_rows[j * 128 + row] = 2^(s_j). b_scales: the stage's four ue8m0 bytes
@@ -225,18 +254,12 @@ __device__ __forceinline__ void expand_w4a8(const uint8_t* packed, uint8_t* dst,
     if constexpr (kPer32) {
       scale_rows[j * kBN + row] = num::ue8m0_to_float(static_cast<uint8_t>(sj));
     } else {
-      const int s0 = packed_s & 0xFF, s1 = (packed_s >> 8) & 0xFF, s2 = (packed_s >> 16) & 0xFF, s3 = packed_s >> 24;
-      const int smax = max(max(s0, s1), max(s2, s3));
+      const int smax = w4a8_fold_smax(packed_s);
       e4m3_table(sj - smax + 6, lut0, lut1);
-      if (j == 0)
-        scale_rows[row] = smax == 0xFF ? __uint_as_float(0x7FC00000u) : num::exp2i(smax - 127 - 6);
+      if (j == 0) scale_rows[row] = w4a8_fold_scale(smax);
     }
-    const uint4 w = *reinterpret_cast<const uint4*>(packed + row * 64 + j * 16);
     uint4 lo, hi;
-    lo.x = e2m1x4_lookup(w.x, lut0, lut1), lo.y = e2m1x4_lookup(w.x >> 16, lut0, lut1);
-    lo.z = e2m1x4_lookup(w.y, lut0, lut1), lo.w = e2m1x4_lookup(w.y >> 16, lut0, lut1);
-    hi.x = e2m1x4_lookup(w.z, lut0, lut1), hi.y = e2m1x4_lookup(w.z >> 16, lut0, lut1);
-    hi.z = e2m1x4_lookup(w.w, lut0, lut1), hi.w = e2m1x4_lookup(w.w >> 16, lut0, lut1);
+    e2m1x32_lookup(*reinterpret_cast<const uint4*>(packed + row * 64 + j * 16), lut0, lut1, lo, hi);
     uint8_t* drow = dst + row * 128;
     *reinterpret_cast<uint4*>(drow + (((2 * j) ^ (row & 7)) << 4)) = lo;
     *reinterpret_cast<uint4*>(drow + (((2 * j + 1) ^ (row & 7)) << 4)) = hi;
@@ -258,6 +281,29 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, __nv_bfloat162 s) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// A W4A16 block scale as a bf16 pair: NVFP4's e4m3 byte, or MXFP4's ue8m0 2^(s-127) (exact in bf16,
+// NaN for 0xFF, the subnormal 2^-127 for 0).
+template <GemmFormat F>
+__device__ __forceinline__ __nv_bfloat162 w4a16_scale2(uint32_t sbyte) {
+  uint16_t sbits;
+  if constexpr (F == GemmFormat::kW4A16NVFP4) {
+    sbits = num::bf16_from_float(num::e4m3_to_float(static_cast<uint8_t>(sbyte)));
+  } else {
+    sbits = sbyte == 0xFF ? 0x7FC0 : sbyte == 0 ? 0x0040 : static_cast<uint16_t>(sbyte << 7);
+  }
+  const __nv_bfloat16 s1 = __ushort_as_bfloat16(sbits);
+  return __halves2bfloat162(s1, s1);
+}
+// 16 e2m1 codes (8 packed bytes) to 16 bf16 times the block scale (exact: see the file's top).
+__device__ __forceinline__ void e2m1x16_to_bf16_scaled(uint2 w, __nv_bfloat162 s2, uint4& c0, uint4& c1) {
+  e2m1x4_to_bf16(w.x, c0.x, c0.y);
+  e2m1x4_to_bf16(w.x >> 16, c0.z, c0.w);
+  e2m1x4_to_bf16(w.y, c1.x, c1.y);
+  e2m1x4_to_bf16(w.y >> 16, c1.z, c1.w);
+  c0.x = bf16x2_mul(c0.x, s2), c0.y = bf16x2_mul(c0.y, s2), c0.z = bf16x2_mul(c0.z, s2), c0.w = bf16x2_mul(c0.w, s2);
+  c1.x = bf16x2_mul(c1.x, s2), c1.y = bf16x2_mul(c1.y, s2), c1.z = bf16x2_mul(c1.z, s2), c1.w = bf16x2_mul(c1.w, s2);
+}
+
 // W4A16: expand one stage's packed B tile into bf16 [2 atoms of 64 K][128 rows][128 B] (128B
 // swizzle), scale applied. Each unit is 16 elements of one row (one NVFP4 block, half an MXFP4 one).
 // b_scales: the stage's scale bytes, eight e4m3 (NVFP4) or four ue8m0 (MXFP4) a row.
@@ -267,23 +313,9 @@ __device__ __forceinline__ void expand_w4a16(const uint8_t* packed, uint8_t* dst
   for (int i = 0; i < kBN * 8 / kThreads; ++i) {
     const int u = ctid + i * kThreads;
     const int row = u >> 3, q = u & 7;
-    uint16_t sbits;
-    if constexpr (F == GemmFormat::kW4A16NVFP4) {
-      sbits = num::bf16_from_float(num::e4m3_to_float(b_scales[row * 8 + q]));
-    } else {
-      const uint32_t s = b_scales[row * 4 + (q >> 1)];
-      sbits = s == 0xFF ? 0x7FC0 : s == 0 ? 0x0040 : static_cast<uint16_t>(s << 7);  // 2^(s-127) as bf16
-    }
-    const __nv_bfloat16 s1 = __ushort_as_bfloat16(sbits);
-    const __nv_bfloat162 s2 = __halves2bfloat162(s1, s1);
-    const uint2 w = *reinterpret_cast<const uint2*>(packed + row * 64 + q * 8);
+    const uint32_t sbyte = F == GemmFormat::kW4A16NVFP4 ? b_scales[row * 8 + q] : b_scales[row * 4 + (q >> 1)];
     uint4 c0, c1;
-    e2m1x4_to_bf16(w.x, c0.x, c0.y);
-    e2m1x4_to_bf16(w.x >> 16, c0.z, c0.w);
-    e2m1x4_to_bf16(w.y, c1.x, c1.y);
-    e2m1x4_to_bf16(w.y >> 16, c1.z, c1.w);
-    c0.x = bf16x2_mul(c0.x, s2), c0.y = bf16x2_mul(c0.y, s2), c0.z = bf16x2_mul(c0.z, s2), c0.w = bf16x2_mul(c0.w, s2);
-    c1.x = bf16x2_mul(c1.x, s2), c1.y = bf16x2_mul(c1.y, s2), c1.z = bf16x2_mul(c1.z, s2), c1.w = bf16x2_mul(c1.w, s2);
+    e2m1x16_to_bf16_scaled(*reinterpret_cast<const uint2*>(packed + row * 64 + q * 8), w4a16_scale2<F>(sbyte), c0, c1);
     uint8_t* drow = dst + (q >> 2) * (kBN * 128) + row * 128;
     const int chunk = (q & 3) * 2;
     *reinterpret_cast<uint4*>(drow + ((chunk ^ (row & 7)) << 4)) = c0;
@@ -291,11 +323,55 @@ __device__ __forceinline__ void expand_w4a16(const uint8_t* packed, uint8_t* dst
   }
 }
 
-template <GemmFormat F, int BM, bool kMXFP8A, int BN = kBN>
-__global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
+// The expansion pass before a large-M GEMM with FP4 weights (config.h, pre_expand_bytes): one
+// thread a (B row, 128-K block), the same codecs as the in-kernel expansion, so both paths give the
+// same bits. W4A8 (1x128 activations) writes e4m3 [rows, K] and f32 scales [rows, K / 128]; W4A16
+// writes bf16 [rows, K] with the block scales applied. b_ld: bytes between rows of packed B.
+template <GemmFormat F>
+__global__ void __launch_bounds__(256) pre_expand_kernel(const uint8_t* __restrict__ b, int64_t b_ld,
+                                                          const uint8_t* __restrict__ bs, int64_t bs_s0, int64_t bs_s1,
+                                                          int rows, int kblocks, uint8_t* __restrict__ out,
+                                                          float* __restrict__ out_scales) {
+  const int64_t unit = blockIdx.x * int64_t(256) + threadIdx.x;
+  if (unit >= int64_t(rows) * kblocks) return;
+  const int64_t row = unit / kblocks;
+  const int kb = static_cast<int>(unit - row * kblocks);
+  const uint8_t* src = b + row * b_ld + kb * 64;
+  const uint8_t* srow = bs + row * bs_s0;
+  const int64_t K = int64_t(kblocks) * kBK;
+  if constexpr (F == GemmFormat::kW4A8MXFP4) {
+    uint32_t packed_s = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) packed_s |= uint32_t(__ldg(srow + (kb * 4 + j) * bs_s1)) << (8 * j);
+    const int smax = w4a8_fold_smax(packed_s);
+    out_scales[unit] = w4a8_fold_scale(smax);
+    uint4* dst = reinterpret_cast<uint4*>(out + row * K + kb * kBK);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t lut0, lut1;
+      e4m3_table(int((packed_s >> (8 * j)) & 0xFF) - smax + 6, lut0, lut1);
+      uint4 lo, hi;
+      e2m1x32_lookup(__ldg(reinterpret_cast<const uint4*>(src) + j), lut0, lut1, lo, hi);
+      dst[2 * j] = lo, dst[2 * j + 1] = hi;
+    }
+  } else {
+    uint4* dst = reinterpret_cast<uint4*>(out + (row * K + kb * kBK) * 2);
+#pragma unroll
+    for (int q = 0; q < 8; ++q) {
+      const int64_t sidx = F == GemmFormat::kW4A16NVFP4 ? kb * 8 + q : kb * 4 + q / 2;
+      uint4 c0, c1;
+      e2m1x16_to_bf16_scaled(__ldg(reinterpret_cast<const uint2*>(src) + q), w4a16_scale2<F>(__ldg(srow + sidx * bs_s1)),
+                             c0, c1);
+      dst[2 * q] = c0, dst[2 * q + 1] = c1;
+    }
+  }
+}
+
+template <GemmFormat F, int BM, bool kMXFP8A, int BN = kBN, bool kPreB = false>
+__global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
                 const __grid_constant__ CUtensorMap tm_d, const KernelArgs args) {
-  using T = Traits<F, BM, kMXFP8A, BN>;
+  using T = Traits<F, BM, kMXFP8A, BN, kPreB>;
   constexpr int kAcc = BN / 2;  // f32 accumulators a thread of an m64 x BN wgmma tile
   constexpr int kJ = BN / 8;    // their 8-column groups
   constexpr int S = T::kStages;
@@ -353,9 +429,10 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
           uint8_t* a_dst = s_a + stage * T::kABytes;
           ptx::tma_load_2d(a_dst, &tm_a, &full[stage], kb * kBK, t.m0);
           if constexpr (T::kBF16) ptx::tma_load_2d(a_dst + BM * 128, &tm_a, &full[stage], kb * kBK + 64, t.m0);
-          // Packed fp4 B is addressed in bytes (two elements each).
-          ptx::tma_load_2d(s_b + stage * T::kBBytes, &tm_b, &full[stage], T::kConvertB ? kb * kBK / 2 : kb * kBK,
-                           t.b_row0);
+          // Packed fp4 B is addressed in bytes (two elements each); bf16 B comes in two 64-K boxes.
+          uint8_t* b_dst = s_b + stage * T::kBBytes;
+          ptx::tma_load_2d(b_dst, &tm_b, &full[stage], T::kConvertB ? kb * kBK / 2 : kb * kBK, t.b_row0);
+          if constexpr (T::kBF16 && !T::kConvertB) ptx::tma_load_2d(b_dst + kBN * 128, &tm_b, &full[stage], kb * kBK + 64, t.b_row0);
           if (++stage == S) stage = 0, phase ^= 1;
         }
       }
@@ -410,6 +487,15 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
         r.rb[0] = load_scale_bits(args.b_scales,
                                   static_cast<int64_t>(t.b_row0 / 128) * args.bs_s0 + static_cast<int64_t>(kb) * args.bs_s1,
                                   args.b_scale_f32);
+      } else if constexpr (kPreB) {
+        // Pre-expanded W4A8: an f32 a row (W4A16's expanded B carries its scales).
+        if constexpr (T::kColScales) {
+#pragma unroll
+          for (int j = 0; j < kBRows; ++j)
+            r.rb[j] = load_scale_bits(args.b_scales,
+                                      static_cast<int64_t>(t.b_row0 + lane + 32 * j) * args.bs_s0 + static_cast<int64_t>(kb) * args.bs_s1,
+                                      true);
+        }
       } else {
         constexpr int kPerRow = F == GemmFormat::kW4A16NVFP4 ? 8 : 4;  // scale bytes a row a K block
 #pragma unroll
@@ -443,7 +529,9 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
       uint32_t* sb = reinterpret_cast<uint32_t*>(side + T::kAScaleFloats * 4);
       if constexpr (F == GemmFormat::kFP8Block) {
         if (lane == 0) *reinterpret_cast<float*>(sb) = scale_from_bits(r.rb[0], args.b_scale_f32);
-      } else if constexpr (F == GemmFormat::kW4A16NVFP4) {
+      } else if constexpr (kPreB && !T::kColScales) {
+        // No scales to store.
+      } else if constexpr (F == GemmFormat::kW4A16NVFP4 && !kPreB) {
 #pragma unroll
         for (int j = 0; j < kBRows; ++j)
           *reinterpret_cast<uint2*>(sb + 2 * (lane + 32 * j)) = make_uint2(r.rb[2 * j], r.rb[2 * j + 1]);
@@ -534,18 +622,18 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
     for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
     const int r_lo = t.m0 + row_in_tile, r_hi = r_lo + 8;
 
-    // acc += tmp * a_scale[row] * b_scale[col] with b_scale per column from shared memory.
-    // The FP4 paths' helpers (BN = 128 only). The MMA ones are generic lambdas so that their
-    // 64-register wgmmas are instantiated only where an FP4 path calls them.
-    [[maybe_unused]] auto promote_cols = [&](const float* sb_row, float s_lo, float s_hi) {
+    // acc += d * a_scale[row] * b_scale[col] with b_scale per column from shared memory.
+    // The FP4 paths' helpers (BN = 128 only). They are generic lambdas so that their 64-register
+    // operands are instantiated only where an FP4 path calls them.
+    [[maybe_unused]] auto promote_cols = [&](const auto& d, const float* sb_row, float s_lo, float s_hi) {
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         const int col = j * 8 + (lane % 4) * 2;
         const float2 sbc = *reinterpret_cast<const float2*>(sb_row + col);
-        acc[4 * j + 0] += tmp[4 * j + 0] * (s_lo * sbc.x);
-        acc[4 * j + 1] += tmp[4 * j + 1] * (s_lo * sbc.y);
-        acc[4 * j + 2] += tmp[4 * j + 2] * (s_hi * sbc.x);
-        acc[4 * j + 3] += tmp[4 * j + 3] * (s_hi * sbc.y);
+        acc[4 * j + 0] += d[4 * j + 0] * (s_lo * sbc.x);
+        acc[4 * j + 1] += d[4 * j + 1] * (s_lo * sbc.y);
+        acc[4 * j + 2] += d[4 * j + 2] * (s_hi * sbc.x);
+        acc[4 * j + 3] += d[4 * j + 3] * (s_hi * sbc.y);
       }
     };
     // One 128-K block of wgmmas from converted B: bf16 into acc, or e4m3 into tmp.
@@ -580,7 +668,24 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
       return o;
     };
 
-    if constexpr (!T::kConvertB) {
+    if constexpr (T::kBF16 && !T::kConvertB) {
+      // Pre-expanded W4A16: bf16 B straight from the TMA stage into the accumulators, no scales.
+      // A stage goes back one block later, once the next block's wgmmas are queued behind it.
+      int prev = -1;
+      for (int kb = t.kb0; kb < t.kb1; ++kb) {
+        ptx::mbar_wait(&full[stage], phase);
+        ptx::wgmma_fence();
+        mma_bf16(acc, desc_at(desc_a0, stage * T::kABytes), desc_at(desc_b0, stage * T::kBBytes));
+        ptx::wgmma_commit();
+        ptx::wgmma_wait<1>();
+        if (prev >= 0) ptx::mbar_arrive(&empty[prev]);
+        prev = stage;
+        if (++stage == S) stage = 0, phase ^= 1;
+      }
+      ptx::wgmma_wait<0>();
+      ptx::fence_accumulators(acc);
+      if (prev >= 0) ptx::mbar_arrive(&empty[prev]);
+    } else if constexpr (!T::kConvertB) {
       // FP8: B feeds wgmma straight from the TMA stage. Two scratch tiles, so the wgmmas of block
       // kb+1 run while block kb is promoted: the tensor pipe always has this warpgroup's next
       // block queued, not only the other warpgroup's.
@@ -589,7 +694,8 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
       auto issue = [&](float(&d)[kAcc], float& s_lo, float& s_hi) {
         ptx::mbar_wait(&full[stage], phase);
         const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
-        const float sb = sa[T::kAScaleFloats];
+        // Pre-expanded W4A8: B's scales are per column, applied at retirement.
+        const float sb = T::kColScales ? 1.f : sa[T::kAScaleFloats];
         s_lo = sa[row_in_tile] * sb, s_hi = sa[row_in_tile + 8] * sb;
         const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, stage * T::kBBytes);
         ptx::wgmma_fence();
@@ -605,6 +711,14 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
       int retire_stage = stage;
       auto retire = [&](float(&d)[kAcc], float s_lo, float s_hi) {
         ptx::fence_accumulators(d);
+        if constexpr (T::kColScales) {
+          // The column scales live in the stage: read them before it goes back.
+          promote_cols(d, reinterpret_cast<const float*>(s_side + retire_stage * T::kSideBytes + T::kAScaleFloats * 4),
+                       s_lo, s_hi);
+          ptx::mbar_arrive(&empty[retire_stage]);
+          if (++retire_stage == S) retire_stage = 0;
+          return;
+        }
         ptx::mbar_arrive(&empty[retire_stage]);
         if (++retire_stage == S) retire_stage = 0;
 #pragma unroll
@@ -682,7 +796,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
           for (int k = 0; k < 4; ++k) {
             ptx::wgmma_wait<0>();
             ptx::fence_accumulators(tmp);
-            promote_cols(scale_rows + k * kBN, sa[k * BM + row_in_tile], sa[k * BM + row_in_tile + 8]);
+            promote_cols(tmp, scale_rows + k * kBN, sa[k * BM + row_in_tile], sa[k * BM + row_in_tile + 8]);
             if (k < 3) {
               ptx::wgmma_fence();
               ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, (k + 1) * 32), desc_at(db, (k + 1) * 32), 0);
@@ -692,7 +806,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
         } else {
           ptx::wgmma_wait<0>();
           ptx::fence_accumulators(tmp);
-          promote_cols(scale_rows, s_lo, s_hi);
+          promote_cols(tmp, scale_rows, s_lo, s_hi);
         }
         // Stage kb's A and scales were read by this warp (wgmmas done), its packed B by the
         // expansion before the previous barrier.
@@ -723,7 +837,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
             ptx::wgmma_commit();
             ptx::wgmma_wait<0>();
             ptx::fence_accumulators(tmp);
-            promote_cols(scale_rows + k * kBN, sa[k * BM + row_in_tile], sa[k * BM + row_in_tile + 8]);
+            promote_cols(tmp, scale_rows + k * kBN, sa[k * BM + row_in_tile], sa[k * BM + row_in_tile + 8]);
             if (k < 3) ptx::wgmma_fence();
           }
         } else {
@@ -731,7 +845,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN>::kThreads, 1)
           ptx::wgmma_commit();
           ptx::wgmma_wait<0>();
           ptx::fence_accumulators(tmp);
-          promote_cols(scale_rows, s_lo, s_hi);
+          promote_cols(tmp, scale_rows, s_lo, s_hi);
         }
         ptx::mbar_arrive(&empty[stage]);
         ptx::mbar_arrive(&conv_empty[slot]);

@@ -130,11 +130,11 @@ class DeviceGuard {
   int prev_ = -1;
 };
 
-template <GemmFormat F, int BM, bool kMXFP8A, int BN = gemm_detail::kBN>
+template <GemmFormat F, int BM, bool kMXFP8A, int BN = gemm_detail::kBN, bool kPreB = false>
 Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
                      const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
-  using T = gemm_detail::Traits<F, BM, kMXFP8A, BN>;
-  auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A, BN>;
+  using T = gemm_detail::Traits<F, BM, kMXFP8A, BN, kPreB>;
+  auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A, BN, kPreB>;
   // The shared-memory opt-in is per device and per kernel: set it once (a bit per device).
   static std::atomic<uint64_t> smem_set{0};
   int dev = 0;
@@ -150,10 +150,27 @@ Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUt
 }
 
 template <GemmFormat F, bool kMXFP8A = false>
-Status launch_bm(int bm, const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
+Status launch_bm(int bm, bool pre, const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
                  const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
+  if constexpr (F != GemmFormat::kFP8Block && !kMXFP8A) {
+    if (pre) return launch_kernel<F, 128, false, gemm_detail::kBN, true>(tm_a, tm_b, tm_d, args, grid, stream);
+  }
   if (bm == 64) return launch_kernel<F, 64, kMXFP8A>(tm_a, tm_b, tm_d, args, grid, stream);
   return launch_kernel<F, 128, kMXFP8A>(tm_a, tm_b, tm_d, args, grid, stream);
+}
+
+// The expansion pass of a pre-expanded GEMM: B [b_rows, K] packed e2m1 into the workspace.
+template <GemmFormat F>
+Status launch_pre_expand(const GemmParams& p, int64_t b_rows, int64_t K, uint8_t* ws, cudaStream_t stream) {
+  const int kblocks = static_cast<int>(K / gemm_detail::kBK);
+  const int64_t units = b_rows * kblocks;
+  const int blocks = static_cast<int>((units + 255) / 256);
+  float* scales = reinterpret_cast<float*>(ws + gemm_detail::pre_expand_scales_offset(b_rows, K));
+  gemm_detail::pre_expand_kernel<F><<<blocks, 256, 0, stream>>>(
+      static_cast<const uint8_t*>(p.b.data), static_cast<int64_t>(row_bytes(p.b)),
+      static_cast<const uint8_t*>(p.b_scales.data), p.b_scales.strides[0], p.b_scales.strides[1],
+      static_cast<int>(b_rows), kblocks, ws, F == GemmFormat::kW4A8MXFP4 ? scales : nullptr);
+  return launch_status(kOp, "pre_expand_kernel");
 }
 
 }  // namespace
@@ -164,7 +181,7 @@ int64_t gemm_workspace_size(GemmFormat format, int64_t M, int64_t N, int64_t K, 
     cudaGetLastError();
     return 0;
   }
-  return gemm_detail::choose_gemm_config(M, N, K, format, sms, int64_t(1) << 62).workspace_bytes;
+  return gemm_detail::choose_gemm_config(M, N, K, format, sms, int64_t(1) << 62, N).workspace_bytes;
 }
 
 namespace {
@@ -182,7 +199,10 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   DSV4_RETURN_IF_ERROR(sm_count(p.d.device.index, &sms));
   const int64_t ws_bytes = p.workspace.defined() && !group_rows ? p.workspace.numel() : 0;
   gemm_detail::GemmConfig cfg =
-      gemm_detail::choose_gemm_config(std::max<int64_t>(M / num_groups, 1), N, K, f, sms, ws_bytes);
+      gemm_detail::choose_gemm_config(std::max<int64_t>(M / num_groups, 1), N, K, f, sms, ws_bytes, b_rows);
+  // W4A8 with MXFP8 activations promotes every 32 along K; it keeps the in-kernel expansion.
+  const bool mx_a = f == GemmFormat::kW4A8MXFP4 && p.a_scales.shape[1] == K / 32;
+  const bool pre = cfg.pre_expand && !mx_a;
   if (group_rows) {
     // Group sizes live on the device: bound the tile count (each group wastes at most one M tile).
     const int64_t units = ((M + cfg.bm - 1) / cfg.bm + num_groups) * (N / cfg.bn);
@@ -198,7 +218,14 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   else
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.a.data, K, M, row_bytes(p.a), 128, cfg.bm,
                                    CU_TENSOR_MAP_SWIZZLE_128B, "a"));
-  if (b_fp4)  // packed bytes, expanded by the consumers: no swizzle needed
+  uint8_t* ws = static_cast<uint8_t*>(p.workspace.data);
+  if (pre && a_bf16)  // bf16 B expanded into the workspace, read like A
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, ws, K, b_rows, K * 2, 64, gemm_detail::kBN,
+                                   CU_TENSOR_MAP_SWIZZLE_128B, "b (expanded)"));
+  else if (pre)  // e4m3 B expanded into the workspace
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, ws, K, b_rows, K, 128, gemm_detail::kBN,
+                                   CU_TENSOR_MAP_SWIZZLE_128B, "b (expanded)"));
+  else if (b_fp4)  // packed bytes, expanded by the consumers: no swizzle needed
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K / 2, b_rows, row_bytes(p.b), 64,
                                    gemm_detail::kBN, CU_TENSOR_MAP_SWIZZLE_NONE, "b"));
   else
@@ -213,7 +240,6 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   args.kblocks = static_cast<int>(K / gemm_detail::kBK);
   args.num_groups = num_groups;
   args.group_rows = group_rows;
-  const bool mx_a = f == GemmFormat::kW4A8MXFP4 && p.a_scales.shape[1] == K / 32;
   if (p.a_scales.defined()) {
     args.a_scales = static_cast<const uint8_t*>(p.a_scales.data);
     args.as_s0 = p.a_scales.strides[0], args.as_s1 = p.a_scales.strides[1];
@@ -222,6 +248,11 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   args.b_scales = static_cast<const uint8_t*>(p.b_scales.data);
   args.bs_s0 = p.b_scales.strides[0], args.bs_s1 = p.b_scales.strides[1];
   args.b_scale_f32 = p.b_scales.dtype == DType::F32;
+  if (pre) {  // the expansion's f32 scales [b_rows, K / 128] (W4A8; unused by W4A16)
+    args.b_scales = ws + gemm_detail::pre_expand_scales_offset(b_rows, K);
+    args.bs_s0 = K / gemm_detail::kBK, args.bs_s1 = 1;
+    args.b_scale_f32 = true;
+  }
   if (p.b_global_scale.defined()) args.b_global = static_cast<const float*>(p.b_global_scale.data);
   if (p.bias.defined()) args.bias = static_cast<const __nv_bfloat16*>(p.bias.data);
   if (p.residual.defined()) {
@@ -230,7 +261,7 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   }
   args.d = static_cast<__nv_bfloat16*>(p.d.data);
   args.d_ld = p.d.strides[0];
-  if (cfg.splits > 1) args.partial = static_cast<float*>(p.workspace.data);
+  if (cfg.splits > 1) args.partial = reinterpret_cast<float*>(ws);
   // D by TMA store where the epilogue is a plain bf16 write (kernel.cuh says why); the map is
   // otherwise unused and tm_a stands in for it.
   CUtensorMap tm_d = tm_a;
@@ -244,23 +275,31 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   }
 
   cudaStream_t stream = static_cast<cudaStream_t>(stream_);
+  if (pre) {
+    switch (f) {
+      case GemmFormat::kW4A8MXFP4: DSV4_RETURN_IF_ERROR(launch_pre_expand<GemmFormat::kW4A8MXFP4>(p, b_rows, K, ws, stream)); break;
+      case GemmFormat::kW4A16MXFP4: DSV4_RETURN_IF_ERROR(launch_pre_expand<GemmFormat::kW4A16MXFP4>(p, b_rows, K, ws, stream)); break;
+      case GemmFormat::kW4A16NVFP4: DSV4_RETURN_IF_ERROR(launch_pre_expand<GemmFormat::kW4A16NVFP4>(p, b_rows, K, ws, stream)); break;
+      case GemmFormat::kFP8Block: break;
+    }
+  }
   switch (f) {
     case GemmFormat::kFP8Block:
       if (cfg.bn == gemm_detail::kBNDecode)
         DSV4_RETURN_IF_ERROR((launch_kernel<GemmFormat::kFP8Block, 64, false, gemm_detail::kBNDecode>(
             tm_a, tm_b, tm_d, args, cfg.grid, stream)));
       else
-        DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream));
+        DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, false, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A8MXFP4:
-      if (mx_a) DSV4_RETURN_IF_ERROR((launch_bm<GemmFormat::kW4A8MXFP4, true>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream)));
-      else DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A8MXFP4>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream));
+      if (mx_a) DSV4_RETURN_IF_ERROR((launch_bm<GemmFormat::kW4A8MXFP4, true>(cfg.bm, false, tm_a, tm_b, tm_d, args, cfg.grid, stream)));
+      else DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A8MXFP4>(cfg.bm, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A16MXFP4:
-      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16MXFP4>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream));
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16MXFP4>(cfg.bm, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A16NVFP4:
-      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16NVFP4>(cfg.bm, tm_a, tm_b, tm_d, args, cfg.grid, stream));
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16NVFP4>(cfg.bm, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
   }
   if (cfg.splits > 1) {
