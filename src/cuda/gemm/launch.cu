@@ -163,8 +163,10 @@ Status launch_bm(int bm, bool pre, const CUtensorMap& tm_a, const CUtensorMap& t
 template <GemmFormat F>
 Status launch_pre_expand(const GemmParams& p, int64_t b_rows, int64_t K, uint8_t* ws, cudaStream_t stream) {
   const int kblocks = static_cast<int>(K / gemm_detail::kBK);
-  const int64_t units = b_rows * kblocks;
-  const int blocks = static_cast<int>((units + 255) / 256);
+  const int64_t chunks = b_rows * K * (F == GemmFormat::kW4A8MXFP4 ? 1 : 2) / 16;  // 16-byte output chunks
+  const int64_t blocks64 = (chunks + 255) / 256;
+  if (blocks64 > INT32_MAX) return {StatusCode::kUnsupported, "gemm: weights too large to expand in one pass"};
+  const int blocks = static_cast<int>(blocks64);
   float* scales = reinterpret_cast<float*>(ws + gemm_detail::pre_expand_scales_offset(b_rows, K));
   gemm_detail::pre_expand_kernel<F><<<blocks, 256, 0, stream>>>(
       static_cast<const uint8_t*>(p.b.data), static_cast<int64_t>(row_bytes(p.b)),
