@@ -133,6 +133,12 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
   // --no-workspace: run without scratch (no split-K; FP4 weights expanded inside the kernel at
   // every M), to compare with the plan the workspace allows.
   const bool use_ws = !o.has("no-workspace");
+  // --b-scales narrow|wide: MXFP4 weight exponents in 2^[-3, 3] (default: a trained weight's
+  // spread; W4A8's expanded path then promotes once a 128 x 128 block) or 2^[-8, 8] (spans over
+  // 14 inside a block: the per-row promotion).
+  const std::string b_spread = o.get("b-scales", "narrow");
+  if (b_spread != "narrow" && b_spread != "wide") throw BenchError("--b-scales: narrow or wide, got '" + b_spread + "'");
+  const Fill mx_b_fill = b_spread == "narrow" ? Fill::kUE8M0Narrow : Fill::kUE8M0;
   require_gpu();
   for (const auto& s : shapes) check_shape(s[0], s[1], s[2]);
   void* st = stream();
@@ -169,7 +175,8 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
         fill_random(base, z.a, a_bf16(f) ? Fill::kBF16 : Fill::kE4M3, 100 + c);
         if (z.as) fill_random(base + off_as, z.as, Fill::kUE8M0, 200 + c);
         fill_random(base + off_b, z.b, f == GemmFormat::kFP8Block ? Fill::kE4M3 : Fill::kBytes, 300 + c);
-        fill_random(base + off_bs, z.bs, f == GemmFormat::kW4A16NVFP4 ? Fill::kE4M3 : Fill::kUE8M0, 400 + c);
+        fill_random(base + off_bs, z.bs,
+                    f == GemmFormat::kW4A16NVFP4 ? Fill::kE4M3 : f == GemmFormat::kFP8Block ? Fill::kUE8M0 : mx_b_fill, 400 + c);
       }
       const int64_t ws_bytes = use_ws ? gemm_workspace_size(f, M, N, K, Device::cuda(0)) : 0;
       DeviceBuffer ws(std::max<int64_t>(ws_bytes, 16));
@@ -191,7 +198,8 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
       r.op = "gemm";
       // The workspace holds split-K partials (only at M <= 256) or the expanded FP4 B (only at
       // M >= 512): src/cuda/gemm/config.h.
-      r.case_name = std::string(gemm_format_name(f)) + (ws_bytes == 0 ? "" : M <= 256 ? " splitK" : " pre-expanded");
+      r.case_name = std::string(gemm_format_name(f)) + (ws_bytes == 0 ? "" : M <= 256 ? " splitK" : " pre-expanded") +
+                    (f == GemmFormat::kW4A8MXFP4 && b_spread == "wide" ? " wide-B-scales" : "");
       r.shape = shape_str({M, N, K});
       r.flops = 2.0 * M * N * K;
       r.bytes = static_cast<double>(z.a + z.as + z.b + z.bs + z.d);

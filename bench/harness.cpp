@@ -150,6 +150,7 @@ void fill_random(void* dst, size_t bytes, Fill kind, uint64_t seed) {
     case Fill::kF32: k = kernels::kFillF32; break;
     case Fill::kE4M3: k = kernels::kFillE4M3; break;
     case Fill::kUE8M0: k = kernels::kFillUE8M0; break;
+    case Fill::kUE8M0Narrow: k = kernels::kFillUE8M0Narrow; break;
     case Fill::kBytes: k = kernels::kFillBytes; break;
   }
   BENCH_CUDA(kernels::fill(dst, bytes, k, seed, std::max(gpu().sms, 1), cstream()));

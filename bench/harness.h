@@ -51,6 +51,7 @@ enum class Fill {
   kF32,    // same magnitudes as kBF16
   kE4M3,   // finite codes, magnitude 2^[-4, 4]
   kUE8M0,  // 2^[-8, 8]
+  kUE8M0Narrow,  // 2^[-3, 3]: the exponent spread of MXFP4 scales of a trained weight's block
   kBytes,  // any byte (valid for packed e2m1)
 };
 void fill_random(void* dst, size_t bytes, Fill kind, uint64_t seed);

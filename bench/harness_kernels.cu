@@ -53,6 +53,9 @@ __global__ void fill_kernel(uint8_t* dst, size_t bytes, int kind, uint64_t seed)
       case kFillUE8M0:
         for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(127 - 8 + ((h0 >> (8 * i)) & 0xFF) % 17) << (8 * i);
         break;
+      case kFillUE8M0Narrow:
+        for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(127 - 3 + ((h0 >> (8 * i)) & 0xFF) % 7) << (8 * i);
+        break;
       default:
         v = h0;
         break;

@@ -47,6 +47,7 @@ options (bench and verify):
   kv_cache: --tokens T (bench 262144, verify 16384) --page-size P (64)
   gemm:     --m M --n N --k K (bench: the issue's shapes) --formats fp8block,w4a8-mxfp4,w4a16-mxfp4,w4a16-nvfp4
             --no-workspace (no split-K, FP4 weights expanded in the kernel) --no-baseline (skip cuBLASLt)
+            --b-scales narrow|wide (MXFP4 weight exponents in 2^[-3,3], default, or 2^[-8,8])
 
 exit codes: 0 ok (or GPU work skipped for lack of a GPU), 1 a failure, 2 a usage error
 )";

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -196,27 +197,57 @@ TEST(GemmCuda, ExactLargeM) {
   expect_bitwise(h, r.d, run_cpu(h));
 }
 
+// The largest minus the smallest B exponent over the 128 x 128 blocks of an MXFP4 weight (a NaN
+// code counts as an unbounded span): W4A8's expanded path folds each block's largest exponent into
+// the e4m3 values when every block spans at most 14, else each row's (config.h, PreExpandLayout).
+int max_block_span(const HostGemm& h) {
+  const int64_t cols = h.K / 32;
+  int worst = 0;
+  for (int64_t nb = 0; nb < h.N / 128; ++nb)
+    for (int64_t kb = 0; kb < h.K / 128; ++kb) {
+      int hi = 0, lo = 255;
+      for (int64_t n = nb * 128; n < nb * 128 + 128; ++n)
+        for (int64_t j = kb * 4; j < kb * 4 + 4; ++j) hi = std::max<int>(hi, h.b_scales[n * cols + j]), lo = std::min<int>(lo, h.b_scales[n * cols + j]);
+      worst = std::max(worst, hi == 255 ? 1000 : hi - lo);
+    }
+  return worst;
+}
+
 // Large M with FP4 weights expands B once into the workspace (config.h, pre_expand_bytes) with the
 // codecs the kernel's own expansion uses, so with and without a workspace the bits must agree;
 // both within tolerance of the reference. Covers M not a multiple of the tile, bias and residual, a
-// CUDA graph, the W4A8 wide-span rounding, and MXFP8 activations (which keep the in-kernel path).
+// CUDA graph, W4A8's two promotion modes (one scale a 128 x 128 block when every block's exponents
+// span <= 14, else one a row: a single block past the bound, at the far corner, switches the whole
+// GEMM), the wide-span rounding, and MXFP8 activations (which keep the in-kernel path).
 TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 g = test::rng_for_test();
   const int64_t M = 600;
   for (const FormatCase& c : kCases) {
     if (c.f == GemmFormat::kFP8Block) continue;
-    for (int variant = 0; variant < 3; ++variant) {
+    for (int variant = 0; variant < 5; ++variant) {
       SCOPED_TRACE(testing::Message() << "variant " << variant);
+      const bool w4a8 = c.f == GemmFormat::kW4A8MXFP4;
+      if (variant >= 2 && !w4a8) continue;
       HostGemm h = test::make_random_gemm(c.f, M, 384, 1536, g, c.scale, c.mx_a);
+      if (w4a8 && variant < 2) ASSERT_LE(max_block_span(h), 14) << "random weights should take the block mode";
       if (variant == 1) {
         h.has_bias = h.has_residual = true;
         test::add_epilogue_inputs(h, g, false);
       }
-      if (variant == 2 && c.f == GemmFormat::kW4A8MXFP4) {  // B exponents spanning 20 in a block
+      if (variant == 2) {  // B exponents spanning 20 in a block: row mode, small sub-blocks round
         for (int64_t n = 0; n < h.N; ++n)
           for (int64_t j = 0; j < h.K / 32; ++j)
             h.b_scales[n * (h.K / 32) + j] = static_cast<uint8_t>(j % 4 == n % 4 ? 131 : 111 + (n + j) % 11);
+        ASSERT_GT(max_block_span(h), 14);
+      }
+      if (variant >= 3) {  // the last block's last sub-block at span 15 (row mode) or exactly 14 (block mode)
+        const int64_t cols = h.K / 32;
+        int hi = 0;
+        for (int64_t n = h.N - 128; n < h.N; ++n)
+          for (int64_t j = cols - 4; j < cols; ++j) hi = std::max<int>(hi, h.b_scales[n * cols + j]);
+        h.b_scales[(h.N - 1) * cols + cols - 1] = static_cast<uint8_t>(hi - (variant == 3 ? 15 : 14));
+        ASSERT_EQ(max_block_span(h) > 14, variant == 3);
       }
       ASSERT_GT(gemm_workspace_size(h.format, h.M, h.N, h.K, Device::cuda(0)), 0) << where(h);
       const std::vector<uint16_t> want = run_cpu(h);

@@ -91,13 +91,33 @@ constexpr int smem_bytes(GemmFormat f, int bm, int stages, int bn = kBN, bool pr
 // costs about as much as three tiles' share.
 inline constexpr int64_t kPreExpandMinM = 512;
 constexpr bool pre_expand_for(int64_t M, GemmFormat f) { return f != GemmFormat::kFP8Block && M >= kPreExpandMinM; }
-// Workspace of the expanded B (b_rows x K): W4A8 e4m3 elements, then (256-aligned) f32 scales
-// [b_rows, K / 128]; W4A16 bf16 elements.
-constexpr int64_t pre_expand_scales_offset(int64_t b_rows, int64_t K) { return (b_rows * K + 255) / 256 * 256; }
-constexpr int64_t pre_expand_bytes(GemmFormat f, int64_t b_rows, int64_t K) {
-  if (f == GemmFormat::kW4A8MXFP4) return pre_expand_scales_offset(b_rows, K) + b_rows * (K / kBK) * 4;
-  return f == GemmFormat::kFP8Block ? 0 : b_rows * K * 2;
+// Workspace of the expanded B (b_rows x K). W4A16: bf16 elements. W4A8: e4m3 elements, then
+// (each piece 256-aligned) f32 scales a row and 128-K block, f32 scales and their ue8m0 exponents a
+// 128 x 128 block, and one u32 flag. The flag is 0 when every 128 x 128 block's exponents span at
+// most 14 (and none is NaN): then the block's largest exponent folds exactly into the e4m3 values of
+// all its rows and the kernel promotes once a block like FP8 (one FFMA an element); otherwise
+// every row keeps its own exponent and the promotion scales each column (pre_expand_kernel).
+struct PreExpandLayout {
+  int64_t row_scales = 0, block_scales = 0, block_exps = 0, flag = 0, bytes = 0;
+};
+constexpr int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
+constexpr PreExpandLayout pre_expand_layout(GemmFormat f, int64_t b_rows, int64_t K) {
+  PreExpandLayout l;
+  if (f == GemmFormat::kFP8Block) return l;
+  if (f != GemmFormat::kW4A8MXFP4) {
+    l.bytes = b_rows * K * 2;
+    return l;
+  }
+  const int64_t kblocks = K / kBK, nblocks = (b_rows + kBK - 1) / kBK;
+  l.row_scales = align256(b_rows * K);
+  l.block_scales = l.row_scales + align256(b_rows * kblocks * 4);
+  l.block_exps = l.block_scales + align256(nblocks * kblocks * 4);
+  l.flag = l.block_exps + align256(nblocks * kblocks);
+  l.bytes = l.flag + 16;
+  return l;
 }
+constexpr int64_t pre_expand_bytes(GemmFormat f, int64_t b_rows, int64_t K) { return pre_expand_layout(f, b_rows, K).bytes; }
+inline constexpr int kFoldMaxSpan = 14;  // e2m1 * 2^(s - smax + 6) stays exact e4m3 while smax - s <= 14
 
 // BM = 64 (one consumer warpgroup) up to M = 64; FP8 keeps it up to M = 128, where two 64-row
 // tiles sharing each B tile through L2 beat one 128-row tile (H100, 128x4096x7168, same-run A/B:

@@ -38,6 +38,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/common/ptx_tma.cuh"
 #include "cuda/common/ptx_wgmma.cuh"
@@ -70,6 +71,10 @@ struct KernelArgs {
   // residual, D 16-byte aligned rows.
   bool tma_store_d = false;
   float* partial = nullptr;  // [splits, M, N] f32 when splits > 1
+  // Pre-expanded W4A8 (config.h, PreExpandLayout): f32 scales a 128 x 128 block of B, and the flag
+  // that says whether they apply (0) or b_scales' per-row ones do.
+  const float* b_block_scales = nullptr;
+  const uint32_t* pre_flag = nullptr;
 };
 
 // Everything the kernel's layout derives from (format, BM); the static_asserts pin the invariants
@@ -327,11 +332,50 @@ __device__ __forceinline__ void expand_w4a16(const uint8_t* packed, uint8_t* dst
 // block scales applied. A thread writes one 16-byte chunk of the output, so a warp's loads and
 // stores are contiguous runs (a thread a 128-K block wrote 16 bytes every 128 or 256: ~0.5 TB/s on
 // H100). b_ld: bytes between rows of packed B.
+// W4A8 expansion, first step: a warp a 128 x 128 block of B's ue8m0 exponents. It writes the
+// block's largest exponent S and its scale 2^(S - 133), and sets *flag when any block spans more
+// than kFoldMaxSpan or holds the NaN code (then every row keeps its own exponent: see config.h).
+// *flag must be 0 before the launch.
+__global__ void __launch_bounds__(256) w4a8_block_stats_kernel(const uint8_t* __restrict__ bs, int64_t bs_s0,
+                                                                int64_t bs_s1, int rows, int kblocks,
+                                                                float* __restrict__ block_scales,
+                                                                uint8_t* __restrict__ block_exps, uint32_t* flag) {
+  const int64_t block = (blockIdx.x * int64_t(256) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  const int nblocks = (rows + kBK - 1) / kBK;
+  if (block >= int64_t(nblocks) * kblocks) return;  // whole warps leave together
+  const int nb = static_cast<int>(block / kblocks), kb = static_cast<int>(block - int64_t(nb) * kblocks);
+  int hi = 0, lo = 0xFF;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t row = int64_t(nb) * kBK + lane + 32 * i;
+    if (row >= rows) break;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int e = __ldg(bs + row * bs_s0 + (int64_t(kb) * 4 + j) * bs_s1);
+      hi = max(hi, e), lo = min(lo, e);
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    hi = max(hi, __shfl_xor_sync(0xFFFFFFFFu, hi, o));
+    lo = min(lo, __shfl_xor_sync(0xFFFFFFFFu, lo, o));
+  }
+  if (lane == 0) {
+    block_exps[block] = static_cast<uint8_t>(hi);
+    block_scales[block] = w4a8_fold_scale(hi);
+    if (hi == 0xFF || hi - lo > kFoldMaxSpan) atomicOr(flag, 1u);
+  }
+}
+
+// block_exps / flag: W4A8 only, from w4a8_block_stats_kernel (flag 0: fold each 128 x 128 block's
+// largest exponent; otherwise each row's own, and out_scales holds the row scales).
 template <GemmFormat F>
 __global__ void __launch_bounds__(256) pre_expand_kernel(const uint8_t* __restrict__ b, int64_t b_ld,
                                                           const uint8_t* __restrict__ bs, int64_t bs_s0, int64_t bs_s1,
                                                           int rows, int kblocks, uint8_t* __restrict__ out,
-                                                          float* __restrict__ out_scales) {
+                                                          float* __restrict__ out_scales,
+                                                          const uint8_t* __restrict__ block_exps, const uint32_t* flag) {
   constexpr int kElems = F == GemmFormat::kW4A8MXFP4 ? 16 : 8;  // elements in 16 output bytes
   constexpr int kChunks = kBK / kElems;                          // chunks a 128-K block
   const int64_t chunk = blockIdx.x * int64_t(256) + threadIdx.x;
@@ -348,8 +392,9 @@ __global__ void __launch_bounds__(256) pre_expand_kernel(const uint8_t* __restri
     uint32_t packed_s = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) packed_s |= uint32_t(__ldg(srow + (kb * 4 + j) * bs_s1)) << (8 * j);
-    const int smax = w4a8_fold_smax(packed_s);
+    int smax = w4a8_fold_smax(packed_s);
     if (c % kChunks == 0) out_scales[row * kblocks + kb] = w4a8_fold_scale(smax);
+    if (*flag == 0) smax = block_exps[(row / kBK) * kblocks + kb];
     uint32_t lut0, lut1;
     e4m3_table(int((packed_s >> (8 * ((k0 / 32) & 3))) & 0xFF) - smax + 6, lut0, lut1);
     const uint2 w = __ldg(reinterpret_cast<const uint2*>(src));
@@ -384,6 +429,9 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
   uint64_t* conv_full = empty + S;                  // FP4: converted-B slot written (expander)
   uint64_t* conv_empty = conv_full + T::kConvSlots;  // FP4: converted-B slot read (consumers)
 
+  // Pre-expanded W4A8: one B scale a 128 x 128 block (FP8's promotion) or one a row (per column).
+  bool block_mode = false;
+  if constexpr (T::kColScales) block_mode = *args.pre_flag == 0;
   const int wg = threadIdx.x / 128;
   const int tid_wg = threadIdx.x % 128;
   const int warp = tid_wg / 32, lane = tid_wg % 32;
@@ -482,8 +530,12 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
                                   static_cast<int64_t>(t.b_row0 / 128) * args.bs_s0 + static_cast<int64_t>(kb) * args.bs_s1,
                                   args.b_scale_f32);
       } else if constexpr (kPreB) {
-        // Pre-expanded W4A8: an f32 a row (W4A16's expanded B carries its scales).
+        // Pre-expanded W4A8: an f32 a 128 x 128 block or a row (W4A16's expanded B carries its scales).
         if constexpr (T::kColScales) {
+          if (block_mode) {
+            r.rb[0] = __float_as_uint(__ldg(args.b_block_scales + static_cast<int64_t>(t.b_row0 / kBK) * args.kblocks + kb));
+            return;
+          }
 #pragma unroll
           for (int j = 0; j < kBRows; ++j)
             r.rb[j] = load_scale_bits(args.b_scales,
@@ -525,6 +577,13 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
         if (lane == 0) *reinterpret_cast<float*>(sb) = scale_from_bits(r.rb[0], args.b_scale_f32);
       } else if constexpr (kPreB && !T::kColScales) {
         // No scales to store.
+      } else if constexpr (T::kColScales) {
+        if (block_mode) {
+          if (lane == 0) sb[0] = r.rb[0];
+        } else {
+#pragma unroll
+          for (int j = 0; j < kBRows; ++j) sb[lane + 32 * j] = r.rb[j];
+        }
       } else if constexpr (F == GemmFormat::kW4A16NVFP4 && !kPreB) {
 #pragma unroll
         for (int j = 0; j < kBRows; ++j)
@@ -685,65 +744,76 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
       // block queued, not only the other warpgroup's.
       float tmp2[kAcc];
       float sl[2], sh[2];  // scales of the block in tmp (0) / tmp2 (1)
-      auto issue = [&](float(&d)[kAcc], float& s_lo, float& s_hi) {
-        ptx::mbar_wait(&full[stage], phase);
-        const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
-        // Pre-expanded W4A8: B's scales are per column, applied at retirement.
-        const float sb = T::kColScales ? 1.f : sa[T::kAScaleFloats];
-        s_lo = sa[row_in_tile] * sb, s_hi = sa[row_in_tile + 8] * sb;
-        const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, stage * T::kBBytes);
-        ptx::wgmma_fence();
+      // kCol: pre-expanded W4A8 in row mode (B's scales per column, applied at retirement). A
+      // compile-time switch, so each mode gets its own loop: one loop branching on the mode at
+      // every block spilled ~400 bytes.
+      auto mainloop = [&](auto col_tag) {
+        constexpr bool kCol = decltype(col_tag)::value;
+        auto issue = [&](float(&d)[kAcc], float& s_lo, float& s_hi) {
+          ptx::mbar_wait(&full[stage], phase);
+          const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
+          const float sb = kCol ? 1.f : sa[T::kAScaleFloats];
+          s_lo = sa[row_in_tile] * sb, s_hi = sa[row_in_tile + 8] * sb;
+          const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, stage * T::kBBytes);
+          ptx::wgmma_fence();
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          if constexpr (BN == kBN) ptx::wgmma_m64n128k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
-          else ptx::wgmma_m64n32k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
-        }
-        ptx::wgmma_commit();
-        if (++stage == S) stage = 0, phase ^= 1;
-      };
-      // Retires the older in-flight block: its stage goes back to the producer, its product into acc.
-      int retire_stage = stage;
-      auto retire = [&](float(&d)[kAcc], float s_lo, float s_hi) {
-        ptx::fence_accumulators(d);
-        if constexpr (T::kColScales) {
-          // The column scales live in the stage: read them before it goes back.
-          promote_cols(d, reinterpret_cast<const float*>(s_side + retire_stage * T::kSideBytes + T::kAScaleFloats * 4),
-                       s_lo, s_hi);
+          for (int k = 0; k < 4; ++k) {
+            if constexpr (BN == kBN) ptx::wgmma_m64n128k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+            else ptx::wgmma_m64n32k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+          }
+          ptx::wgmma_commit();
+          if (++stage == S) stage = 0, phase ^= 1;
+        };
+        // Retires the older in-flight block: its stage goes back to the producer, its product into acc.
+        int retire_stage = stage;
+        auto retire = [&](float(&d)[kAcc], float s_lo, float s_hi) {
+          ptx::fence_accumulators(d);
+          if constexpr (kCol) {
+            // The column scales live in the stage: read them before it goes back.
+            promote_cols(d, reinterpret_cast<const float*>(s_side + retire_stage * T::kSideBytes + T::kAScaleFloats * 4),
+                         s_lo, s_hi);
+            ptx::mbar_arrive(&empty[retire_stage]);
+            if (++retire_stage == S) retire_stage = 0;
+            return;
+          }
           ptx::mbar_arrive(&empty[retire_stage]);
           if (++retire_stage == S) retire_stage = 0;
-          return;
-        }
-        ptx::mbar_arrive(&empty[retire_stage]);
-        if (++retire_stage == S) retire_stage = 0;
 #pragma unroll
-        for (int j = 0; j < kJ; ++j) {
-          acc[4 * j + 0] += d[4 * j + 0] * s_lo;
-          acc[4 * j + 1] += d[4 * j + 1] * s_lo;
-          acc[4 * j + 2] += d[4 * j + 2] * s_hi;
-          acc[4 * j + 3] += d[4 * j + 3] * s_hi;
+          for (int j = 0; j < kJ; ++j) {
+            acc[4 * j + 0] += d[4 * j + 0] * s_lo;
+            acc[4 * j + 1] += d[4 * j + 1] * s_lo;
+            acc[4 * j + 2] += d[4 * j + 2] * s_hi;
+            acc[4 * j + 3] += d[4 * j + 3] * s_hi;
+          }
+        };
+        // Steady state without data-dependent wait counts (ptxas serializes every wgmma when it
+        // cannot prove which group a wait retires); the one- or two-block tail follows.
+        issue(tmp, sl[0], sh[0]);
+        int kb = t.kb0;
+        for (; kb + 2 < t.kb1; kb += 2) {
+          issue(tmp2, sl[1], sh[1]);
+          ptx::wgmma_wait<1>();
+          retire(tmp, sl[0], sh[0]);
+          issue(tmp, sl[0], sh[0]);
+          ptx::wgmma_wait<1>();
+          retire(tmp2, sl[1], sh[1]);
+        }
+        if (kb + 1 < t.kb1) {
+          issue(tmp2, sl[1], sh[1]);
+          ptx::wgmma_wait<1>();
+          retire(tmp, sl[0], sh[0]);
+          ptx::wgmma_wait<0>();
+          retire(tmp2, sl[1], sh[1]);
+        } else {
+          ptx::wgmma_wait<0>();
+          retire(tmp, sl[0], sh[0]);
         }
       };
-      // Steady state without data-dependent wait counts (ptxas serializes every wgmma when it
-      // cannot prove which group a wait retires); the one- or two-block tail follows.
-      issue(tmp, sl[0], sh[0]);
-      int kb = t.kb0;
-      for (; kb + 2 < t.kb1; kb += 2) {
-        issue(tmp2, sl[1], sh[1]);
-        ptx::wgmma_wait<1>();
-        retire(tmp, sl[0], sh[0]);
-        issue(tmp, sl[0], sh[0]);
-        ptx::wgmma_wait<1>();
-        retire(tmp2, sl[1], sh[1]);
-      }
-      if (kb + 1 < t.kb1) {
-        issue(tmp2, sl[1], sh[1]);
-        ptx::wgmma_wait<1>();
-        retire(tmp, sl[0], sh[0]);
-        ptx::wgmma_wait<0>();
-        retire(tmp2, sl[1], sh[1]);
+      if constexpr (T::kColScales) {
+        if (block_mode) mainloop(std::false_type{});
+        else mainloop(std::true_type{});
       } else {
-        ptx::wgmma_wait<0>();
-        retire(tmp, sl[0], sh[0]);
+        mainloop(std::false_type{});
       }
     } else if constexpr (T::kExpanderWGs == 0) {
       // FP4 B: the consumers expand stage kb+1 into the other buffer while the wgmmas of stage kb

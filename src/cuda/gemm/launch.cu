@@ -167,11 +167,21 @@ Status launch_pre_expand(const GemmParams& p, int64_t b_rows, int64_t K, uint8_t
   const int64_t blocks64 = (chunks + 255) / 256;
   if (blocks64 > INT32_MAX) return {StatusCode::kUnsupported, "gemm: weights too large to expand in one pass"};
   const int blocks = static_cast<int>(blocks64);
-  float* scales = reinterpret_cast<float*>(ws + gemm_detail::pre_expand_scales_offset(b_rows, K));
+  const gemm_detail::PreExpandLayout l = gemm_detail::pre_expand_layout(F, b_rows, K);
+  const uint8_t* bs = static_cast<const uint8_t*>(p.b_scales.data);
+  const int64_t bs0 = p.b_scales.strides[0], bs1 = p.b_scales.strides[1];
+  uint32_t* flag = reinterpret_cast<uint32_t*>(ws + l.flag);
+  if constexpr (F == GemmFormat::kW4A8MXFP4) {
+    DSV4_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flag, 0, sizeof(uint32_t), stream), kOp);
+    const int64_t warps = (b_rows + gemm_detail::kBK - 1) / gemm_detail::kBK * kblocks;
+    gemm_detail::w4a8_block_stats_kernel<<<static_cast<int>((warps + 7) / 8), 256, 0, stream>>>(
+        bs, bs0, bs1, static_cast<int>(b_rows), kblocks, reinterpret_cast<float*>(ws + l.block_scales),
+        ws + l.block_exps, flag);
+    DSV4_RETURN_IF_ERROR(launch_status(kOp, "w4a8_block_stats_kernel"));
+  }
   gemm_detail::pre_expand_kernel<F><<<blocks, 256, 0, stream>>>(
-      static_cast<const uint8_t*>(p.b.data), static_cast<int64_t>(row_bytes(p.b)),
-      static_cast<const uint8_t*>(p.b_scales.data), p.b_scales.strides[0], p.b_scales.strides[1],
-      static_cast<int>(b_rows), kblocks, ws, F == GemmFormat::kW4A8MXFP4 ? scales : nullptr);
+      static_cast<const uint8_t*>(p.b.data), static_cast<int64_t>(row_bytes(p.b)), bs, bs0, bs1,
+      static_cast<int>(b_rows), kblocks, ws, reinterpret_cast<float*>(ws + l.row_scales), ws + l.block_exps, flag);
   return launch_status(kOp, "pre_expand_kernel");
 }
 
@@ -250,8 +260,11 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   args.b_scales = static_cast<const uint8_t*>(p.b_scales.data);
   args.bs_s0 = p.b_scales.strides[0], args.bs_s1 = p.b_scales.strides[1];
   args.b_scale_f32 = p.b_scales.dtype == DType::F32;
-  if (pre) {  // the expansion's f32 scales [b_rows, K / 128] (W4A8; unused by W4A16)
-    args.b_scales = ws + gemm_detail::pre_expand_scales_offset(b_rows, K);
+  if (pre) {  // the expansion's f32 scales (W4A8; unused by W4A16)
+    const gemm_detail::PreExpandLayout l = gemm_detail::pre_expand_layout(f, b_rows, K);
+    args.b_scales = ws + l.row_scales;
+    args.b_block_scales = reinterpret_cast<const float*>(ws + l.block_scales);
+    args.pre_flag = reinterpret_cast<const uint32_t*>(ws + l.flag);
     args.bs_s0 = K / gemm_detail::kBK, args.bs_s1 = 1;
     args.b_scale_f32 = true;
   }
