@@ -86,8 +86,16 @@ TEST(GemmConfig, LargeProblemsDoNotSplit) {
     // FP4 weights: the workspace holds B expanded once (W4A8: e4m3 + f32 scales a row and 128-block;
     // W4A16: bf16).
     const int64_t want = f == GemmFormat::kFP8Block    ? 0
-                         : f == GemmFormat::kW4A8MXFP4 ? int64_t(4096) * 7168 + int64_t(4096) * 56 * 4
+                         : f == GemmFormat::kW4A8MXFP4 ? pre_expand_layout(f, 4096, 7168).bytes
                                                        : int64_t(4096) * 7168 * 2;
+    if (f == GemmFormat::kW4A8MXFP4) {  // e4m3, row scales, block scales and exponents, the flag
+      const PreExpandLayout l = pre_expand_layout(f, 4096, 7168);
+      EXPECT_EQ(l.row_scales, int64_t(4096) * 7168);
+      EXPECT_EQ(l.block_scales, l.row_scales + int64_t(4096) * 56 * 4);
+      EXPECT_EQ(l.block_exps, l.block_scales + 32 * 56 * 4);
+      EXPECT_EQ(l.flag, l.block_exps + 1792);  // 32 x 56 exponents, 256-aligned
+      EXPECT_EQ(l.bytes, l.flag + 16);
+    }
     EXPECT_EQ(c.pre_expand, f != GemmFormat::kFP8Block);
     EXPECT_EQ(c.workspace_bytes, want);
     // Without that workspace the same problem expands B inside the kernel.
