@@ -25,12 +25,18 @@ TEST(GemmConfig, InvariantsOverSweep) {
               const GemmConfig c = choose_gemm_config(M, N, K, f, sm, ws);
               SCOPED_TRACE(testing::Message() << gemm_format_name(f) << " M=" << M << " N=" << N << " K=" << K
                                               << " sms=" << sm << " ws=" << ws);
-              const int kblocks = static_cast<int>(K / kBK);
+              ASSERT_EQ(c.stage_k, is_w4a16(f) && c.bn == kBNWide ? 64 : kBK);
+              const int kblocks = static_cast<int>(K / c.stage_k);
               ASSERT_TRUE(c.bm == 64 || c.bm == 128);
               ASSERT_EQ(c.bm, M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128);
-              ASSERT_EQ(c.bn, f == GemmFormat::kFP8Block && M >= 8 && M <= 64 && N / 32 <= sm ? kBNDecode : kBN);
+              const int64_t mt = (M + 127) / 128;
+              const bool wide = is_w4a16(f) && c.pre_expand && N % 256 == 0 &&
+                                (mt * (N / 256) + sm - 1) / sm < (mt * (N / 128) + sm - 1) / sm;
+              ASSERT_EQ(c.bn, f == GemmFormat::kFP8Block && M >= 8 && M <= 64 && N / 32 <= sm ? kBNDecode
+                              : wide                                                         ? kBNWide
+                                                                                             : kBN);
               ASSERT_GE(c.stages, 2);
-              ASSERT_LE(c.stages, c.bn == kBN ? kMaxStages : kMaxStagesDecode);
+              ASSERT_LE(c.stages, c.bn == kBNDecode ? kMaxStagesDecode : kMaxStages);
               ASSERT_LE(smem_bytes(f, c.bm, c.stages, c.bn, c.pre_expand), kSmemLimit);
               // B is expanded before the kernel exactly when FP4 weights meet a large M and the
               // workspace holds the expanded B; that plan never splits K.
@@ -103,6 +109,11 @@ TEST(GemmConfig, LargeProblemsDoNotSplit) {
     EXPECT_FALSE(n.pre_expand);
     EXPECT_EQ(n.workspace_bytes, 0);
   }
+  // Pre-expanded W4A16 takes 256-wide tiles where they make fewer waves (H100: 132 SMs).
+  EXPECT_EQ(choose_gemm_config(4096, 4096, 7168, GemmFormat::kW4A16MXFP4, 132, kHuge).bn, kBNWide);
+  EXPECT_EQ(choose_gemm_config(1024, 4096, 7168, GemmFormat::kW4A16NVFP4, 132, kHuge).bn, kBNWide);
+  EXPECT_EQ(choose_gemm_config(512, 4096, 7168, GemmFormat::kW4A16MXFP4, 132, kHuge).bn, kBN);
+  EXPECT_EQ(choose_gemm_config(4096, 384, 7168, GemmFormat::kW4A16MXFP4, 132, kHuge).bn, kBN);  // N % 256
   // Grouped weights: the expansion covers every group's rows.
   const GemmConfig g = choose_gemm_config(1024, 2048, 7168, GemmFormat::kW4A16NVFP4, 132, kHuge, 8 * 2048);
   EXPECT_TRUE(g.pre_expand);
@@ -128,6 +139,7 @@ TEST(GemmConfig, StageBudgetPerFormat) {
   EXPECT_GE(max_stages(GemmFormat::kW4A8MXFP4, 128, kBN, true), 5);
   EXPECT_GE(max_stages(GemmFormat::kW4A16MXFP4, 128, kBN, true), 3);
   EXPECT_GE(max_stages(GemmFormat::kW4A16NVFP4, 128, kBN, true), 3);
+  EXPECT_GE(max_stages(GemmFormat::kW4A16NVFP4, 128, kBNWide, true), 4);  // 64-K stages of 48 KiB
 }
 
 }  // namespace

@@ -190,6 +190,23 @@ TEST(GemmCuda, ExactLargeM) {
       expect_bitwise(h, r1.d, want);
     }
   }
+  // Pre-expanded W4A16 on 128 x 256 tiles (bn_for picks them where they make fewer waves: 68 wide
+  // tiles against 136 narrow ones on a 132-SM H100/H200), with the 256-wide TMA-store epilogue and,
+  // for MXFP4, the direct one (bias + residual).
+  for (GemmFormat f : {GemmFormat::kW4A16MXFP4, GemmFormat::kW4A16NVFP4}) {
+    HostGemm h = test::make_exact_gemm(f, 2176, 1024, 256, g);
+    if (f == GemmFormat::kW4A16MXFP4) {
+      h.has_bias = h.has_residual = true;
+      test::add_epilogue_inputs(h, g, true);
+    }
+    const std::vector<uint16_t> want = run_cpu(h);
+    GpuRun r = run_gpu(h);
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    expect_bitwise(h, r.d, want);
+    GpuRun r1 = run_gpu(h, false);
+    ASSERT_TRUE(r1.status.ok()) << r1.status.message();
+    expect_bitwise(h, r1.d, want);
+  }
   // The largest M, one format, narrow N/K so the reference stays cheap.
   HostGemm h = test::make_exact_gemm(GemmFormat::kFP8Block, 65536, 128, 128, g);
   GpuRun r = run_gpu(h);
@@ -225,13 +242,15 @@ TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
   const int64_t M = 600;
   for (const FormatCase& c : kCases) {
     if (c.f == GemmFormat::kFP8Block) continue;
-    for (int variant = 0; variant < 5; ++variant) {
+    // W4A16 also at N = 512 (a multiple of 256: bn_for weighs the wide tiles, here too few of them).
+    for (int variant = 0; variant < 7; ++variant) {
       SCOPED_TRACE(testing::Message() << "variant " << variant);
       const bool w4a8 = c.f == GemmFormat::kW4A8MXFP4;
-      if (variant >= 2 && !w4a8) continue;
-      HostGemm h = test::make_random_gemm(c.f, M, 384, 1536, g, c.scale, c.mx_a);
+      if ((variant >= 2 && variant < 5 && !w4a8) || (variant >= 5 && w4a8)) continue;
+      const int64_t N = variant >= 5 ? 512 : 384;
+      HostGemm h = test::make_random_gemm(c.f, M, N, 1536, g, c.scale, c.mx_a);
       if (w4a8 && variant < 2) ASSERT_LE(max_block_span(h), 14) << "random weights should take the block mode";
-      if (variant == 1) {
+      if (variant == 1 || variant == 6) {
         h.has_bias = h.has_residual = true;
         test::add_epilogue_inputs(h, g, false);
       }
@@ -241,7 +260,7 @@ TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
             h.b_scales[n * (h.K / 32) + j] = static_cast<uint8_t>(j % 4 == n % 4 ? 131 : 111 + (n + j) % 11);
         ASSERT_GT(max_block_span(h), 14);
       }
-      if (variant >= 3) {  // the last block's last sub-block at span 15 (row mode) or exactly 14 (block mode)
+      if (variant == 3 || variant == 4) {  // the last block's last sub-block at span 15 (row mode) or exactly 14 (block mode)
         const int64_t cols = h.K / 32;
         int hi = 0;
         for (int64_t n = h.N - 128; n < h.N; ++n)
@@ -251,7 +270,7 @@ TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
       }
       ASSERT_GT(gemm_workspace_size(h.format, h.M, h.N, h.K, Device::cuda(0)), 0) << where(h);
       const std::vector<uint16_t> want = run_cpu(h);
-      GpuRun pre = run_gpu(h, true, variant == 1);
+      GpuRun pre = run_gpu(h, true, variant == 1 || variant == 6);
       ASSERT_TRUE(pre.status.ok()) << where(h) << ": " << pre.status.message();
       GpuRun in_kernel = run_gpu(h, false);
       ASSERT_TRUE(in_kernel.status.ok()) << where(h) << ": " << in_kernel.status.message();

@@ -20,6 +20,7 @@ namespace dsv4::cuda::gemm_detail {
 
 inline constexpr int kBN = 128;     // the usual tile width
 inline constexpr int kBNDecode = 32;  // FP8 decode tile width
+inline constexpr int kBNWide = 256;   // pre-expanded W4A16 tile width (N % 256 == 0)
 inline constexpr int kBK = 128;
 inline constexpr int kMaxStages = 8;
 inline constexpr int kMaxStagesDecode = 16;  // 32-row tiles: 4 KiB of weights a stage
@@ -32,15 +33,20 @@ constexpr int reserved_bytes(GemmFormat f, bool pre = false) {
   return 2048 + (f == GemmFormat::kW4A8MXFP4 && !pre ? 4096 : 0);
 }
 
+constexpr bool is_w4a16(GemmFormat f) { return f == GemmFormat::kW4A16MXFP4 || f == GemmFormat::kW4A16NVFP4; }
+// K elements a pipeline stage: 128 (one FP8 scale block), or 64 for the 128 x 256 bf16 tiles
+// (4 stages of 48 KiB fit where 2 of 96 would).
+constexpr int stage_k(GemmFormat f, int bn, bool pre) { return is_w4a16(f) && pre && bn == kBNWide ? 64 : kBK; }
 // `pre`: B was expanded before the kernel (pre_expand_bytes below): W4A8's B is then e4m3 [N, K]
 // with one f32 scale a row and 128-K block, W4A16's bf16 [N, K] with its scales applied.
 // Bytes of one stage's A tile + B tile as TMA loads them.
 constexpr int tma_stage_bytes(GemmFormat f, int bm, int bn = kBN, bool pre = false) {
+  const int sk = stage_k(f, bn, pre);
   switch (f) {
     case GemmFormat::kFP8Block: return bm * kBK + bn * kBK;                         // e4m3 A, e4m3 B
     case GemmFormat::kW4A8MXFP4: return bm * kBK + (pre ? kBN * kBK : kBN * kBK / 2);  // e4m3 A, e4m3 or packed e2m1 B
     case GemmFormat::kW4A16MXFP4:
-    case GemmFormat::kW4A16NVFP4: return bm * kBK * 2 + (pre ? kBN * kBK * 2 : kBN * kBK / 2);  // bf16 A, bf16 or e2m1 B
+    case GemmFormat::kW4A16NVFP4: return bm * sk * 2 + (pre ? bn * sk * 2 : kBN * kBK / 2);  // bf16 A, bf16 or e2m1 B
   }
   return 0;
 }
@@ -72,10 +78,11 @@ constexpr int converted_b_bytes(GemmFormat f, bool pre = false) {
   return 0;
 }
 // The bf16 output tile staged for its TMA store (so the consumers start the next tile's wgmmas
-// while the store drains): BM rows x 128 columns. Decode tiles (BN = 32) store directly.
-constexpr int epilogue_bytes(int bm, int bn = kBN) { return bn == kBN ? bm * kBN * 2 : 0; }
+// while the store drains): BM rows x 128 columns (256-wide tiles go through it in two halves).
+// Decode tiles (BN = 32) store directly.
+constexpr int epilogue_bytes(int bm, int bn = kBN) { return bn >= kBN ? bm * kBN * 2 : 0; }
 constexpr int max_stages(GemmFormat f, int bm, int bn = kBN, bool pre = false) {
-  const int cap = bn == kBN ? kMaxStages : kMaxStagesDecode;
+  const int cap = bn == kBNDecode ? kMaxStagesDecode : kMaxStages;
   const int s = (kSmemLimit - reserved_bytes(f, pre) - converted_b_bytes(f, pre) - epilogue_bytes(bm, bn)) /
                 stage_bytes(f, bm, bn, pre);
   return s < cap ? s : cap;
@@ -129,13 +136,26 @@ constexpr int bm_for(int64_t M, GemmFormat f) { return M <= 64 || (f == GemmForm
 // of CTAs: with more tiles than SMs each CTA walks several short tiles and its 2-deep wgmma
 // pipeline restarts at every one (H100, 16x24576x1536: 26-27 us against 21 with split-K tiles of
 // 128). M < 8 measured slower too (1x4096x7168: 21.4 vs 19.6 us).
-constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count) {
-  return f == GemmFormat::kFP8Block && M >= 8 && M <= 64 && N / kBNDecode <= sm_count ? kBNDecode : kBN;
+// Pre-expanded W4A16 (no promotion, so a 64 x 256 accumulator a warpgroup fits) takes 128 x 256
+// tiles: at 128 x 128 its GEMM ran at ~570 TFLOP/s, taking in ~38 bytes a clock an SM, the same
+// ceiling the FP8 kernel meets (docs/notes/gemm.md, round 4); 256 columns take a quarter fewer
+// bytes a MAC (H100, 4096^2 x 7168: 363-378 us against 451-466). Only where they make fewer waves
+// of tiles than 128 x 128 ones: at 512 x 4096 x 7168 their 64 tiles left half the SMs idle (115-118
+// us against 85-87).
+constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool pre = false) {
+  if (f == GemmFormat::kFP8Block && M >= 8 && M <= 64 && N / kBNDecode <= sm_count) return kBNDecode;
+  if (is_w4a16(f) && pre && N % kBNWide == 0) {
+    const int64_t m_tiles = (M + 127) / 128, sms = sm_count > 0 ? sm_count : 1;
+    const int64_t waves_wide = (m_tiles * (N / kBNWide) + sms - 1) / sms, waves = (m_tiles * (N / kBN) + sms - 1) / sms;
+    if (waves_wide < waves) return kBNWide;
+  }
+  return kBN;
 }
 
 struct GemmConfig {
   int bm = 128;          // 64 or 128
-  int bn = kBN;          // 128, or 32 for FP8 decode
+  int bn = kBN;          // 128, 32 for FP8 decode, 256 for pre-expanded W4A16
+  int stage_k = kBK;     // K elements a stage (64 with bn = 256)
   int stages = 1;        // TMA pipeline depth
   int splits = 1;        // split-K factor (1: the kernel writes bf16 D directly)
   int kblocks_per_split = 1;
@@ -156,11 +176,12 @@ inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat
   if (b_rows <= 0) b_rows = N;
   c.pre_expand = pre_expand_for(M, f) && pre_expand_bytes(f, b_rows, K) <= workspace_limit;
   c.bm = bm_for(M, f);
-  c.bn = bn_for(M, N, f, sm_count);
+  c.bn = bn_for(M, N, f, sm_count, c.pre_expand);
+  c.stage_k = stage_k(f, c.bn, c.pre_expand);
   c.stages = max_stages(f, c.bm, c.bn, c.pre_expand);
   const int64_t m_tiles = (M + c.bm - 1) / c.bm;
   c.tiles = m_tiles * (N / c.bn);
-  const int kblocks = static_cast<int>(K / kBK);
+  const int kblocks = static_cast<int>(K / c.stage_k);  // pipeline stages along K
   c.splits = 1;
   // Split only when the tiles leave more than a quarter of the SMs idle, keep at least 2 K blocks
   // (one 128-deep scale block each) per split so the pipeline fills, and never split big-M work:

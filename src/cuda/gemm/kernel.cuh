@@ -113,8 +113,10 @@ struct Traits {
   // warpgroup does not need (acc + one scratch tile), so their unrolled units can overlap.
   static constexpr int kExpanderRegs = kExpanderWGs == 2 ? 152 : 96;
   static constexpr int kConsumerRegs = kExpanderWGs == 2 ? 168 : 232;
-  static constexpr int kABytes = kBF16 ? BM * kBK * 2 : BM * kBK;   // one stage of A
-  static constexpr int kBBytes = kConvertB ? kBN * kBK / 2 : kBF16 ? kBN * kBK * 2 : BN * kBK;
+  static constexpr int kStageK = stage_k(F, BN, kPreB);  // K elements a stage: 128, or 64 (BN = 256)
+  static constexpr int kABoxes = kBF16 ? kStageK / 64 : 1;  // 128-byte-wide TMA boxes a stage's A (and bf16 B)
+  static constexpr int kABytes = kBF16 ? BM * kStageK * 2 : BM * kBK;   // one stage of A
+  static constexpr int kBBytes = kConvertB ? kBN * kBK / 2 : kBF16 ? BN * kStageK * 2 : BN * kBK;
   static constexpr int kTmaBytes = kABytes + kBBytes;
   // Scales of a stage in shared memory, written by the loader warps: A's as f32 [cols][BM], then
   // B's (FP8: one f32; MXFP4: four ue8m0 bytes a row, packed; NVFP4: eight e4m3 bytes a row).
@@ -133,15 +135,16 @@ struct Traits {
   static constexpr int kEpiBytes = epilogue_bytes(BM, BN);  // 16 KiB a consumer warpgroup, or 0
   static constexpr int kSmemBytes = smem_bytes(F, BM, kStages, BN, kPreB);
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups of 64 rows");
-  static_assert(BN == kBN || (BN == kBNDecode && F == GemmFormat::kFP8Block && BM == 64),
-                "32-column tiles are the FP8 decode kernel's only");
-  static_assert(!kPreB || (F != GemmFormat::kFP8Block && BM == 128 && BN == kBN && !kMXFP8A),
+  static_assert(BN == kBN || (BN == kBNDecode && F == GemmFormat::kFP8Block && BM == 64) ||
+                    (BN == kBNWide && kBF16 && kPreB && BM == 128),
+                "32-column tiles are the FP8 decode kernel's only, 256-column ones pre-expanded W4A16's");
+  static_assert(!kPreB || (F != GemmFormat::kFP8Block && BM == 128 && (BN == kBN || BN == kBNWide) && !kMXFP8A),
                 "pre-expanded B: FP4 weights at large M, 1x128 activation scales");
   static_assert(kTmaBytes == tma_stage_bytes(F, BM, BN, kPreB), "TMA bytes a stage must match the heuristic's budget");
   static_assert(kSideBytes <= scale_stage_bytes(F, BM, kPreB), "stage scales must fit the heuristic's budget");
   static_assert(kSideBytes % 16 == 0, "the barriers after the scales need 8-byte alignment");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep 1024-byte swizzle alignment");
-  static_assert(kBConvBytes % 1024 == 0 && kEpiBytes == (BN == kBN ? 64 * 128 * 2 * kConsumerWGs : 0),
+  static_assert(kBConvBytes % 1024 == 0 && kEpiBytes == (BN >= kBN ? 64 * 128 * 2 * kConsumerWGs : 0),
                 "epilogue tiles: 1024-aligned, 64 x 128 bf16 a warpgroup");
   static_assert(kStages >= 2, "the pipeline needs at least double buffering");
   static_assert(1024 + 16 * kStages + 16 * kConvSlots + 2 * kScaleRowFloats * 4 <= reserved_bytes(F, kPreB),
@@ -468,13 +471,20 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
         for (int kb = t.kb0; kb < t.kb1; ++kb) {
           ptx::mbar_wait(&empty[stage], phase ^ 1);
           ptx::mbar_arrive_expect_tx(&full[stage], T::kTmaBytes);
+          // bf16 A (and pre-expanded bf16 B) come in boxes of 64 K (128 bytes) a row.
+          const int k0 = kb * T::kStageK;
           uint8_t* a_dst = s_a + stage * T::kABytes;
-          ptx::tma_load_2d(a_dst, &tm_a, &full[stage], kb * kBK, t.m0);
-          if constexpr (T::kBF16) ptx::tma_load_2d(a_dst + BM * 128, &tm_a, &full[stage], kb * kBK + 64, t.m0);
-          // Packed fp4 B is addressed in bytes (two elements each); bf16 B comes in two 64-K boxes.
+#pragma unroll
+          for (int x = 0; x < T::kABoxes; ++x) ptx::tma_load_2d(a_dst + x * BM * 128, &tm_a, &full[stage], k0 + 64 * x, t.m0);
+          // Packed fp4 B is addressed in bytes (two elements each).
           uint8_t* b_dst = s_b + stage * T::kBBytes;
-          ptx::tma_load_2d(b_dst, &tm_b, &full[stage], T::kConvertB ? kb * kBK / 2 : kb * kBK, t.b_row0);
-          if constexpr (T::kBF16 && !T::kConvertB) ptx::tma_load_2d(b_dst + kBN * 128, &tm_b, &full[stage], kb * kBK + 64, t.b_row0);
+          if constexpr (T::kBF16 && !T::kConvertB) {
+#pragma unroll
+            for (int x = 0; x < T::kABoxes; ++x)
+              ptx::tma_load_2d(b_dst + x * BN * 128, &tm_b, &full[stage], k0 + 64 * x, t.b_row0);
+          } else {
+            ptx::tma_load_2d(b_dst, &tm_b, &full[stage], T::kConvertB ? kb * kBK / 2 : kb * kBK, t.b_row0);
+          }
           if (++stage == S) stage = 0, phase ^= 1;
         }
       }
@@ -728,7 +738,13 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
       for (int kb = t.kb0; kb < t.kb1; ++kb) {
         ptx::mbar_wait(&full[stage], phase);
         ptx::wgmma_fence();
-        mma_bf16(acc, desc_at(desc_a0, stage * T::kABytes), desc_at(desc_b0, stage * T::kBBytes));
+        if constexpr (BN == kBNWide) {  // one 64-K atom a stage
+          const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, stage * T::kBBytes);
+#pragma unroll
+          for (int k = 0; k < 4; ++k) ptx::wgmma_m64n256k16_bf16(acc, desc_at(da, k * 32), desc_at(db, k * 32), 1);
+        } else {
+          mma_bf16(acc, desc_at(desc_a0, stage * T::kABytes), desc_at(desc_b0, stage * T::kBBytes));
+        }
         ptx::wgmma_commit();
         ptx::wgmma_wait<1>();
         if (prev >= 0) ptx::mbar_arrive(&empty[prev]);
@@ -924,29 +940,35 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
     // belong to the next group (grouped GEMM) must not be written: those tiles, split-K partials,
     // bias and residual take the direct path below.
     const int wg_row0 = t.m0 + cw * 64;
-    if constexpr (BN == kBN) {  // decode tiles (BN = 32) are small: direct stores (the host agrees)
+    if constexpr (BN >= kBN) {  // decode tiles (BN = 32) are small: direct stores (the host agrees)
       if (args.tma_store_d && wg_row0 < t.m_end && (wg_row0 + 64 <= t.m_end || t.m_end == args.M)) {
         uint8_t* ebuf = s_epi + cw * (64 * 128 * 2);
-        // The previous tile's store must be done reading the buffer (long since, in practice).
-        if (tid_wg == 0) ptx::bulk_wait_group_read<0>();
-        ptx::named_barrier_sync(2 + cw, 128);
+        // 128 columns at a time through the buffer (256-wide tiles in two passes).
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
+        for (int c0 = 0; c0 < BN; c0 += kBN) {
+          // The previous store must be done reading the buffer (long since, in practice, except
+          // between the two passes of a wide tile).
+          if (tid_wg == 0) ptx::bulk_wait_group_read<0>();
+          ptx::named_barrier_sync(2 + cw, 128);
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = warp * 16 + lane / 4 + 8 * h;  // inside the warpgroup's 64 rows
-            const __nv_bfloat162 v = __floats2bfloat162_rn(acc[4 * j + 2 * h] * global, acc[4 * j + 2 * h + 1] * global);
-            // Box j / 8 (64 columns), 16-byte chunk j % 8 of the row, swizzled by row % 8.
-            uint8_t* dst = ebuf + (j >> 3) * (64 * 128) + row * 128 + (((j & 7) ^ (row & 7)) << 4) + (lane % 4) * 4;
-            *reinterpret_cast<__nv_bfloat162*>(dst) = v;
+          for (int jj = 0; jj < 16; ++jj) {
+            const int j = c0 / 8 + jj;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int row = warp * 16 + lane / 4 + 8 * h;  // inside the warpgroup's 64 rows
+              const __nv_bfloat162 v = __floats2bfloat162_rn(acc[4 * j + 2 * h] * global, acc[4 * j + 2 * h + 1] * global);
+              // Box jj / 8 (64 columns), 16-byte chunk jj % 8 of the row, swizzled by row % 8.
+              uint8_t* dst = ebuf + (jj >> 3) * (64 * 128) + row * 128 + (((jj & 7) ^ (row & 7)) << 4) + (lane % 4) * 4;
+              *reinterpret_cast<__nv_bfloat162*>(dst) = v;
+            }
           }
-        }
-        ptx::fence_proxy_async_smem();  // each thread's stores, before the TMA (async proxy) reads them
-        ptx::named_barrier_sync(2 + cw, 128);
-        if (tid_wg == 0) {
-          ptx::tma_store_2d(&tm_d, ebuf, t.n0, wg_row0);
-          ptx::tma_store_2d(&tm_d, ebuf + 64 * 128, t.n0 + 64, wg_row0);
-          ptx::bulk_commit_group();
+          ptx::fence_proxy_async_smem();  // each thread's stores, before the TMA (async proxy) reads them
+          ptx::named_barrier_sync(2 + cw, 128);
+          if (tid_wg == 0) {
+            ptx::tma_store_2d(&tm_d, ebuf, t.n0 + c0, wg_row0);
+            ptx::tma_store_2d(&tm_d, ebuf + 64 * 128, t.n0 + c0 + 64, wg_row0);
+            ptx::bulk_commit_group();
+          }
         }
         continue;
       }

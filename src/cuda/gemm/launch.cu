@@ -150,8 +150,12 @@ Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUt
 }
 
 template <GemmFormat F, bool kMXFP8A = false>
-Status launch_bm(int bm, bool pre, const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
+Status launch_bm(int bm, int bn, bool pre, const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
                  const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
+  if constexpr (gemm_detail::is_w4a16(F)) {
+    if (pre && bn == gemm_detail::kBNWide)
+      return launch_kernel<F, 128, false, gemm_detail::kBNWide, true>(tm_a, tm_b, tm_d, args, grid, stream);
+  }
   if constexpr (F != GemmFormat::kFP8Block && !kMXFP8A) {
     if (pre) return launch_kernel<F, 128, false, gemm_detail::kBN, true>(tm_a, tm_b, tm_d, args, grid, stream);
   }
@@ -232,8 +236,8 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
                                    CU_TENSOR_MAP_SWIZZLE_128B, "a"));
   uint8_t* ws = static_cast<uint8_t*>(p.workspace.data);
   if (pre && a_bf16)  // bf16 B expanded into the workspace, read like A
-    DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, ws, K, b_rows, K * 2, 64, gemm_detail::kBN,
-                                   CU_TENSOR_MAP_SWIZZLE_128B, "b (expanded)"));
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, ws, K, b_rows, K * 2, 64,
+                                   static_cast<uint32_t>(cfg.bn), CU_TENSOR_MAP_SWIZZLE_128B, "b (expanded)"));
   else if (pre)  // e4m3 B expanded into the workspace
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, ws, K, b_rows, K, 128, gemm_detail::kBN,
                                    CU_TENSOR_MAP_SWIZZLE_128B, "b (expanded)"));
@@ -249,7 +253,7 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   args.n_tiles = static_cast<int>(N / cfg.bn);
   args.splits = cfg.splits;
   args.kblocks_per_split = cfg.kblocks_per_split;
-  args.kblocks = static_cast<int>(K / gemm_detail::kBK);
+  args.kblocks = static_cast<int>(K / cfg.stage_k);
   args.num_groups = num_groups;
   args.group_rows = group_rows;
   if (p.a_scales.defined()) {
@@ -281,7 +285,7 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   // otherwise unused and tm_a stands in for it.
   CUtensorMap tm_d = tm_a;
   const uint64_t d_row_bytes = row_bytes(p.d);
-  if (cfg.splits == 1 && cfg.bn == gemm_detail::kBN && !args.bias && !args.residual &&
+  if (cfg.splits == 1 && cfg.bn >= gemm_detail::kBN && !args.bias && !args.residual &&
       reinterpret_cast<uintptr_t>(p.d.data) % 16 == 0 &&
       d_row_bytes % 16 == 0) {
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.d.data, N, M, d_row_bytes, 64, 64,
@@ -304,17 +308,17 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
         DSV4_RETURN_IF_ERROR((launch_kernel<GemmFormat::kFP8Block, 64, false, gemm_detail::kBNDecode>(
             tm_a, tm_b, tm_d, args, cfg.grid, stream)));
       else
-        DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, false, tm_a, tm_b, tm_d, args, cfg.grid, stream));
+        DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, cfg.bn, false, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A8MXFP4:
-      if (mx_a) DSV4_RETURN_IF_ERROR((launch_bm<GemmFormat::kW4A8MXFP4, true>(cfg.bm, false, tm_a, tm_b, tm_d, args, cfg.grid, stream)));
-      else DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A8MXFP4>(cfg.bm, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
+      if (mx_a) DSV4_RETURN_IF_ERROR((launch_bm<GemmFormat::kW4A8MXFP4, true>(cfg.bm, cfg.bn, false, tm_a, tm_b, tm_d, args, cfg.grid, stream)));
+      else DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A8MXFP4>(cfg.bm, cfg.bn, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A16MXFP4:
-      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16MXFP4>(cfg.bm, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16MXFP4>(cfg.bm, cfg.bn, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A16NVFP4:
-      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16NVFP4>(cfg.bm, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16NVFP4>(cfg.bm, cfg.bn, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
   }
   if (cfg.splits > 1) {
