@@ -288,6 +288,38 @@ TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
   }
 }
 
+// The expansion pass reads a block's four exponents with one 4-byte load when the scale tensor has
+// unit column stride and 4-byte aligned rows; column-major scales take the byte-load path.
+TEST(GemmCuda, PreExpandedColumnMajorScales) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 g = test::rng_for_test();
+  for (GemmFormat f : {GemmFormat::kW4A8MXFP4, GemmFormat::kW4A16MXFP4}) {
+    HostGemm h = test::make_exact_gemm(f, 520, 256, 512, g);
+    const std::vector<uint16_t> want = run_cpu(h);
+    const int64_t rows = h.b_scale_rows(), cols = h.b_scale_cols();
+    std::vector<uint8_t> cm(h.b_scales.size());  // [cols][rows] storage of the [rows][cols] scales
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) cm[c * rows + r] = h.b_scales[r * cols + c];
+    DevBuf a(h.a.data(), h.a.size()), as(h.a_scales.data(), h.a_scales.size()), b(h.b.data(), h.b.size()),
+        bs(cm.data(), cm.size()), gl(&h.global, 4);
+    std::vector<uint16_t> poison(h.M * h.N, test::kBf16NaN);
+    DevBuf d(poison.data(), poison.size() * 2);
+    const Device dev = Device::cuda(0);
+    GemmParams p = h.params(a.p, as.p, b.p, bs.p, gl.p, nullptr, nullptr, d.p, dev);
+    p.b_scales = make_strided_tensor(bs.p, DType::UE8M0, {rows, cols}, {1, rows}, dev);
+    const int64_t ws = gemm_workspace_size(h.format, h.M, h.N, h.K, dev);
+    ASSERT_GT(ws, 0);
+    DevBuf wsb(ws);
+    p.workspace = make_tensor(wsb.p, DType::U8, {ws}, dev);
+    const Status st = gemm(p);
+    ASSERT_TRUE(st.ok()) << st.message();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<uint16_t> got(h.M * h.N);
+    ASSERT_EQ(cudaMemcpy(got.data(), d.p, got.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    expect_bitwise(h, got, want);
+  }
+}
+
 TEST(GemmCuda, RandomMatchesReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 g = test::rng_for_test();

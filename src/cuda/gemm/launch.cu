@@ -167,24 +167,26 @@ Status launch_bm(int bm, int bn, bool pre, const CUtensorMap& tm_a, const CUtens
 template <GemmFormat F>
 Status launch_pre_expand(const GemmParams& p, int64_t b_rows, int64_t K, uint8_t* ws, cudaStream_t stream) {
   const int kblocks = static_cast<int>(K / gemm_detail::kBK);
-  const int64_t chunks = b_rows * K * (F == GemmFormat::kW4A8MXFP4 ? 1 : 2) / 16;  // 16-byte output chunks
+  const int64_t chunks = b_rows * K / (F == GemmFormat::kW4A8MXFP4 ? 32 : 8);  // threads (pre_expand_kernel)
   const int64_t blocks64 = (chunks + 255) / 256;
   if (blocks64 > INT32_MAX) return {StatusCode::kUnsupported, "gemm: weights too large to expand in one pass"};
   const int blocks = static_cast<int>(blocks64);
   const gemm_detail::PreExpandLayout l = gemm_detail::pre_expand_layout(F, b_rows, K);
   const uint8_t* bs = static_cast<const uint8_t*>(p.b_scales.data);
   const int64_t bs0 = p.b_scales.strides[0], bs1 = p.b_scales.strides[1];
+  // Four exponents a 128-K block in one load where the layout allows (see load_exponents4).
+  const bool vec4 = bs1 == 1 && bs0 % 4 == 0 && reinterpret_cast<uintptr_t>(bs) % 4 == 0;
   uint32_t* flag = reinterpret_cast<uint32_t*>(ws + l.flag);
   if constexpr (F == GemmFormat::kW4A8MXFP4) {
     DSV4_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flag, 0, sizeof(uint32_t), stream), kOp);
     const int64_t warps = (b_rows + gemm_detail::kBK - 1) / gemm_detail::kBK * kblocks;
     gemm_detail::w4a8_block_stats_kernel<<<static_cast<int>((warps + 7) / 8), 256, 0, stream>>>(
-        bs, bs0, bs1, static_cast<int>(b_rows), kblocks, reinterpret_cast<float*>(ws + l.block_scales),
+        bs, bs0, bs1, vec4, static_cast<int>(b_rows), kblocks, reinterpret_cast<float*>(ws + l.block_scales),
         ws + l.block_exps, flag);
     DSV4_RETURN_IF_ERROR(launch_status(kOp, "w4a8_block_stats_kernel"));
   }
   gemm_detail::pre_expand_kernel<F><<<blocks, 256, 0, stream>>>(
-      static_cast<const uint8_t*>(p.b.data), static_cast<int64_t>(row_bytes(p.b)), bs, bs0, bs1,
+      static_cast<const uint8_t*>(p.b.data), static_cast<int64_t>(row_bytes(p.b)), bs, bs0, bs1, vec4,
       static_cast<int>(b_rows), kblocks, ws, reinterpret_cast<float*>(ws + l.row_scales), ws + l.block_exps, flag);
   return launch_status(kOp, "pre_expand_kernel");
 }
