@@ -52,6 +52,10 @@ struct KernelArgs {
   int n_tiles = 0, splits = 1, kblocks_per_split = 1, kblocks = 0;
   int num_groups = 1;
   const int32_t* group_rows = nullptr;  // device [num_groups + 1] row offsets, or null: one group of M
+  // Bytes a stage's TMA loads deliver, when the A box holds fewer rows than BM (plain GEMMs with
+  // M <= 16 load 16 rows; the tile's other A rows in shared memory hold stale bytes that only
+  // reach accumulator rows the epilogue never stores). 0: Traits::kTmaBytes.
+  int tma_bytes = 0;
 
   const uint8_t* a_scales = nullptr;  // FP8 / W4A8: [M, K/128] or [M, K/32] (MXFP8)
   int64_t as_s0 = 0, as_s1 = 0;       // element strides
@@ -482,7 +486,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
       for (int unit = blockIdx.x; get_tile<BM, BN>(args, unit, t); unit += gridDim.x) {
         for (int kb = t.kb0; kb < t.kb1; ++kb) {
           ptx::mbar_wait(&empty[stage], phase ^ 1);
-          ptx::mbar_arrive_expect_tx(&full[stage], T::kTmaBytes);
+          ptx::mbar_arrive_expect_tx(&full[stage], args.tma_bytes ? args.tma_bytes : T::kTmaBytes);
           // bf16 A (and pre-expanded bf16 B) come in boxes of 64 K (128 bytes) a row.
           const int k0 = kb * T::kStageK;
           uint8_t* a_dst = s_a + stage * T::kABytes;
