@@ -143,7 +143,8 @@ typedef enum dsv4_gemm_format {
 
 /* gemm: d [M, N] bf16 = a [M, K] x b [N, K]^T (+ bias [N]) (+ residual [M, N], may be d itself);
  * see dsv4::gemm. a_scales: NULL for W4A16. b_global_scale: NVFP4 only. workspace: u8, at least
- * dsv4_gemm_workspace_size() bytes to enable split-K for small M (optional). */
+ * dsv4_gemm_workspace_size() bytes (optional): split-K for small M, and FP4 weights expanded once
+ * (instead of in every M tile) for M >= 512. */
 DSV4_API int dsv4_gemm(int32_t format, const dsv4_tensor* a, const dsv4_tensor* a_scales /* optional */,
                        const dsv4_tensor* b, const dsv4_tensor* b_scales,
                        const dsv4_tensor* b_global_scale /* optional */, const dsv4_tensor* bias /* optional */,
@@ -151,7 +152,7 @@ DSV4_API int dsv4_gemm(int32_t format, const dsv4_tensor* a, const dsv4_tensor* 
                        const dsv4_tensor* workspace /* optional */, void* stream);
 
 /* Workspace bytes dsv4_gemm wants on device (device_type, device_index); 0 on the CPU or when it
- * does not split; -1 on an unknown format or device_type. */
+ * needs none; -1 on an unknown format or device_type. */
 DSV4_API int64_t dsv4_gemm_workspace_size(int32_t format, int64_t M, int64_t N, int64_t K, int32_t device_type,
                                           int32_t device_index);
 
