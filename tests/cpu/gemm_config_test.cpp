@@ -32,11 +32,13 @@ TEST(GemmConfig, InvariantsOverSweep) {
               const int64_t mt = (M + 127) / 128;
               const bool wide = is_w4a16(f) && c.pre_expand && N % 256 == 0 &&
                                 (mt * (N / 256) + sm - 1) / sm < (mt * (N / 128) + sm - 1) / sm;
-              ASSERT_EQ(c.bn, f == GemmFormat::kFP8Block && M >= 8 && M <= 64 && N / 32 <= sm ? kBNDecode
+              const bool dec = f == GemmFormat::kFP8Block && M >= 8 && M <= 64;
+              ASSERT_EQ(c.bn, dec && N / 32 <= sm                                                  ? kBNDecode
+                              : dec && N / 64 <= sm                                                  ? 2 * kBNDecode
                               : wide                                                         ? kBNWide
                                                                                              : kBN);
               ASSERT_GE(c.stages, 2);
-              ASSERT_LE(c.stages, c.bn == kBNDecode ? kMaxStagesDecode : kMaxStages);
+              ASSERT_LE(c.stages, c.bn < kBN ? kMaxStagesDecode : kMaxStages);
               ASSERT_LE(smem_bytes(f, c.bm, c.stages, c.bn, c.pre_expand), kSmemLimit);
               // B is expanded before the kernel exactly when FP4 weights meet a large M and the
               // workspace holds the expanded B; that plan never splits K.
@@ -134,6 +136,9 @@ TEST(GemmConfig, StageBudgetPerFormat) {
   EXPECT_GE(max_stages(GemmFormat::kFP8Block, 128), 5);
   EXPECT_GE(max_stages(GemmFormat::kFP8Block, 64), 8);
   EXPECT_EQ(max_stages(GemmFormat::kFP8Block, 64, kBNDecode), kMaxStagesDecode);
+  EXPECT_GE(max_stages(GemmFormat::kFP8Block, 64, 2 * kBNDecode), 12);  // 64-row decode tiles
+  EXPECT_EQ(choose_gemm_config(16, 7168, 2048, GemmFormat::kFP8Block, 132, kHuge).bn, 2 * kBNDecode);
+  EXPECT_EQ(choose_gemm_config(16, 7168, 2048, GemmFormat::kFP8Block, 132, kHuge).splits, 1);
   EXPECT_GE(max_stages(GemmFormat::kW4A8MXFP4, 128), 5);
   EXPECT_GE(max_stages(GemmFormat::kW4A16MXFP4, 128), 3);
   EXPECT_GE(max_stages(GemmFormat::kW4A8MXFP4, 128, kBN, true), 5);

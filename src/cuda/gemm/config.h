@@ -19,7 +19,7 @@
 namespace dsv4::cuda::gemm_detail {
 
 inline constexpr int kBN = 128;     // the usual tile width
-inline constexpr int kBNDecode = 32;  // FP8 decode tile width
+inline constexpr int kBNDecode = 32;  // FP8 decode tile width (64 where N / 32 tiles exceed the SMs)
 inline constexpr int kBNWide = 256;   // pre-expanded W4A16 tile width (N % 256 == 0)
 inline constexpr int kBK = 128;
 inline constexpr int kMaxStages = 8;
@@ -82,7 +82,7 @@ constexpr int converted_b_bytes(GemmFormat f, bool pre = false) {
 // Decode tiles (BN = 32) store directly.
 constexpr int epilogue_bytes(int bm, int bn = kBN) { return bn >= kBN ? bm * kBN * 2 : 0; }
 constexpr int max_stages(GemmFormat f, int bm, int bn = kBN, bool pre = false) {
-  const int cap = bn == kBNDecode ? kMaxStagesDecode : kMaxStages;
+  const int cap = bn < kBN ? kMaxStagesDecode : kMaxStages;
   const int s = (kSmemLimit - reserved_bytes(f, pre) - converted_b_bytes(f, pre) - epilogue_bytes(bm, bn)) /
                 stage_bytes(f, bm, bn, pre);
   return s < cap ? s : cap;
@@ -143,7 +143,10 @@ constexpr int bm_for(int64_t M, GemmFormat f) { return M <= 64 || (f == GemmForm
 // of tiles than 128 x 128 ones: at 512 x 4096 x 7168 their 64 tiles left half the SMs idle (115-118
 // us against 85-87).
 constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool pre = false) {
-  if (f == GemmFormat::kFP8Block && M >= 8 && M <= 64 && N / kBNDecode <= sm_count) return kBNDecode;
+  if (f == GemmFormat::kFP8Block && M >= 8 && M <= 64) {
+    if (N / kBNDecode <= sm_count) return kBNDecode;
+    if (N / (2 * kBNDecode) <= sm_count) return 2 * kBNDecode;  // e.g. N = 7168: 112 tiles of 64
+  }
   if (is_w4a16(f) && pre && N % kBNWide == 0) {
     const int64_t m_tiles = (M + 127) / 128, sms = sm_count > 0 ? sm_count : 1;
     const int64_t waves_wide = (m_tiles * (N / kBNWide) + sms - 1) / sms, waves = (m_tiles * (N / kBN) + sms - 1) / sms;

@@ -139,7 +139,7 @@ struct Traits {
   static constexpr int kEpiBytes = epilogue_bytes(BM, BN);  // 16 KiB a consumer warpgroup, or 0
   static constexpr int kSmemBytes = smem_bytes(F, BM, kStages, BN, kPreB);
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups of 64 rows");
-  static_assert(BN == kBN || (BN == kBNDecode && F == GemmFormat::kFP8Block && BM == 64) ||
+  static_assert(BN == kBN || ((BN == kBNDecode || BN == 2 * kBNDecode) && F == GemmFormat::kFP8Block && BM == 64) ||
                     (BN == kBNWide && kBF16 && kPreB && BM == 128),
                 "32-column tiles are the FP8 decode kernel's only, 256-column ones pre-expanded W4A16's");
   static_assert(!kPreB || (F != GemmFormat::kFP8Block && BM == 128 && (BN == kBN || BN == kBNWide) && !kMXFP8A),
@@ -791,6 +791,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
             if constexpr (BN == kBN) ptx::wgmma_m64n128k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
+            else if constexpr (BN == 2 * kBNDecode) ptx::wgmma_m64n64k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
             else ptx::wgmma_m64n32k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
           }
           ptx::wgmma_commit();
