@@ -32,9 +32,10 @@ TEST(GemmConfig, InvariantsOverSweep) {
               const int64_t mt = (M + 127) / 128;
               const bool wide = is_w4a16(f) && c.pre_expand && N % 256 == 0 &&
                                 (mt * (N / 256) + sm - 1) / sm < (mt * (N / 128) + sm - 1) / sm;
-              const bool dec = f == GemmFormat::kFP8Block && M >= 8 && M <= 64;
-              ASSERT_EQ(c.bn, dec && N / 32 <= sm                                                  ? kBNDecode
-                              : dec && N / 64 <= sm                                                  ? 2 * kBNDecode
+              const bool dec = f == GemmFormat::kFP8Block && M >= 8 && M <= 128;
+              const int64_t dmt = (M + 63) / 64;
+              ASSERT_EQ(c.bn, dec && dmt * (N / 32) <= sm                                          ? kBNDecode
+                              : dec && dmt * (N / 64) <= sm                                          ? 2 * kBNDecode
                               : wide                                                         ? kBNWide
                                                                                              : kBN);
               ASSERT_GE(c.stages, 2);
@@ -66,16 +67,17 @@ TEST(GemmConfig, InvariantsOverSweep) {
 
 TEST(GemmConfig, DecodeShapesSplitAcrossAllSms) {
   // The decode shapes on an H100 (132 SMs): weights dominate, so the CTAs must cover the SMs,
-  // through split-K, or for FP8 at 8 <= M <= 64 through 32-row weight tiles (no split, no reduction).
+  // through split-K, or for FP8 at 8 <= M <= 128 through 32- or 64-row weight tiles (no split, no
+  // reduction).
   for (GemmFormat f : kFormats)
     for (int64_t M : {1, 16, 64, 128}) {
       const GemmConfig c = choose_gemm_config(M, 4096, 7168, f, 132, kHuge);
       SCOPED_TRACE(testing::Message() << gemm_format_name(f) << " M=" << M);
-      if (f == GemmFormat::kFP8Block && M >= 8 && M <= 64) {
-        EXPECT_EQ(c.bn, kBNDecode);
+      if (f == GemmFormat::kFP8Block && M >= 8) {
+        EXPECT_EQ(c.bn, M <= 64 ? kBNDecode : 2 * kBNDecode);  // M = 128: two 64-row tiles of A
         EXPECT_EQ(c.tiles, 128);
         EXPECT_EQ(c.splits, 1);
-        EXPECT_EQ(c.stages, kMaxStagesDecode);
+        EXPECT_EQ(c.stages, M <= 64 ? kMaxStagesDecode : max_stages(f, 64, 2 * kBNDecode));
       } else {
         EXPECT_EQ(c.bn, kBN);
         EXPECT_GT(c.splits, 1);

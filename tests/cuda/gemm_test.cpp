@@ -190,14 +190,15 @@ TEST(GemmCuda, ExactLargeM) {
       expect_bitwise(h, r1.d, want);
     }
   }
-  // FP8 decode on 64-row weight tiles (bn_for: N = 7168 makes 224 tiles of 32 rows, 112 of 64),
-  // with the 16-row A box at M <= 16.
-  for (int64_t M : {int64_t(9), int64_t(16), int64_t(64)}) {
-    HostGemm h = test::make_exact_gemm(GemmFormat::kFP8Block, M, 7168, 256, g, M == 9 ? DType::F32 : DType::UE8M0);
+  // FP8 decode on 64-row weight tiles (bn_for: N = 7168 makes 224 tiles of 32 rows, 112 of 64; at
+  // M = 100 two row tiles of N = 4096 make 256 and 128), with the 16-row A box at M <= 16.
+  for (int64_t M : {int64_t(9), int64_t(16), int64_t(64), int64_t(100)}) {
+    const int64_t N = M == 100 ? 4096 : 7168;
+    HostGemm h = test::make_exact_gemm(GemmFormat::kFP8Block, M, N, 256, g, M == 9 ? DType::F32 : DType::UE8M0);
     GpuRun r = run_gpu(h);
     ASSERT_TRUE(r.status.ok()) << r.status.message();
     expect_bitwise(h, r.d, run_cpu(h));
-    HostGemm hr = test::make_random_gemm(GemmFormat::kFP8Block, M, 7168, 1024, g);
+    HostGemm hr = test::make_random_gemm(GemmFormat::kFP8Block, M, N, 1024, g);
     GpuRun rr = run_gpu(hr);
     ASSERT_TRUE(rr.status.ok()) << rr.status.message();
     expect_close(hr, rr.d, run_cpu(hr));

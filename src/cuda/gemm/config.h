@@ -143,9 +143,10 @@ constexpr int bm_for(int64_t M, GemmFormat f) { return M <= 64 || (f == GemmForm
 // of tiles than 128 x 128 ones: at 512 x 4096 x 7168 their 64 tiles left half the SMs idle (115-118
 // us against 85-87).
 constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool pre = false) {
-  if (f == GemmFormat::kFP8Block && M >= 8 && M <= 64) {
-    if (N / kBNDecode <= sm_count) return kBNDecode;
-    if (N / (2 * kBNDecode) <= sm_count) return 2 * kBNDecode;  // e.g. N = 7168: 112 tiles of 64
+  if (f == GemmFormat::kFP8Block && M >= 8 && M <= 128) {  // BM = 64: one or two M tiles
+    const int64_t m_tiles = (M + 63) / 64;
+    if (m_tiles * (N / kBNDecode) <= sm_count) return kBNDecode;
+    if (m_tiles * (N / (2 * kBNDecode)) <= sm_count) return 2 * kBNDecode;  // e.g. N = 7168: 112 tiles of 64
   }
   if (is_w4a16(f) && pre && N % kBNWide == 0) {
     const int64_t m_tiles = (M + 127) / 128, sms = sm_count > 0 ? sm_count : 1;
