@@ -3,9 +3,10 @@
 //
 // Tiles are BM x BN output elements, BK = 128 K elements a pipeline stage (one scale block of the
 // FP8 formats, four of MXFP4). BM is 64 (one consumer warpgroup, decode-sized M) or 128 (two
-// consumer warpgroups). BN is 128, except FP8 decode (8 <= M <= 64, N / 32 <= SMs): 32-row weight
-// tiles, so that N / 32 tiles cover the SMs in one round without split-K (no partials, no
-// reduction kernel) and each CTA streams its weight rows with up to 16 stages in flight. Other
+// consumer warpgroups). BN is 128, except FP8 decode (8 <= M <= 128, BM = 64): 32- or 64-row
+// weight tiles, the narrowest whose tiles cover the SMs in one round without split-K (no
+// partials, no reduction kernel), each CTA streaming its weight rows with up to 16 stages in
+// flight; and pre-expanded W4A16, 256 (see bn_for). Other
 // small problems split K so that about one CTA runs per SM: at decode the GEMM is bound by weight
 // bytes. Large problems with FP4 weights (M >= kPreExpandMinM) expand B once into the caller's
 // workspace (e4m3 with per-row scales, or bf16) and run the kernel on the expanded operand: the
@@ -133,9 +134,11 @@ inline constexpr int kFoldMaxSpan = 14;  // e2m1 * 2^(s - smax + 6) stays exact 
 constexpr int bm_for(int64_t M, GemmFormat f) { return M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128; }
 
 // FP8 at decode sizes takes 32-row weight tiles (see the top of this file) when they make one round
-// of CTAs: with more tiles than SMs each CTA walks several short tiles and its 2-deep wgmma
-// pipeline restarts at every one (H100, 16x24576x1536: 26-27 us against 21 with split-K tiles of
-// 128). M < 8 measured slower too (1x4096x7168: 21.4 vs 19.6 us).
+// of CTAs, else 64-row ones if those do: with more tiles than SMs each CTA walks several short
+// tiles and its 2-deep wgmma pipeline restarts at every one (H100, 16x24576x1536: 26-27 us against
+// 21 with split-K tiles of 128). M < 8 measured slower too (1x4096x7168: 21.4 vs 19.6 us). 64-row
+// tiles (H100, same run): 16x7168x2048 12.2-12.8 us against 16.4-16.7 with split-K; 65 <= M <= 128
+// (two 64-row A tiles): 128x4096x7168 18.1-19.7 against 22.4-23.3.
 // Pre-expanded W4A16 (no promotion, so a 64 x 256 accumulator a warpgroup fits) takes 128 x 256
 // tiles: at 128 x 128 its GEMM ran at ~570 TFLOP/s, taking in ~38 bytes a clock an SM, the same
 // ceiling the FP8 kernel meets (docs/notes/gemm.md, round 4); 256 columns take a quarter fewer
