@@ -4,7 +4,7 @@
 //  - warpgroup 0 is the producer: one thread walks the CTA's work units and streams A and B tiles
 //    (BK = 128 along K a stage) into a ring of shared-memory stages with TMA, each stage guarded by a
 //    "full" mbarrier (TMA bytes landed) and an "empty" one (consumers done reading);
-//  - warpgroups 1..BM/64 are consumers: each owns 64 rows of the BM x 128 output tile, issues wgmma
+//  - warpgroups 1..BM/64 are consumers: each owns 64 rows of the BM x BN output tile, issues wgmma
 //    on the stages, applies the scales to f32 accumulators and writes the epilogue (bf16 D, or f32
 //    split-K partials) straight from registers while the producer already fetches the next unit.
 //  - FP4 weights (W4A8, W4A16) arrive packed; the consumers expand each stage's B tile into a
@@ -29,7 +29,8 @@
 //    scale, fits bf16's 8 significant bits); bf16 wgmma accumulates straight into the accumulators.
 //    NVFP4's f32 global scale multiplies the accumulators in the epilogue.
 //
-// Work units: output tiles (BM x 128) times K splits. Groups (MoE): rows [group_rows[g],
+// Work units: output tiles (BM x BN; BN is 128, 32/64 for FP8 decode, 256 for pre-expanded W4A16)
+// times K splits. Groups (MoE): rows [group_rows[g],
 // group_rows[g+1]) of A and D use rows [g * N, (g + 1) * N) of B; a plain GEMM is one group.
 #pragma once
 #include <cuda.h>
@@ -957,7 +958,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
     // belong to the next group (grouped GEMM) must not be written: those tiles, split-K partials,
     // bias and residual take the direct path below.
     const int wg_row0 = t.m0 + cw * 64;
-    if constexpr (BN >= kBN) {  // decode tiles (BN = 32) are small: direct stores (the host agrees)
+    if constexpr (BN >= kBN) {  // decode tiles (BN = 32 / 64) are small: direct stores (the host agrees)
       if (args.tma_store_d && wg_row0 < t.m_end && (wg_row0 + 64 <= t.m_end || t.m_end == args.M)) {
         uint8_t* ebuf = s_epi + cw * (64 * 128 * 2);
         // 128 columns at a time through the buffer (256-wide tiles in two passes).
