@@ -89,7 +89,7 @@ struct KernelArgs {
 // with its scales applied. Either feeds wgmma straight from the TMA stage.
 template <GemmFormat F, int BM, bool kMXFP8A = false, int BN = kBN, bool kPreB = false>
 struct Traits {
-  static constexpr bool kBF16 = F == GemmFormat::kW4A16MXFP4 || F == GemmFormat::kW4A16NVFP4;
+  static constexpr bool kBF16 = is_w4a16(F);
   static constexpr bool kConvertB = F != GemmFormat::kFP8Block && !kPreB;
   static constexpr bool kColScales = F == GemmFormat::kW4A8MXFP4 && kPreB;  // per-row B scales in the stage
   static constexpr bool kPer32 = kMXFP8A;  // W4A8 with MXFP8 activations: promote every k32

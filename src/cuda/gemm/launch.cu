@@ -227,7 +227,7 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
     cfg.grid = static_cast<int>(std::min<int64_t>(units, sms));
   }
 
-  const bool a_bf16 = f == GemmFormat::kW4A16MXFP4 || f == GemmFormat::kW4A16NVFP4;
+  const bool a_bf16 = gemm_detail::is_w4a16(f);
   const bool b_fp4 = f != GemmFormat::kFP8Block;
   // A plain GEMM of at most 16 rows loads a 16-row A box instead of a BM-row one that was 3/4 or
   // more zero fill (kernel.cuh, KernelArgs::tma_bytes). H100, same-run A/B, three rounds: FP8
