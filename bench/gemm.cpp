@@ -82,7 +82,7 @@ void record_safe(Result& r, const Timing& tm, const TimerOptions& t) {
     record(r, tm, t, false);
   } catch (const BenchError& e) {
     r.median_us = tm.median_us, r.min_us = tm.min_us, r.max_us = tm.max_us;
-    r.p10_us = tm.p10_us, r.p90_us = tm.p90_us, r.runs = tm.runs;
+    r.p10_us = tm.p10_us, r.p90_us = tm.p90_us, r.runs = tm.runs, r.chain = t.chain;
     finalize(r, Ceilings{});
     r.note += std::string(r.note.empty() ? "" : "; ") + "no ceilings (" + e.what() + ")";
   }

@@ -164,7 +164,9 @@ TimerOptions timer_options(const Options& o) {
   if (l2 == "rotate") t.l2 = L2Policy::kRotate;
   else if (l2 == "flush") t.l2 = L2Policy::kFlush;
   else throw BenchError("--l2 must be 'rotate' or 'flush', got '" + l2 + "'");
+  t.chain = static_cast<int>(o.get_int("graph", 0));
   if (t.iters < 1 || t.warmup < 0) throw BenchError("--iters must be >= 1 and --warmup >= 0");
+  if (t.chain < 0 || t.chain > 1000) throw BenchError("--graph must be 0..1000 calls, got " + std::to_string(t.chain));
   return t;
 }
 
@@ -186,11 +188,34 @@ Timing time_gpu(const std::function<void(int)>& enqueue, const TimerOptions& t) 
   } events;
   events.ev.resize(2 * t.iters, nullptr);
   for (auto& e : events.ev) BENCH_CUDA(cudaEventCreate(&e));
-  for (int i = 0; i < t.warmup; ++i) enqueue(i);
+  struct Graph {
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    ~Graph() {
+      if (exec) cudaGraphExecDestroy(exec);
+      if (g) cudaGraphDestroy(g);
+    }
+  } graph;
+  if (t.chain > 0) {
+    for (int i = 0; i < t.warmup; ++i) enqueue(i);  // module load, handles: outside the capture
+    BENCH_CUDA(cudaStreamBeginCapture(cstream(), cudaStreamCaptureModeThreadLocal));
+    try {
+      for (int i = 0; i < t.chain; ++i) enqueue(i);
+    } catch (...) {
+      cudaStreamEndCapture(cstream(), &graph.g);
+      throw;
+    }
+    BENCH_CUDA(cudaStreamEndCapture(cstream(), &graph.g));
+    BENCH_CUDA(cudaGraphInstantiate(&graph.exec, graph.g, 0));
+    for (int i = 0; i < std::max(t.warmup, 1); ++i) BENCH_CUDA(cudaGraphLaunch(graph.exec, cstream()));
+  } else {
+    for (int i = 0; i < t.warmup; ++i) enqueue(i);
+  }
   for (int i = 0; i < t.iters; ++i) {
     if (t.l2 == L2Policy::kFlush) BENCH_CUDA(cudaMemsetAsync(flush_buf.data(), i & 0xFF, flush_buf.size(), cstream()));
     BENCH_CUDA(cudaEventRecord(events.ev[2 * i], cstream()));
-    enqueue(t.warmup + i);
+    if (t.chain > 0) BENCH_CUDA(cudaGraphLaunch(graph.exec, cstream()));
+    else enqueue(t.warmup + i);
     BENCH_CUDA(cudaEventRecord(events.ev[2 * i + 1], cstream()));
   }
   sync();
@@ -198,7 +223,7 @@ Timing time_gpu(const std::function<void(int)>& enqueue, const TimerOptions& t) 
   for (int i = 0; i < t.iters; ++i) {
     float ms = 0;
     BENCH_CUDA(cudaEventElapsedTime(&ms, events.ev[2 * i], events.ev[2 * i + 1]));
-    us[i] = ms * 1000.0;
+    us[i] = ms * 1000.0 / std::max(t.chain, 1);
   }
   Timing r;
   r.runs = t.iters;
@@ -260,6 +285,7 @@ void record(Result& r, const Timing& t, const TimerOptions& opts, bool memcpy_ba
   r.p10_us = t.p10_us;
   r.p90_us = t.p90_us;
   r.runs = t.runs;
+  r.chain = opts.chain;
   if (memcpy_baseline && r.baseline.empty() && r.bytes > 0) {
     r.baseline = "memcpy";
     r.baseline_us = time_memcpy(r.bytes, opts).median_us;

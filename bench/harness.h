@@ -64,8 +64,13 @@ struct TimerOptions {
   int warmup = 5;
   int iters = 30;
   L2Policy l2 = L2Policy::kRotate;
+  // 0: every timed call is its own launch between two events (includes the launch latency and the
+  // kernel's ramp-up). N > 0: N consecutive calls are captured into one CUDA graph and each timed
+  // replay counts as N calls (back to back, as an engine's decode graph runs them; the calls still
+  // rotate their input copies). Kernels launched as programmatic dependents overlap there.
+  int chain = 0;
 };
-// --warmup N --iters N --l2 rotate|flush
+// --warmup N --iters N --l2 rotate|flush --graph N
 TimerOptions timer_options(const Options& o);
 
 struct Timing {
@@ -73,7 +78,9 @@ struct Timing {
   int runs = 0;
 };
 // Calls enqueue(i) for i = 0 .. warmup+iters-1 (on stream()), timing each of the last `iters`
-// calls separately with CUDA events; the case uses i to pick its input copy when rotating.
+// calls separately with CUDA events; the case uses i to pick its input copy when rotating. With
+// t.chain = N, enqueue(0 .. N-1) is captured once into a graph instead (enqueue must then be
+// capturable: no synchronisation), and `iters` replays are timed, each divided by N.
 Timing time_gpu(const std::function<void(int)>& enqueue, const TimerOptions& t);
 // Copies of a `bytes`-sized working set that together exceed 3x L2, so a rotated input is never
 // L2-resident when its run starts; at least 1.

@@ -34,6 +34,7 @@ TimerOptions timer_options(const Options& o) {
   t.warmup = static_cast<int>(o.get_int("warmup", t.warmup));
   t.iters = static_cast<int>(o.get_int("iters", t.iters));
   o.get("l2", "rotate");
+  t.chain = static_cast<int>(o.get_int("graph", 0));
   return t;
 }
 Timing time_gpu(const std::function<void(int)>&, const TimerOptions&) { no_cuda(); }

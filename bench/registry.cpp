@@ -121,6 +121,9 @@ std::string format_table(const std::vector<Result>& results) {
   for (const auto& row : rows) line(row);
   for (const Result& r : results)
     if (!r.note.empty()) os << "  note (" << r.case_name << "): " << r.note << "\n";
+  if (!results.empty() && results.front().chain > 0)
+    os << "  timing: per call, from CUDA graphs of " << results.front().chain
+       << " back-to-back calls (--graph); without --graph every call is an isolated launch\n";
   return os.str();
 }
 
@@ -170,7 +173,7 @@ std::string to_json(const std::vector<Result>& results, const Ceilings& c, const
        << ", \"pct_of_copy_bw\": " << num(r.pct_copy_bw) << ", \"pct_of_read_bw\": " << num(r.pct_read_bw)
        << ", \"peak\": \"" << peak_name(r.peak) << "\", \"pct_of_peak\": " << num(r.pct_peak)
        << ", \"baseline\": \"" << json_escape(r.baseline) << "\", \"baseline_us\": " << num(r.baseline_us)
-       << ", \"ratio\": " << num(r.ratio) << ", \"note\": \"" << json_escape(r.note) << "\"}";
+       << ", \"ratio\": " << num(r.ratio) << ", \"graph_chain\": " << r.chain << ", \"note\": \"" << json_escape(r.note) << "\"}";
   }
   os << "\n  ]\n}\n";
   return os.str();

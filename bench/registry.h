@@ -79,6 +79,7 @@ struct Result {
   std::string baseline;  // "memcpy": the named comparison run in the same process
   double baseline_us = 0;
   std::string note;
+  int chain = 0;  // TimerOptions::chain the times were taken with (0: isolated launches)
   // Derived by finalize():
   double tflops = 0, gbps = 0, pct_copy_bw = 0, pct_read_bw = 0, pct_peak = 0;
   double ratio = 0;  // median_us / baseline_us: 1.0 = as fast as the baseline, lower is better

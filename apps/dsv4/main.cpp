@@ -41,6 +41,8 @@ usage:
 options (bench and verify):
   --iters N (30) --warmup N (5)       timed runs (median reported) and untimed warm-up runs
   --l2 rotate|flush (rotate)          rotate among input copies that exceed L2, or flush L2 each run
+  --graph N (0)                       time N back-to-back calls captured in a CUDA graph (per call)
+                                      instead of isolated launches; shown as "graph xN" in the table
   --seed N                            data seed
   quant:    --m M --k K (bench 16384x8192, verify 4096x7168) --formats mxfp4,nvfp4,mxfp8,fp8_1x128,fp8_128x128
             --wide bf16,f32 (both) --scales ue8m0,f32 (both; FP8 1x128/128x128 only)
