@@ -62,6 +62,7 @@ struct SmemWg {
 struct RawShare {
   uint4 c[9];
   uint2 sc;      // MODEL1: the key's eight ue8m0 scale bytes
+  uint2 sc1;     // (split loads) the same bytes, loaded with the second half
   float tscale;  // per-token layout: the key's scale (0 when invalid)
 };
 
@@ -216,7 +217,10 @@ __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[1
 
 // kM1: every key set is MODEL1 (the model's layout), so the per-token branches and the per-key
 // scale factors compile away; the general instance serves any mix of layouts.
-template <bool kM1>
+// kVar (measurement build): 0 = default; 3 = split loads (each half of a thread's chunks loaded a
+// half-tile of conversion ahead); diagnostics with wrong output: 1 = producers load nothing,
+// 2 = producers store raw bits (no conversion), 4 = producers only publish (no loads, no stores).
+template <bool kM1, int kVar = 0>
 __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const Args a) {
   constexpr int kONt = 16;  // 128 dims per O accumulator in 8-dim n-tiles
   constexpr int kSNt = 8;   // 64 keys of S in 8-key n-tiles
@@ -338,7 +342,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       for (int j = 0; j < 9; ++j) r.c[j] = make_uint4(0, 0, 0, 0);
       r.sc = make_uint2(0, 0);
       r.tscale = 0.0f;
-      if (d >= 0) {
+      if (d >= 0 && kVar != 1) {
         const uint4* src = reinterpret_cast<const uint4*>(ks.data + d) + q;
         if (kM1 || ks.model1) {
 #pragma unroll
@@ -375,8 +379,13 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         for (int j = 0; j < 7; ++j) {
           const uint32_t s2 = ue8m0_bf16x2(((j < 4 ? r.sc.x : r.sc.y) >> (8 * (j & 3))) & 0xFF);
           const uint32_t o = dst + 8192 * j + kdst0;
-          sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
-          sts128(o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
+          if constexpr (kVar == 2) {
+            sts128(o, r.c[j]);
+            sts128(o ^ 16, r.c[j]);
+          } else {
+            sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
+            sts128(o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
+          }
         }
 #pragma unroll
         for (int j = 7; j < 9; ++j) sts128(dst + tile_off<true>(key, 56 + q + 4 * (j - 7)), r.c[j]);
@@ -391,15 +400,73 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       if (!kM1 && q == 0) s_kscale[buf * 64 + key] = model1 ? 1.0f : r.tscale;
     };
 
+    // Split loads (kVar 3): half A = slots j < 5 (+ the scale bytes), half B = j >= 5 (+ the scale
+    // bytes again, or the per-token scale). Half A of tile t+1 is loaded while half B of tile t
+    // converts, half B of tile t while half A of tile t converts.
+    auto load_half = [&](int t, int64_t d, int64_t e, RawShare& r, bool hb) {
+      const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
+      const bool m1 = kM1 || ks.model1;
+#pragma unroll
+      for (int j = 0; j < 9; ++j)
+        if ((j >= 5) == hb) r.c[j] = make_uint4(0, 0, 0, 0);
+      if (hb) {
+        r.sc1 = make_uint2(0, 0);
+        r.tscale = 0.0f;
+      } else {
+        r.sc = make_uint2(0, 0);
+      }
+      if (d >= 0) {
+        const uint4* src = reinterpret_cast<const uint4*>(ks.data + d) + q;
+#pragma unroll
+        for (int j = 0; j < 9; ++j)
+          if ((j >= 5) == hb && (m1 || j < 8)) r.c[j] = __ldg(src + 4 * j);
+        if (m1) {
+          const uint2 v = __ldg(reinterpret_cast<const uint2*>(ks.data + e));
+          if (hb) r.sc1 = v;
+          else r.sc = v;
+        } else if (hb && q == 0) {
+          r.tscale = __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + e)));
+        }
+      }
+    };
+    auto store_half = [&](int t, const RawShare& r, int buf, bool hb) {
+      const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
+      const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
+#pragma unroll
+      for (int j = 0; j < 9; ++j) {
+        if ((j >= 5) != hb) continue;
+        if (model1) {
+          if (j < 7) {
+            const uint2 scb = hb ? r.sc1 : r.sc;
+            const uint32_t s2 = ue8m0_bf16x2(((j < 4 ? scb.x : scb.y) >> (8 * (j & 3))) & 0xFF);
+            const uint32_t o = dst + 8192 * j + kdst0;
+            sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
+            sts128(o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
+          } else {
+            sts128(dst + tile_off<true>(key, 56 + q + 4 * (j - 7)), r.c[j]);
+          }
+        } else if (j < 8) {
+          const uint32_t o = dst + 8192 * j + kdst0;
+          sts128(o, e4m3x8_to_bf16(r.c[j].x, r.c[j].y));
+          sts128(o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
+        }
+      }
+      if (!kM1 && hb && q == 0) s_kscale[buf * 64 + key] = model1 ? 1.0f : r.tscale;
+    };
+
     int t = next_live(t_begin);
     int64_t d = -1, e = -1;
     if (t < t_end) offsets(t, load_index(t), d, e);
     int tn = t < t_end ? next_live(t + 1) : t_end;
     int32_t vn = tn < t_end ? load_index(tn) : -1;
+    RawShare raw;
+    if constexpr (kVar == 3) {
+      if (t < t_end) load_half(t, d, e, raw, false);
+    }
     for (int it = 0; t < t_end; ++it) {
       const int buf = it & 1;
-      RawShare raw;
-      load_raw(t, d, e, raw);
+      if constexpr (kVar == 3) load_half(t, d, e, raw, true);
+      else if constexpr (kVar != 4) load_raw(t, d, e, raw);
       int64_t dn = -1, en = -1;
       if (tn < t_end) {
         offsets(tn, vn, dn, en);
@@ -409,7 +476,13 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       const int32_t vnn = tnn < t_end ? load_index(tnn) : -1;
       // Buffer `buf` was last used by tile it - 2: wait until both consumers' MMAs on it completed.
       if (it >= 2) ptx::mbar_wait(bar_empty + buf, ((it >> 1) - 1) & 1);
-      store_tile(t, raw, buf);
+      if constexpr (kVar == 3) {
+        store_half(t, raw, buf, false);
+        if (tn < t_end) load_half(tn, dn, en, raw, false);
+        store_half(t, raw, buf, true);
+      } else if constexpr (kVar != 4) {
+        store_tile(t, raw, buf);
+      }
       // Valid-key bits: lanes 4k .. 4k + 3 of this warp hold key 8 w + k.
       const uint32_t bal = __ballot_sync(0xffffffffu, d >= 0);
       if (lane == 0) {
