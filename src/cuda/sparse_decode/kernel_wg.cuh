@@ -9,8 +9,9 @@
 //     run the next S while it waits.
 //   warpgroup 1 (consumer O): O[:, 256:512) = alpha O + P V, once warpgroup 0 has written P.
 //   warpgroups 2 and 3 (producers): gather the raw 584-byte entries of a tile into registers (4
-//     threads a key, nine 16-byte chunks each), dequantize them into the free key buffer, publish the
-//     valid-key bits and (per-token layout) the key scales, and prefetch the next tile's rows to L2.
+//     threads a key, nine 16-byte chunks each, loaded in two halves that overlap the conversion of
+//     the other half), dequantize them into the free key buffer, publish the valid-key bits and
+//     (per-token layout) the key scales, and prefetch the next tile's rows to L2.
 // Hand-offs are mbarriers, one phase per use of a buffer: full[b] (256 producer arrivals: buffer b
 // holds the tile), empty[b] (256 consumer arrivals after their MMAs on buffer b completed), pready[b]
 // (128 arrivals of warpgroup 0: P and alpha of the tile in buffer b are written). No CTA-wide
@@ -62,7 +63,7 @@ struct SmemWg {
 struct RawShare {
   uint4 c[9];
   uint2 sc;      // MODEL1: the key's eight ue8m0 scale bytes
-  uint2 sc1;     // (split loads) the same bytes, loaded with the second half
+  uint2 sc1;     // the same bytes, loaded with the second half (split loads)
   float tscale;  // per-token layout: the key's scale (0 when invalid)
 };
 
@@ -217,10 +218,7 @@ __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[1
 
 // kM1: every key set is MODEL1 (the model's layout), so the per-token branches and the per-key
 // scale factors compile away; the general instance serves any mix of layouts.
-// kVar (measurement build): 0 = default; 3 = split loads (each half of a thread's chunks loaded a
-// half-tile of conversion ahead); diagnostics with wrong output: 1 = producers load nothing,
-// 2 = producers store raw bits (no conversion), 4 = producers only publish (no loads, no stores).
-template <bool kM1, int kVar = 0>
+template <bool kM1>
 __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const Args a) {
   constexpr int kONt = 16;  // 128 dims per O accumulator in 8-dim n-tiles
   constexpr int kSNt = 8;   // 64 keys of S in 8-key n-tiles
@@ -336,25 +334,6 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         }
       }
     };
-    auto load_raw = [&](int t, int64_t d, int64_t e, RawShare& r) {
-      const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
-#pragma unroll
-      for (int j = 0; j < 9; ++j) r.c[j] = make_uint4(0, 0, 0, 0);
-      r.sc = make_uint2(0, 0);
-      r.tscale = 0.0f;
-      if (d >= 0 && kVar != 1) {
-        const uint4* src = reinterpret_cast<const uint4*>(ks.data + d) + q;
-        if (kM1 || ks.model1) {
-#pragma unroll
-          for (int j = 0; j < 9; ++j) r.c[j] = __ldg(src + 4 * j);
-          r.sc = __ldg(reinterpret_cast<const uint2*>(ks.data + e));
-        } else {
-#pragma unroll
-          for (int j = 0; j < 8; ++j) r.c[j] = __ldg(src + 4 * j);
-          if (q == 0) r.tscale = __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + e)));
-        }
-      }
-    };
     // The key's 576-byte row (and its scale bytes) into L2, a tile ahead of the loads.
     auto prefetch = [&](int t, int64_t d, int64_t e) {
       if (d < 0) return;
@@ -371,38 +350,10 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     // tile_off(key, 2c) = 8192 j + kdst0 and that ^ 16; MODEL1 rope chunk c (j = 7, 8) goes to
     // column c + 28 = 56 + q + 4 (j - 7).
     const uint32_t kdst0 = tile_off<true>(key, 2 * q);
-    auto store_tile = [&](int t, const RawShare& r, int buf) {
-      const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
-      const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
-      if (model1) {
-#pragma unroll
-        for (int j = 0; j < 7; ++j) {
-          const uint32_t s2 = ue8m0_bf16x2(((j < 4 ? r.sc.x : r.sc.y) >> (8 * (j & 3))) & 0xFF);
-          const uint32_t o = dst + 8192 * j + kdst0;
-          if constexpr (kVar == 2) {
-            sts128(o, r.c[j]);
-            sts128(o ^ 16, r.c[j]);
-          } else {
-            sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
-            sts128(o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
-          }
-        }
-#pragma unroll
-        for (int j = 7; j < 9; ++j) sts128(dst + tile_off<true>(key, 56 + q + 4 * (j - 7)), r.c[j]);
-      } else {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          const uint32_t o = dst + 8192 * j + kdst0;
-          sts128(o, e4m3x8_to_bf16(r.c[j].x, r.c[j].y));
-          sts128(o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
-        }
-      }
-      if (!kM1 && q == 0) s_kscale[buf * 64 + key] = model1 ? 1.0f : r.tscale;
-    };
-
-    // Split loads (kVar 3): half A = slots j < 5 (+ the scale bytes), half B = j >= 5 (+ the scale
-    // bytes again, or the per-token scale). Half A of tile t+1 is loaded while half B of tile t
-    // converts, half B of tile t while half A of tile t converts.
+    // Split loads: half A = slots j < 5 (+ the scale bytes), half B = j >= 5 (+ the scale bytes
+    // again, or the per-token scale). Half A of tile t+1 is loaded while half B of tile t converts,
+    // half B of tile t while half A of tile t converts, so each load has half a tile's conversion
+    // to land in (the registers do not allow a whole second tile in flight).
     auto load_half = [&](int t, int64_t d, int64_t e, RawShare& r, bool hb) {
       const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
       const bool m1 = kM1 || ks.model1;
@@ -460,13 +411,10 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     int tn = t < t_end ? next_live(t + 1) : t_end;
     int32_t vn = tn < t_end ? load_index(tn) : -1;
     RawShare raw;
-    if constexpr (kVar == 3) {
-      if (t < t_end) load_half(t, d, e, raw, false);
-    }
+    if (t < t_end) load_half(t, d, e, raw, false);
     for (int it = 0; t < t_end; ++it) {
       const int buf = it & 1;
-      if constexpr (kVar == 3) load_half(t, d, e, raw, true);
-      else if constexpr (kVar != 4) load_raw(t, d, e, raw);
+      load_half(t, d, e, raw, true);
       int64_t dn = -1, en = -1;
       if (tn < t_end) {
         offsets(tn, vn, dn, en);
@@ -476,13 +424,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       const int32_t vnn = tnn < t_end ? load_index(tnn) : -1;
       // Buffer `buf` was last used by tile it - 2: wait until both consumers' MMAs on it completed.
       if (it >= 2) ptx::mbar_wait(bar_empty + buf, ((it >> 1) - 1) & 1);
-      if constexpr (kVar == 3) {
-        store_half(t, raw, buf, false);
-        if (tn < t_end) load_half(tn, dn, en, raw, false);
-        store_half(t, raw, buf, true);
-      } else if constexpr (kVar != 4) {
-        store_tile(t, raw, buf);
-      }
+      store_half(t, raw, buf, false);
+      if (tn < t_end) load_half(tn, dn, en, raw, false);
+      store_half(t, raw, buf, true);
       // Valid-key bits: lanes 4k .. 4k + 3 of this warp hold key 8 w + k.
       const uint32_t bal = __ballot_sync(0xffffffffu, d >= 0);
       if (lane == 0) {

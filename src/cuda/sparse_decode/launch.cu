@@ -2,7 +2,6 @@
 // Nothing here allocates or synchronises; the only device queries (SM count, current device) are
 // not stream operations, so the call can be captured in a CUDA graph.
 #include <atomic>
-#include <cstdlib>
 #include <limits>
 
 #include "backend/sparse_decode.h"
@@ -96,34 +95,13 @@ Status launch_main(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   return launch_status(kOp, "sparse_decode_kernel");
 }
 
-// Measurement switch (not for production): DSV4_SD_VAR selects a kernel variant (kernel_wg.cuh).
-int sd_var() {
-  static const int v = [] {
-    const char* e = std::getenv("DSV4_SD_VAR");
-    return e ? std::atoi(e) : 0;
-  }();
-  return v;
-}
-
-template <bool kM1, int kVar>
-Status launch_wg_var(const sd::Args& a, int64_t ctas, cudaStream_t st) {
-  const auto kernel = sd::sparse_decode_wg_kernel<kM1, kVar>;
+template <bool kM1>
+Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
+  const auto kernel = sd::sparse_decode_wg_kernel<kM1>;
   DSV4_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes), kOp);
   kernel<<<static_cast<unsigned>(ctas), sd::kWgThreads, sd::SmemWg::kLaunchBytes, st>>>(a);
   return launch_status(kOp, "sparse_decode_wg_kernel");
-}
-
-template <bool kM1>
-Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
-  switch (sd_var()) {
-    case 3: return launch_wg_var<kM1, 3>(a, ctas, st);
-    case 1: if constexpr (kM1) return launch_wg_var<kM1, 1>(a, ctas, st); break;
-    case 2: if constexpr (kM1) return launch_wg_var<kM1, 2>(a, ctas, st); break;
-    case 4: if constexpr (kM1) return launch_wg_var<kM1, 4>(a, ctas, st); break;
-    default: break;
-  }
-  return launch_wg_var<kM1, 0>(a, ctas, st);
 }
 
 Status launch_wg(const sd::Args& a, int64_t ctas, cudaStream_t st) {
