@@ -1,78 +1,100 @@
 // The wgmma sparse-decode kernel: one CTA per (query token, block of up to 64 heads, key split),
-// four warpgroups (512 threads), software-pipelined so that the key gather and dequantization of
-// tile i+1 run under the tensor-core work of tile i. Rows past the block's last head are zero Q
-// rows, so blocks of fewer than 64 heads run here too.
+// four warpgroups (512 threads) in a producer/consumer pipeline over a ring of two bf16 key buffers.
+// Rows past the block's last head are zero Q rows, so blocks of fewer than 64 heads run here too.
 //
-// Per iteration i (tile i already dequantized in key buffer i % 2, the raw bytes of tile i+1 in
-// registers: each pair of warpgroups has 4 threads a key and holds up to five 16-byte chunks a
-// thread):
-//   1. warpgroups 0 and 1 compute S = Q K^T (32 keys each, wgmma m64n32k16) while warpgroups 2
-//      and 3 dequantize chunks 0..19 (FP8) of every key of tile i+1 into the other key buffer and
-//      then issue their loads of tile i+2;
-//   2. warpgroups 0 and 1 run the online softmax on their S accumulators (exchanging only the row
-//      maxima of their two 32-key halves) and write P (bf16);
-//   3. all four warpgroups issue O += P K (128 dims each) asynchronously; while the tensor cores
-//      work, warpgroups 0 and 1 convert the rest of tile i+1 (FP8 chunks 20..27, the bf16 rope)
-//      and issue their loads of tile i+2.
-// Every load is issued a whole iteration before its bytes are needed, and the dequantization of
-// tile i+1 sits under the two MMAs of tile i. The raw bytes need no smem (global -> registers),
-// which pays for the second key buffer.
+// Roles (the register split by setmaxnreg: 200 / 152 / 80 / 80 of the 128 a thread at launch):
+//   warpgroup 0 (consumer S): S = Q K^T for all 64 keys of a tile (wgmma m64n64k16, Q and the keys
+//     read once), the online softmax on the accumulators, P (bf16) into the tile's P buffer, then
+//     O[:, 0:256) = alpha O + P V; it issues S of the next tile behind that O, so the tensor cores
+//     run the next S while it waits.
+//   warpgroup 1 (consumer O): O[:, 256:512) = alpha O + P V, once warpgroup 0 has written P.
+//   warpgroups 2 and 3 (producers): gather the raw 584-byte entries of a tile into registers (4
+//     threads a key, nine 16-byte chunks each, loaded in two halves that overlap the conversion of
+//     the other half), dequantize them into the free key buffer, publish the valid-key bits and
+//     (per-token layout) the key scales, and prefetch the next tile's rows to L2.
+// Hand-offs are mbarriers, one phase per use of a buffer: full[b] (256 producer arrivals: buffer b
+// holds the tile), empty[b] (256 consumer arrivals after their MMAs on buffer b completed), pready[b]
+// (128 arrivals of warpgroup 0: P and alpha of the tile in buffer b are written). No CTA-wide
+// barrier inside the tile loop: the producers run up to one tile ahead of the consumers, and the
+// two consumer warpgroups meet only through pready.
 //
-// Same numerics as the mma.sync kernel (kernel.cuh): exact bf16 keys for MODEL1, raw e4m3 in the
-// tile plus the token's scale in fp32 for the per-token layout; invalid keys are never read (their
-// registers are zeros) and their logits are -inf.
+// Same numerics as the mma.sync kernel (kernel.cuh): exact bf16 keys for MODEL1 (e4m3 -> bf16 is
+// exact, and the ue8m0 scale multiply is one correctly rounded bf16 multiply of the exact product),
+// raw e4m3 in the tile plus the token's scale in fp32 for the per-token layout; invalid keys are
+// never read (their registers are zeros) and their logits are -inf.
 #pragma once
+#include "cuda/common/ptx_tma.cuh"
 #include "cuda/sparse_decode/kernel.cuh"
 
 namespace dsv4::cuda::sdec {
 
 inline constexpr int kWgThreads = 512;
+// setmaxnreg targets: launched at 65536 / 512 = 128 a thread; the producers give back exactly what
+// the consumers take (setmaxnreg.inc waits until the registers are free).
+inline constexpr int kRegsS = 192;  // warpgroup 0: acc 128 + S accumulators 32 + softmax state
+inline constexpr int kRegsO = 160;  // warpgroup 1: acc 128
+inline constexpr int kRegsP = 80;   // warpgroups 2, 3: raw chunks 36 + offsets
+static_assert(kRegsS + kRegsO + 2 * kRegsP == 4 * (65536 / kWgThreads), "the register split must balance");
 
 struct SmemWg {
   static constexpr int kQBytes = kMaxRowsPerCta * kDim * 2;
   static constexpr int kKBytes = kTileKeys * kDim * 2;
   static constexpr int kPBytes = kMaxRowsPerCta * kTileKeys * 2;
-  static constexpr int kOffK = kQBytes;               // two key buffers, kKBytes apart
-  static constexpr int kOffP = kOffK + 2 * kKBytes;   // P (bf16), K-major 128-byte swizzle
-  static constexpr int kOffRing = kOffP + kPBytes;    // key ring: int64 data offset [4][64], then
-                                                      // int64 scale offset [4][64] (-1: invalid key)
-  static constexpr int kOffVec = kOffRing + 2 * 4 * 64 * 8 + 64;  // (ring valid-key masks [4][2] before)
-                                                      // kscale[2][64], (unused)[2][64], alpha,
-                                                      // m, l, pmax[2][64], lpart[2][64]
-  static constexpr int kTotal = kOffVec + 11 * 64 * 4;
+  static constexpr int kOffK = kQBytes;              // two key buffers, kKBytes apart
+  static constexpr int kOffP = kOffK + 2 * kKBytes;  // two P buffers (bf16, K-major 128-byte swizzle)
+  static constexpr int kOffVec = kOffP + 2 * kPBytes;
+  static constexpr int kOffKScale = kOffVec;          // f32 [2][64]: per-token key scales (1 for MODEL1)
+  static constexpr int kOffAlpha = kOffVec + 512;     // f32 [2][64]: the tile's O rescale factors
+  static constexpr int kOffM = kOffVec + 1024;        // f32 [64]: final row maxima (log2 domain)
+  static constexpr int kOffL = kOffVec + 1280;        // f32 [64]: final row sums
+  static constexpr int kOffMask = kOffVec + 1536;     // u8 [2][8]: valid-key bits, byte w = keys 8w..8w+7
+  static constexpr int kOffBar = kOffVec + 1552;      // u64 mbarriers: full[2], empty[2], pready[2]
+  static constexpr int kTotal = kOffBar + 6 * 8;
   static constexpr int kLaunchBytes = kTotal + 1024;
-  static_assert(kOffK % 1024 == 0 && kKBytes % 1024 == 0 && kOffP % 1024 == 0, "1024-byte aligned regions");
+  static_assert(kOffK % 1024 == 0 && kKBytes % 1024 == 0 && kOffP % 1024 == 0 && kPBytes % 1024 == 0,
+                "1024-byte aligned regions");
+  static_assert(kOffBar % 8 == 0, "mbarriers are 8-byte aligned");
   static_assert(kLaunchBytes <= 227 * 1024, "fits the sm_90 smem carve-out");
   static_assert(kOffP >= kMaxRowsPerCta * (kDim * 4 + 32), "the f32 epilogue staging fits in the Q and key buffers");
 };
 
-// One thread's share of one key's raw bytes: up to six 16-byte chunks of the 36 (MODEL1) or 32
-// (per-token) a key holds (the split is in the kernel).
+// One producer thread's share of one key's raw bytes: the 16-byte chunks c = q + 4 j (j < 9) of the
+// 36 (MODEL1: 28 e4m3 + 8 rope) or 32 (per-token) a key holds, q = the thread's quarter of the key.
 struct RawShare {
-  uint4 c[5];
+  uint4 c[9];
   uint2 sc;      // MODEL1: the key's eight ue8m0 scale bytes
+  uint2 sc1;     // the same bytes, loaded with the second half (split loads)
   float tscale;  // per-token layout: the key's scale (0 when invalid)
 };
 
-// Eight e4m3 codes (low byte first) to eight bf16, each value times `scale` in fp32, rounded once.
-__device__ __forceinline__ uint4 e4m3x8_to_bf16(uint32_t lo, uint32_t hi, float scale) {
-  const float2 f0 = e4m3x2_to_f2(lo), f1 = e4m3x2_to_f2(lo >> 16);
-  const float2 f2 = e4m3x2_to_f2(hi), f3 = e4m3x2_to_f2(hi >> 16);
-  return make_uint4(pack_bf16(f0.x * scale, f0.y * scale), pack_bf16(f1.x * scale, f1.y * scale),
-                    pack_bf16(f2.x * scale, f2.y * scale), pack_bf16(f3.x * scale, f3.y * scale));
+// Two e4m3 codes (low byte first) to bf16x2, exactly (every e4m3 value is a bf16).
+__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t codes) {
+  const float2 f = e4m3x2_to_f2(codes);
+  return pack_bf16(f.x, f.y);
+}
+// bf16x2 product, rounded once (sm_90 mul.rn.bf16x2; subnormals kept).
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+// Eight e4m3 codes (low byte first) to eight bf16, each times the bf16x2 `scale2` (a power of two
+// in both halves): e4m3 * 2^k rounded once to bf16, as the f32 path would.
+__device__ __forceinline__ uint4 e4m3x8_to_bf16_scaled(uint32_t lo, uint32_t hi, uint32_t scale2) {
+  return make_uint4(bf16x2_mul(e4m3x2_to_bf16x2(lo), scale2), bf16x2_mul(e4m3x2_to_bf16x2(lo >> 16), scale2),
+                    bf16x2_mul(e4m3x2_to_bf16x2(hi), scale2), bf16x2_mul(e4m3x2_to_bf16x2(hi >> 16), scale2));
 }
 __device__ __forceinline__ uint4 e4m3x8_to_bf16(uint32_t lo, uint32_t hi) {
-  const float2 f0 = e4m3x2_to_f2(lo), f1 = e4m3x2_to_f2(lo >> 16);
-  const float2 f2 = e4m3x2_to_f2(hi), f3 = e4m3x2_to_f2(hi >> 16);
-  return make_uint4(pack_bf16(f0.x, f0.y), pack_bf16(f1.x, f1.y), pack_bf16(f2.x, f2.y), pack_bf16(f3.x, f3.y));
+  return make_uint4(e4m3x2_to_bf16x2(lo), e4m3x2_to_bf16x2(lo >> 16), e4m3x2_to_bf16x2(hi),
+                    e4m3x2_to_bf16x2(hi >> 16));
 }
-// 2^(e - 127) from the bits (exact; e = 0 is the subnormal 2^-127, 0xFF the NaN scale). Selects,
-// no branches.
-__device__ __forceinline__ float ue8m0_scale(uint32_t e) {
-  uint32_t bits = e << 23;
-  bits = e == 0 ? 0x00400000u : bits;
-  bits = e == 0xFF ? 0x7FC00000u : bits;
-  return __uint_as_float(bits);
+// A ue8m0 scale byte as bf16x2 (both halves): 2^(e - 127) exactly; e = 0 is the subnormal 2^-127
+// (0x0040), 0xFF the NaN scale.
+__device__ __forceinline__ uint32_t ue8m0_bf16x2(uint32_t e) {
+  uint32_t h = e << 7;
+  h = e == 0 ? 0x0040u : h;
+  h = e == 0xFF ? 0x7FC0u : h;
+  return h * 0x10001u;
 }
 
 // Explicit shared-memory accesses by 32-bit shared address (STS/LDS, never generic ST/LD).
@@ -96,6 +118,10 @@ __device__ __forceinline__ void stg128(void* p, uint4 v) {
 __device__ __forceinline__ void sts32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
 }
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+}
+__device__ __forceinline__ void wg_wait_1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 // A wgmma descriptor from its two 32-bit halves (no 64-bit arithmetic: offsets are added to the
 // low half, whose 14-bit address field cannot carry for addresses inside the CTA's smem).
 __device__ __forceinline__ uint64_t desc_of(uint32_t lo, uint32_t hi) {
@@ -106,12 +132,96 @@ __device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) { retur
 // High half: stride byte offset 1024 (8-row atoms) and the 128-byte swizzle mode.
 inline constexpr uint32_t kDescHi = (1024u >> 4) | (1u << 30);
 
+// D(64 x 64, f32) (+)= A(64 x 16 bf16, K-major smem) * B(16 x 64 bf16, K-major smem); D is
+// overwritten (not accumulated) when `accumulate` is 0.
+__device__ __forceinline__ void wgmma_m64n64k16_bf16(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// Epilogue of one consumer warpgroup (warpgroup 0: O dims [0, 256), warpgroup 1: [256, 512)):
+// rows r0 and r0 + 8 of each warp, staged through the free Q and key buffers (rows padded by 16 /
+// 32 bytes: conflict-free) so the global stores are whole 16-byte chunks, a warp writing 512
+// contiguous bytes of a row. The two consumer warpgroups (256 threads) meet at named barrier 1;
+// the producers have left. The caller has passed one barrier 1 after its last MMA completed, so
+// the key buffers and Q are free.
+__device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[16][4], const float (&acc1)[16][4],
+                                            int qd0, uint32_t sQe, const float* s_m, const float* s_l, int ctid,
+                                            int r0) {
+  constexpr int kPitchB = kDim * 2 + 16, kPitchF = kDim * 4 + 32;
+  const Schedule& sc = a.sched;
+  const int tq = ctid & 3;
+  const uint32_t cta = blockIdx.x;
+  const int hb = static_cast<int>(cta % static_cast<uint32_t>(sc.head_blocks));
+  const uint32_t rest = cta / static_cast<uint32_t>(sc.head_blocks);
+  const int split = static_cast<int>(rest % static_cast<uint32_t>(sc.num_splits));
+  const int64_t tok = rest / static_cast<uint32_t>(sc.num_splits);
+  const int head0 = hb * kMaxRowsPerCta;
+  const int nh = min(kMaxRowsPerCta, a.H - head0);
+  const int64_t row0 = tok * a.H + head0;
+  if (sc.num_splits == 1) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = r0 + half * 8;
+      const float l = s_l[r], m = s_m[r];
+      float factor = 0.0f, lse_nat = INFINITY;
+      if (m != -INFINITY && r < nh) {
+        const float lse2 = m + log2f(l);
+        factor = 1.0f / l;
+        if (a.sink) factor *= 1.0f / (1.0f + exp2f(a.sink[head0 + r] * 1.4426950408889634f - lse2));
+        lse_nat = lse2 * 0.6931471805599453f;
+      }
+      const uint32_t rowa = sQe + r * kPitchB + qd0 * 256 + tq * 4;
+#pragma unroll
+      for (int n = 0; n < 16; ++n) {
+        sts32(rowa + n * 16, pack_bf16(acc0[n][half * 2] * factor, acc0[n][half * 2 + 1] * factor));
+        sts32(rowa + 256 + n * 16, pack_bf16(acc1[n][half * 2] * factor, acc1[n][half * 2 + 1] * factor));
+      }
+      if (a.lse && qd0 == 0 && tq == 0 && r < nh) a.lse[row0 + r] = lse_nat;
+    }
+    ptx::named_barrier_sync(1, 256);
+    for (int i = ctid; i < nh * 64; i += 256) {
+      const int r = i >> 6, c = i & 63;
+      const uint4 v = lds128(sQe + r * kPitchB + c * 16);
+      stg128(a.out + (row0 + r) * kDim + c * 8, v);
+    }
+  } else {
+    const int64_t rows_total = sc.tokens * a.H;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = r0 + half * 8;
+      const float l = s_l[r], m = s_m[r];
+      const bool empty = m == -INFINITY;
+      const float inv = empty ? 0.0f : 1.0f / l;
+      const uint32_t rowa = sQe + r * kPitchF + qd0 * 512 + tq * 8;
+#pragma unroll
+      for (int n = 0; n < 16; ++n) {
+        sts64(rowa + n * 32, acc0[n][half * 2] * inv, acc0[n][half * 2 + 1] * inv);
+        sts64(rowa + 512 + n * 32, acc1[n][half * 2] * inv, acc1[n][half * 2 + 1] * inv);
+      }
+      if (qd0 == 0 && tq == 0 && r < nh) a.ws_lse[split * rows_total + row0 + r] = empty ? -INFINITY : m + log2f(l);
+    }
+    ptx::named_barrier_sync(1, 256);
+    float* ws = a.ws_o + (split * rows_total + row0) * kDim;
+    for (int i = ctid; i < nh * 128; i += 256) {
+      const int r = i >> 7, c = i & 127;
+      const uint4 v = lds128(sQe + r * kPitchF + c * 16);
+      stg128(ws + r * kDim + c * 4, v);
+    }
+  }
+}
+
 // kM1: every key set is MODEL1 (the model's layout), so the per-token branches and the per-key
 // scale factors compile away; the general instance serves any mix of layouts.
 template <bool kM1>
 __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const Args a) {
-  constexpr int kONt = 16;  // 128 dims a warp in 8-dim n-tiles
-  constexpr int kSNt = 4;   // 32 keys a warp of warpgroups 0 and 1
+  constexpr int kONt = 16;  // 128 dims per O accumulator in 8-dim n-tiles
+  constexpr int kSNt = 8;   // 64 keys of S in 8-key n-tiles
 
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   // One aligned base for the whole kernel: every smem access below is base + a constant or a
@@ -119,16 +229,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   const uint32_t raw_addr = smem_addr(smem_raw);
   const uint32_t sbase = (raw_addr + 1023u) & ~1023u;
   uint8_t* smem = smem_raw + (sbase - raw_addr);
-  const uint32_t sQa = sbase, sK0a = sbase + SmemWg::kOffK, sPa = sbase + SmemWg::kOffP;
-  int64_t* s_ring_d = reinterpret_cast<int64_t*>(smem + SmemWg::kOffRing);  // [4][64]
-  int64_t* s_ring_s = s_ring_d + 256;                                        // [4][64]
-  uint32_t* s_vmask = reinterpret_cast<uint32_t*>(s_ring_s + 256);           // [4][2]: valid-key bits
-  float* s_kscale = reinterpret_cast<float*>(smem + SmemWg::kOffVec);        // [2][64]
-  float* s_alpha = s_kscale + 256;
-  float* s_m = s_alpha + 64;
-  float* s_l = s_m + 64;
-  float* s_pmax = s_l + 64;       // [2][64]: row maxima of the two S warpgroups
-  float* s_lpart = s_pmax + 128;  // [2][64]: their partial row sums, at the end
+  const uint32_t sQa = sbase, sK0a = sbase + SmemWg::kOffK, sP0a = sbase + SmemWg::kOffP;
+  float* s_kscale = reinterpret_cast<float*>(smem + SmemWg::kOffKScale);  // [2][64]
+  float* s_alpha = reinterpret_cast<float*>(smem + SmemWg::kOffAlpha);    // [2][64]
+  float* s_m = reinterpret_cast<float*>(smem + SmemWg::kOffM);
+  float* s_l = reinterpret_cast<float*>(smem + SmemWg::kOffL);
+  uint8_t* s_vmask = smem + SmemWg::kOffMask;                             // [2][8]
+  uint64_t* bar_full = reinterpret_cast<uint64_t*>(smem + SmemWg::kOffBar);
+  uint64_t* bar_empty = bar_full + 2;
+  uint64_t* bar_pready = bar_full + 4;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
@@ -138,7 +247,6 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   // now, onto the SMs this grid leaves free, so that they wait at griddepcontrol.wait instead of
   // behind a launch gap. Nothing here depends on it; a no-op without a dependent.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  const int rg = warp & 3;  // rows [16 rg, +16) of the warpgroup's tiles
   const Schedule& sc = a.sched;
   int64_t cta = blockIdx.x;
   const int hb = static_cast<int>(cta % sc.head_blocks);
@@ -150,7 +258,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   const int head0 = hb * kMaxRowsPerCta;
   const int nh = min(kMaxRowsPerCta, a.H - head0);
 
-  // ---- Q rows into smem (zeros past the last head) ----
+  // ---- Q rows into smem (zeros past the last head), barriers initialised ----
   {
     const __nv_bfloat16* qrow0 = a.q + b * a.q_sb + s * a.q_ss + static_cast<int64_t>(head0) * a.q_sh;
     for (int i = tid; i < kMaxRowsPerCta * 64; i += kWgThreads) {
@@ -160,6 +268,14 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       else sts128(sQa + tile_off<true>(r, c), make_uint4(0, 0, 0, 0));
     }
     cp_async_commit();
+  }
+  if (tid == 0) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      ptx::mbar_init(bar_full + i, 256);
+      ptx::mbar_init(bar_empty + i, 256);
+      ptx::mbar_init(bar_pready + i, 128);
+    }
   }
 
   // Effective lengths, as two scalars (an array indexed by the set would live in local memory).
@@ -174,6 +290,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   const int len1 = __shfl_sync(0xffffffffu, eff_len(a.set[1]), 0);
   const int t_begin = split * sc.tiles_per_split;
   const int t_end = min(t_begin + sc.tiles_per_split, sc.tiles_main + sc.tiles_extra);
+  // The first tile at or after t that holds a key below its set's length (t_end when none): every
+  // role walks the same sequence.
   auto next_live = [&](int t) {
     if (t < sc.tiles_main) {
       if (t * kTileKeys < len0) return min(t, t_end);
@@ -182,390 +300,356 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     if (t >= t_end) return t_end;
     return ((t - sc.tiles_main) * kTileKeys < len1) ? t : t_end;
   };
-  // Raw index of key `tid` (< 64) of tile t (-1 past the length). Only loaded here; it is checked
-  // and turned into byte offsets when it enters the ring an iteration later (enter_ring), so no
-  // thread waits on the index fetch.
-  auto load_index = [&](int t) -> int32_t {
-    const bool main = t < sc.tiles_main;
-    const KeySet& ks = a.set[main ? 0 : 1];
-    const int pos = (main ? t : t - sc.tiles_main) * kTileKeys + tid;
-    if (pos >= (main ? len0 : len1)) return -1;
-    return __ldg(ks.idx + b * ks.idx_sb + s * ks.idx_ss + static_cast<int64_t>(pos) * ks.idx_sk);
-  };
-  // Ring row `row` <- key `tid` of tile t: byte offsets of its data and scale(s), -1 when invalid.
-  // The page arithmetic (a division by the page size) runs once a key here, not once a thread.
-  auto enter_ring = [&](int row, int t, int32_t v) {
-    const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
-    int64_t d = -1, e = -1;
-    if (v >= 0 && v < ks.num_slots) {
-      if (kM1 || ks.model1) {
-        const int page = v / ks.page_size, off = v - page * ks.page_size;
-        const int64_t pb = static_cast<int64_t>(page) * ks.page_bytes;
-        d = pb + off * 576;
-        e = pb + static_cast<int64_t>(ks.page_size) * 576 + off * 8;
-      } else {
-        d = static_cast<int64_t>(v) * 512;
-        e = v;
-      }
-    }
-    s_ring_d[row * 64 + tid] = d;
-    s_ring_s[row * 64 + tid] = e;
-    // Valid-key bits of the row (warp 0: keys 0..31, warp 1: keys 32..63) for the softmax: one
-    // word to load instead of a validity entry per key.
-    const uint32_t bits = __ballot_sync(0xffffffffu, d >= 0);
-    if (lane == 0) s_vmask[row * 2 + (tid >> 5)] = bits;
-  };
 
-  // Work split of a tile's dequantization. Each pair of warpgroups has 4 threads a key (key T / 4,
-  // T = tid % 256, q = T % 4) and takes the 16-byte chunks c = q + 4 j of it: warpgroups 2 and 3
-  // slots j < kHi (FP8 chunks, converted under S), warpgroups 0 and 1 the slots j >= kHi (MODEL1:
-  // the remaining FP8 chunks up to 27 and the bf16 rope chunks 28..35; per-token: up to chunk
-  // 31), converted under O. Warpgroups 0 and 1 also run S and the softmax, hence the smaller share.
-  constexpr int kHi = 5;                      // slots of warpgroups 2 and 3 (register bound: 128)
-  constexpr int kLo = 9 - kHi;                // MODEL1 slots of warpgroups 0 and 1
-  static_assert(kHi >= kLo && kHi <= 7, "RawShare holds kHi chunks");
-  const int kkey = (tid & 255) >> 2, kq = tid & 3;
-  const bool dq_hi = dg >= 2;                 // warpgroups 2 and 3
-  const int kj0 = dq_hi ? 0 : kHi;            // first slot j of this thread
-  auto load_raw = [&](int t, int row, RawShare& r) {
-    const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
-    const int64_t d = s_ring_d[row * 64 + kkey];
-    const int64_t e = s_ring_s[row * 64 + kkey];
-#pragma unroll
-    for (int j = 0; j < kHi; ++j) r.c[j] = make_uint4(0, 0, 0, 0);
-    r.sc = make_uint2(0, 0);
-    r.tscale = 0.0f;
-    if (d >= 0) {
-      const uint4* src = reinterpret_cast<const uint4*>(ks.data + d) + kq;
-      const bool m1 = kM1 || ks.model1;
-      if (dq_hi) {
-#pragma unroll
-        for (int j = 0; j < kHi; ++j) r.c[j] = __ldg(src + 4 * j);
-      } else {
-#pragma unroll
-        for (int j = 0; j < kLo; ++j)
-          if (m1 || j < kLo - 1) r.c[j] = __ldg(src + 4 * (kHi + j));  // per-token: chunks < 32
-      }
-      if (m1) r.sc = __ldg(reinterpret_cast<const uint2*>(ks.data + e));
-      else if (dq_hi) r.tscale = __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + e)));
-    }
-  };
-  // Smem offsets: FP8 chunk c = q + 4 j goes to 16-byte columns 2c, 2c + 1 of row kkey, i.e.
-  // tile_off(kkey, 2c) = 8192 j + kdst0 and that ^ 16; MODEL1 rope chunk c (slots 7, 8) goes to
-  // column c + 28 = 56 + q + 4 (j - 7).
-  const uint32_t kdst0 = tile_off<true>(kkey, 2 * kq);
-  auto store_tile = [&](int t, const RawShare& r, int buf) {
-    const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
-    const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
-    auto nope = [&](int j, const uint4& v) {  // 16 codes of 64-dim block j: scale byte j
-      const float scale = ue8m0_scale(((j < 4 ? r.sc.x : r.sc.y) >> (8 * (j & 3))) & 0xFF);
-      const uint32_t o = dst + 8192 * j + kdst0;
-      sts128(o, e4m3x8_to_bf16(v.x, v.y, scale));
-      sts128(o ^ 16, e4m3x8_to_bf16(v.z, v.w, scale));
+  cp_async_wait_all();
+  fence_proxy_async();
+  __syncthreads();  // Q and the barriers are ready; the last CTA-wide barrier
+
+  if (dg >= 2) {
+    // ======================= producers: gather + dequantize =======================
+    ptx::setmaxnreg_dec<kRegsP>();
+    const int pt = tid - 256, key = pt >> 2, q = pt & 3;
+    // Raw index of this thread's key of tile t (-1 past the length).
+    auto load_index = [&](int t) -> int32_t {
+      const bool main = t < sc.tiles_main;
+      const KeySet& ks = a.set[main ? 0 : 1];
+      const int pos = (main ? t : t - sc.tiles_main) * kTileKeys + key;
+      if (pos >= (main ? len0 : len1)) return -1;
+      return __ldg(ks.idx + b * ks.idx_sb + s * ks.idx_ss + static_cast<int64_t>(pos) * ks.idx_sk);
     };
-    if (model1) {
-      if (dq_hi) {
-#pragma unroll
-        for (int j = 0; j < kHi; ++j) nope(j, r.c[j]);
-      } else {
-#pragma unroll
-        for (int jj = 0; jj < kLo; ++jj) {
-          const int j = kHi + jj;
-          if (j <= 6) nope(j, r.c[jj]);
-          else sts128(dst + tile_off<true>(kkey, 56 + kq + 4 * (j - 7)), r.c[jj]);
+    // Byte offsets of the key's data and scale(s) in its set's cache, -1 when the index is invalid.
+    auto offsets = [&](int t, int32_t v, int64_t& d, int64_t& e) {
+      const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
+      d = -1;
+      e = -1;
+      if (v >= 0 && v < ks.num_slots) {
+        if (kM1 || ks.model1) {
+          const int page = v / ks.page_size, off = v - page * ks.page_size;
+          const int64_t pb = static_cast<int64_t>(page) * ks.page_bytes;
+          d = pb + off * 576;
+          e = pb + static_cast<int64_t>(ks.page_size) * 576 + off * 8;
+        } else {
+          d = static_cast<int64_t>(v) * 512;
+          e = v;
         }
       }
-    } else {
-      const int n = dq_hi ? kHi : kLo - 1;
+    };
+    // The key's 576-byte row (and its scale bytes) into L2, a tile ahead of the loads.
+    auto prefetch = [&](int t, int64_t d, int64_t e) {
+      if (d < 0) return;
+      const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
+      const uint8_t* row = ks.data + d;
+      prefetch_l2(row + 128 * q);
+      if (kM1 || ks.model1) {
+        if (q == 0) prefetch_l2(row + 512);
+        else if (q == 1) prefetch_l2(row + 575);
+        else if (q == 2) prefetch_l2(ks.data + e);
+      }
+    };
+    // FP8 chunk c = q + 4 j goes to 16-byte columns 2c, 2c + 1 of row `key`, i.e.
+    // tile_off(key, 2c) = 8192 j + kdst0 and that ^ 16; MODEL1 rope chunk c (j = 7, 8) goes to
+    // column c + 28 = 56 + q + 4 (j - 7).
+    const uint32_t kdst0 = tile_off<true>(key, 2 * q);
+    // Split loads: half A = slots j < 5 (+ the scale bytes), half B = j >= 5 (+ the scale bytes
+    // again, or the per-token scale). Half A of tile t+1 is loaded while half B of tile t converts,
+    // half B of tile t while half A of tile t converts, so each load has half a tile's conversion
+    // to land in (the registers do not allow a whole second tile in flight).
+    auto load_half = [&](int t, int64_t d, int64_t e, RawShare& r, bool hb) {
+      const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
+      const bool m1 = kM1 || ks.model1;
 #pragma unroll
-      for (int j = 0; j < kHi; ++j) {
-        if (j < n) {
-          const uint32_t o = dst + 8192 * (j + kj0) + kdst0;
+      for (int j = 0; j < 9; ++j)
+        if ((j >= 5) == hb) r.c[j] = make_uint4(0, 0, 0, 0);
+      if (hb) {
+        r.sc1 = make_uint2(0, 0);
+        r.tscale = 0.0f;
+      } else {
+        r.sc = make_uint2(0, 0);
+      }
+      if (d >= 0) {
+        const uint4* src = reinterpret_cast<const uint4*>(ks.data + d) + q;
+#pragma unroll
+        for (int j = 0; j < 9; ++j)
+          if ((j >= 5) == hb && (m1 || j < 8)) r.c[j] = __ldg(src + 4 * j);
+        if (m1) {
+          const uint2 v = __ldg(reinterpret_cast<const uint2*>(ks.data + e));
+          if (hb) r.sc1 = v;
+          else r.sc = v;
+        } else if (hb && q == 0) {
+          r.tscale = __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + e)));
+        }
+      }
+    };
+    auto store_half = [&](int t, const RawShare& r, int buf, bool hb) {
+      const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
+      const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
+#pragma unroll
+      for (int j = 0; j < 9; ++j) {
+        if ((j >= 5) != hb) continue;
+        if (model1) {
+          if (j < 7) {
+            const uint2 scb = hb ? r.sc1 : r.sc;
+            const uint32_t s2 = ue8m0_bf16x2(((j < 4 ? scb.x : scb.y) >> (8 * (j & 3))) & 0xFF);
+            const uint32_t o = dst + 8192 * j + kdst0;
+            sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
+            sts128(o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
+          } else {
+            sts128(dst + tile_off<true>(key, 56 + q + 4 * (j - 7)), r.c[j]);
+          }
+        } else if (j < 8) {
+          const uint32_t o = dst + 8192 * j + kdst0;
           sts128(o, e4m3x8_to_bf16(r.c[j].x, r.c[j].y));
           sts128(o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
         }
       }
+      if (!kM1 && hb && q == 0) s_kscale[buf * 64 + key] = model1 ? 1.0f : r.tscale;
+    };
+
+    int t = next_live(t_begin);
+    int64_t d = -1, e = -1;
+    if (t < t_end) offsets(t, load_index(t), d, e);
+    int tn = t < t_end ? next_live(t + 1) : t_end;
+    int32_t vn = tn < t_end ? load_index(tn) : -1;
+    RawShare raw;
+    if (t < t_end) load_half(t, d, e, raw, false);
+    for (int it = 0; t < t_end; ++it) {
+      const int buf = it & 1;
+      load_half(t, d, e, raw, true);
+      int64_t dn = -1, en = -1;
+      if (tn < t_end) {
+        offsets(tn, vn, dn, en);
+        prefetch(tn, dn, en);
+      }
+      const int tnn = tn < t_end ? next_live(tn + 1) : t_end;
+      const int32_t vnn = tnn < t_end ? load_index(tnn) : -1;
+      // Buffer `buf` was last used by tile it - 2: wait until both consumers' MMAs on it completed.
+      if (it >= 2) ptx::mbar_wait(bar_empty + buf, ((it >> 1) - 1) & 1);
+      store_half(t, raw, buf, false);
+      if (tn < t_end) load_half(tn, dn, en, raw, false);
+      store_half(t, raw, buf, true);
+      // Valid-key bits: lanes 4k .. 4k + 3 of this warp hold key 8 w + k.
+      const uint32_t bal = __ballot_sync(0xffffffffu, d >= 0);
+      if (lane == 0) {
+        uint32_t m8 = 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) m8 |= ((bal >> (4 * k)) & 1u) << k;
+        s_vmask[buf * 8 + (pt >> 5)] = static_cast<uint8_t>(m8);
+      }
+      fence_proxy_async();
+      ptx::mbar_arrive(bar_full + buf);
+      t = tn;
+      d = dn;
+      e = en;
+      tn = tnn;
+      vn = vnn;
     }
-    if (!kM1 && dq_hi && kq == 0) s_kscale[buf * 64 + kkey] = model1 ? 1.0f : r.tscale;
+    return;
+  }
+
+  // ======================= consumers =======================
+  const int rg = warp & 3;                  // rows [16 rg, +16) of the warpgroup's tiles
+  const int r0 = rg * 16 + (lane >> 2);     // this thread's rows r0 and r0 + 8
+  const int ctid = tid;                     // 0..255 over both consumer warpgroups
+  constexpr uint32_t kKBufDesc = SmemWg::kKBytes >> 4, kPBufDesc = SmemWg::kPBytes >> 4;
+  // O reads P (K-major) and 128-dim quarters of the key tile as an N-major operand (LBO: the
+  // 8 KB between 64-dim blocks); warpgroup dg owns quarters 2 dg and 2 dg + 1.
+  const uint32_t dp_lo = desc_lo(sP0a, 16);
+  const uint32_t dko_lo = desc_lo(sK0a + dg * 4 * (64 * 128), 64 * 128);
+  constexpr uint32_t kQuarterDesc = (2 * 64 * 128) >> 4;
+  // The accumulators are declared in each role's branch, after its setmaxnreg.inc: live across the
+  // increase they would have to fit the 128 registers of the launch.
+  auto zero_o = [&](auto& acc0, auto& acc1) {
+#pragma unroll
+    for (int n = 0; n < kONt; ++n) {
+      acc0[n][0] = acc0[n][1] = acc0[n][2] = acc0[n][3] = 0.0f;
+      acc1[n][0] = acc1[n][1] = acc1[n][2] = acc1[n][3] = 0.0f;
+    }
+  };
+  // O = alpha O + P V for this warpgroup's 256 dims, from P buffer and key buffer `buf`.
+  auto rescale = [&](auto& acc0, auto& acc1, float al0, float al1) {
+    // Once the running maxima settle most tiles leave them unchanged (alpha == 1 on every row of
+    // the warp): skip the 128 multiplies then.
+    if (__any_sync(0xffffffffu, al0 != 1.0f || al1 != 1.0f)) {
+#pragma unroll
+      for (int n = 0; n < kONt; ++n) {
+        acc0[n][0] *= al0;
+        acc0[n][1] *= al0;
+        acc0[n][2] *= al1;
+        acc0[n][3] *= al1;
+        acc1[n][0] *= al0;
+        acc1[n][1] *= al0;
+        acc1[n][2] *= al1;
+        acc1[n][3] *= al1;
+      }
+    }
+  };
+  auto issue_o = [&](auto& acc0, auto& acc1, int buf) {
+    float(&d0)[kONt * 4] = reinterpret_cast<float(&)[kONt * 4]>(acc0);
+    float(&d1)[kONt * 4] = reinterpret_cast<float(&)[kONt * 4]>(acc1);
+    const uint32_t dp = dp_lo + buf * kPBufDesc;
+    const uint32_t dk = dko_lo + buf * kKBufDesc;
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+      wgmma_m64n128k16_bf16_tb(d0, desc_of(dp + kk * 2, kDescHi), desc_of(dk + kk * (16 * 128 >> 4), kDescHi));
+      wgmma_m64n128k16_bf16_tb(d1, desc_of(dp + kk * 2, kDescHi),
+                               desc_of(dk + kQuarterDesc + kk * (16 * 128 >> 4), kDescHi));
+    }
+    wg_commit();
+  };
+  auto pin_o = [&](auto& acc0, auto& acc1) {
+    pin(reinterpret_cast<float(&)[kONt * 4]>(acc0));
+    pin(reinterpret_cast<float(&)[kONt * 4]>(acc1));
   };
 
-  // Softmax state, in warpgroups 0 and 1: (m_run, l_run) for row 16 rg + lane / 4 and
-  // (m_run1, l_run1) for the row 8 below; l is this thread's partial sum over its keys.
-  float m_run = -INFINITY, l_run = 0.0f, m_run1 = -INFINITY, l_run1 = 0.0f;
-  float acc[kONt][4];
+  if (dg == 0) {
+    // ---------------- warpgroup 0: S, softmax, O dims [0, 256) ----------------
+    ptx::setmaxnreg_inc<kRegsS>();
+    float acc0[kONt][4], acc1[kONt][4];
+    zero_o(acc0, acc1);
+    const uint32_t dq_lo = desc_lo(sQa, 16);
+    const uint32_t dks_lo = desc_lo(sK0a, 16);
+    const uint32_t p_row0 = sP0a + r0 * 128;  // row r0 of P buffer 0; row r0 + 8 is 1024 bytes further
+    float m_run = -INFINITY, l_run = 0.0f, m_run1 = -INFINITY, l_run1 = 0.0f;
+    float sacc[kSNt][4];
+    float(&sd)[kSNt * 4] = reinterpret_cast<float(&)[kSNt * 4]>(sacc);
 #pragma unroll
-  for (int n = 0; n < kONt; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-
-  // Prologue: T_0 loaded and dequantized into buffer 0, all of T_1 loaded into registers. Ring
-  // (4 rows of 64 keys): T_0, T_1, T_2 now; T_3's raw indices wait in a register for iteration 0,
-  // which enters them and fetches T_4's.
-  int t = next_live(t_begin);
-  int t1 = t < t_end ? next_live(t + 1) : t_end;
-  if (tid < kTileKeys) {
-    const int32_t v0 = t < t_end ? load_index(t) : -1;
-    const int32_t v1 = t1 < t_end ? load_index(t1) : -1;
-    enter_ring(0, t < t_end ? t : 0, v0);
-    enter_ring(1, t1 < t_end ? t1 : 0, v1);
-  }
-  __syncthreads();
-  RawShare raw;
-  if (t < t_end) {
-    load_raw(t, 0, raw);
-    store_tile(t, raw, 0);
-  }
-  int t2 = t1 < t_end ? next_live(t1 + 1) : t_end;
-  if (tid < kTileKeys) enter_ring(2, t2 < t_end ? t2 : 0, t2 < t_end ? load_index(t2) : -1);
-  int t3 = t2 < t_end ? next_live(t2 + 1) : t_end;
-  int nidx = (t3 < t_end && tid < kTileKeys) ? load_index(t3) : -1;  // raw indices of T_3
-  if (t1 < t_end) load_raw(t1, 1, raw);
-  cp_async_wait_all();
-  fence_proxy_async();
-  __syncthreads();
-
-  // Descriptor low halves (uniform): S reads Q and keys [32 dg, +32) of the key tile, both
-  // K-major; O reads P (K-major) and dims [128 dg, +128) of the key tile as an N-major operand.
-  const uint32_t dq_lo = desc_lo(sQa, 16);
-  const uint32_t dks_lo = desc_lo(sK0a + (dg & 1) * 32 * 128, 16);
-  const uint32_t dp_lo = desc_lo(sPa, 16);
-  const uint32_t dko_lo = desc_lo(sK0a + dg * 2 * (64 * 128), 64 * 128);
-  constexpr uint32_t kKBufDesc = SmemWg::kKBytes >> 4;
-
-  // Per-thread softmax smem addresses (warpgroups 0 and 1): rows r0, r0 + 8 of P.
-  const int r0 = rg * 16 + (lane >> 2);
-  const uint32_t p_row0 = sPa + r0 * 128;  // row r0 + 8 is 1024 bytes further
-
-  int it = 0;
-  while (t < t_end) {
-    const int buf = it & 1;
-    const float* kscale = s_kscale + buf * 64;
-    if (tid < kTileKeys) enter_ring((it + 3) & 3, t3 < t_end ? t3 : 0, nidx);
-    const int t4 = t3 < t_end ? next_live(t3 + 1) : t_end;
-    nidx = (t4 < t_end && tid < kTileKeys) ? load_index(t4) : -1;
-
-    // (1) warpgroups 2 and 3: their chunks of T_(i+1) into the other buffer (last read by the MMAs
-    // of iteration i-1, which every warpgroup has waited for), then their loads of T_(i+2).
-    if (dg >= 2) {
-      if (t1 < t_end) {
-        store_tile(t1, raw, buf ^ 1);
-        fence_proxy_async();
-      }
-      if (t2 < t_end) load_raw(t2, (it + 2) & 3, raw);
-    }
-
-    // (1, 2) warpgroups 0 and 1: S = Q K^T, warpgroup dg taking keys [32 dg, +32), then softmax.
-    if (dg < 2) {
-      const int key0 = dg * 32;
-      float sacc[kSNt][4];
-#pragma unroll
-      for (int n = 0; n < kSNt; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
-      float(&d)[kSNt * 4] = reinterpret_cast<float(&)[kSNt * 4]>(sacc);
+    for (int n = 0; n < kSNt; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+    auto issue_s = [&](int buf) {
       const uint32_t dk = dks_lo + buf * kKBufDesc;
       wg_fence();
 #pragma unroll
       for (int kk = 0; kk < kDim / 16; ++kk) {
         const uint32_t koff = ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4;
-        wgmma_m64n32k16_bf16(d, desc_of(dq_lo + koff, kDescHi), desc_of(dk + koff, kDescHi));
+        wgmma_m64n64k16_bf16(sd, desc_of(dq_lo + koff, kDescHi), desc_of(dk + koff, kDescHi), kk > 0);
       }
       wg_commit();
+    };
+    int t = next_live(t_begin);
+    if (t < t_end) {
+      ptx::mbar_wait(bar_full + 0, 0);
+      issue_s(0);
+    }
+    for (int it = 0; t < t_end; ++it) {
+      const int buf = it & 1;
+      const int t1 = next_live(t + 1);
       const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
-      wg_wait_all();
-      pin(d);
-      // Valid-key bits of this warpgroup's 32 keys of T_i (ring row i % 4, rewritten only in
-      // iteration i + 1), shifted to this lane's key pairs.
-      const uint32_t vmask = s_vmask[(it & 3) * 2 + dg] >> ((lane & 3) * 2);
-      {  // rows r0 and r0 + 8, keys key0 + 8 n + 2 (lane % 4) + {0, 1}
-        float mx0 = -INFINITY, mx1 = -INFINITY;
+      const float* kscale = s_kscale + buf * 64;
+      wg_wait_all();  // S of tile it
+      pin(sd);
+      // Valid-key bits of the tile, shifted to this lane's key pairs 8 n + 2 (lane % 4) + {0, 1}.
+      const uint2 vm = *reinterpret_cast<const uint2*>(s_vmask + buf * 8);
+      const uint32_t vlo = vm.x >> ((lane & 3) * 2), vhi = vm.y >> ((lane & 3) * 2);
+      float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-        for (int n = 0; n < kSNt; ++n) {
-          const int k0 = key0 + n * 8 + (lane & 3) * 2;
-          const bool v0 = (vmask >> (n * 8)) & 1, v1 = (vmask >> (n * 8 + 1)) & 1;
-          float f0 = a.scale_log2, f1 = a.scale_log2;
-          if (!model1) {
-            const float2 c = *reinterpret_cast<const float2*>(kscale + k0);
-            f0 *= c.x;
-            f1 *= c.y;
-          }
-          sacc[n][0] = v0 ? sacc[n][0] * f0 : -INFINITY;
-          sacc[n][1] = v1 ? sacc[n][1] * f1 : -INFINITY;
-          sacc[n][2] = v0 ? sacc[n][2] * f0 : -INFINITY;
-          sacc[n][3] = v1 ? sacc[n][3] * f1 : -INFINITY;
-          mx0 = fmaxf(mx0, fmaxf(sacc[n][0], sacc[n][1]));
-          mx1 = fmaxf(mx1, fmaxf(sacc[n][2], sacc[n][3]));
+      for (int n = 0; n < kSNt; ++n) {
+        const int k0 = n * 8 + (lane & 3) * 2;
+        const uint32_t vw = n < 4 ? vlo : vhi;
+        const bool v0 = (vw >> ((n & 3) * 8)) & 1, v1 = (vw >> ((n & 3) * 8 + 1)) & 1;
+        float f0 = a.scale_log2, f1 = a.scale_log2;
+        if (!model1) {
+          const float2 c = *reinterpret_cast<const float2*>(kscale + k0);
+          f0 *= c.x;
+          f1 *= c.y;
         }
-#pragma unroll
-        for (int o = 1; o <= 2; o <<= 1) {
-          mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o));
-          mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o));
-        }
-        if ((lane & 3) == 0) {
-          s_pmax[dg * 64 + r0] = mx0;
-          s_pmax[dg * 64 + r0 + 8] = mx1;
-        }
-        asm volatile("bar.sync 1, 256;\n" ::: "memory");  // warpgroups 0 and 1 only
-        mx0 = fmaxf(mx0, s_pmax[(dg ^ 1) * 64 + r0]);
-        mx1 = fmaxf(mx1, s_pmax[(dg ^ 1) * 64 + r0 + 8]);
-        // The exact running maximum (no lazy rescaling): the largest weight of a row is then exactly
-        // 1 in bf16, which the output tolerance relies on for rows dominated by one key.
-        const float mn0 = fmaxf(m_run, mx0), mn1 = fmaxf(m_run1, mx1);
-        const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
-        const float al0 = fast_exp2(m_run - mu0), al1 = fast_exp2(m_run1 - mu1);
-        float sum0 = 0.0f, sum1 = 0.0f;
-#pragma unroll
-        for (int n = 0; n < kSNt; ++n) {
-          const int k0 = key0 + n * 8 + (lane & 3) * 2;
-          float p0 = fast_exp2(sacc[n][0] - mu0), p1 = fast_exp2(sacc[n][1] - mu0);
-          float p2 = fast_exp2(sacc[n][2] - mu1), p3 = fast_exp2(sacc[n][3] - mu1);
-          sum0 += p0 + p1;
-          sum1 += p2 + p3;
-          if (!model1) {
-            const float2 c = *reinterpret_cast<const float2*>(kscale + k0);
-            p0 *= c.x;
-            p1 *= c.y;
-            p2 *= c.x;
-            p3 *= c.y;
-          }
-          // Column k0 of rows r0 / r0 + 8 in the swizzled P tile (chunk k0 / 8, row % 8 == lane / 4 % 8).
-          const uint32_t col = (((k0 >> 3) ^ (r0 & 7)) << 4) + (k0 & 7) * 2;
-          sts32(p_row0 + col, pack_bf16(p0, p1));
-          sts32(p_row0 + col + 1024, pack_bf16(p2, p3));
-        }
-        l_run = l_run * al0 + sum0;
-        l_run1 = l_run1 * al1 + sum1;
-        m_run = mn0;
-        m_run1 = mn1;
-        if (dg == 0 && (lane & 3) == 0) {
-          s_alpha[r0] = al0;
-          s_alpha[r0 + 8] = al1;
-        }
-        fence_proxy_async();
+        sacc[n][0] = v0 ? sacc[n][0] * f0 : -INFINITY;
+        sacc[n][1] = v1 ? sacc[n][1] * f1 : -INFINITY;
+        sacc[n][2] = v0 ? sacc[n][2] * f0 : -INFINITY;
+        sacc[n][3] = v1 ? sacc[n][3] * f1 : -INFINITY;
+        mx0 = fmaxf(mx0, fmaxf(sacc[n][0], sacc[n][1]));
+        mx1 = fmaxf(mx1, fmaxf(sacc[n][2], sacc[n][3]));
       }
-    }
-    __syncthreads();
-
-    // (3) O = alpha O + P K on the tensor cores; meanwhile warpgroups 0 and 1 convert their chunks
-    // of T_(i+1) and issue their loads of T_(i+2).
-    {
-      const float al0 = s_alpha[r0], al1 = s_alpha[r0 + 8];
-      // Once the running maxima settle most tiles leave them unchanged (alpha == 1 on every row
-      // of the warp): skip the 64 multiplies then.
-      if (__any_sync(0xffffffffu, al0 != 1.0f || al1 != 1.0f)) {
-#pragma unroll
-        for (int n = 0; n < kONt; ++n) {
-          acc[n][0] *= al0;
-          acc[n][1] *= al0;
-          acc[n][2] *= al1;
-          acc[n][3] *= al1;
-        }
-      }
-      float(&d)[kONt * 4] = reinterpret_cast<float(&)[kONt * 4]>(acc);
-      const uint32_t dk = dko_lo + buf * kKBufDesc;
-      wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < kTileKeys / 16; ++kk)
-        wgmma_m64n128k16_bf16_tb(d, desc_of(dp_lo + kk * 2, kDescHi), desc_of(dk + kk * (16 * 128 >> 4), kDescHi));
-      wg_commit();
-      if (dg < 2) {
-        if (t1 < t_end) {
-          store_tile(t1, raw, buf ^ 1);
-          fence_proxy_async();
-        }
-        if (t2 < t_end) load_raw(t2, (it + 2) & 3, raw);
-      }
-      wg_wait_all();
-      pin(d);
-    }
-    __syncthreads();
-    t = t1;
-    t1 = t2;
-    t2 = t3;
-    t3 = t4;
-    ++it;
-  }
-
-  // Row sums: the four threads of a row in each S warpgroup, then the two warpgroups.
-  {
-    if (dg < 2) {
 #pragma unroll
       for (int o = 1; o <= 2; o <<= 1) {
-        l_run += __shfl_xor_sync(0xffffffffu, l_run, o);
-        l_run1 += __shfl_xor_sync(0xffffffffu, l_run1, o);
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o));
       }
-      if ((lane & 3) == 0) {
-        s_lpart[dg * 64 + r0] = l_run;
-        s_lpart[dg * 64 + r0 + 8] = l_run1;
-        if (dg == 0) {
-          s_m[r0] = m_run;
-          s_m[r0 + 8] = m_run1;
+      // The exact running maximum (no lazy rescaling): the largest weight of a row is then exactly
+      // 1 in bf16, which the output tolerance relies on for rows dominated by one key.
+      const float mn0 = fmaxf(m_run, mx0), mn1 = fmaxf(m_run1, mx1);
+      const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
+      const float al0 = fast_exp2(m_run - mu0), al1 = fast_exp2(m_run1 - mu1);
+      float sum0 = 0.0f, sum1 = 0.0f;
+      const uint32_t prow = p_row0 + buf * SmemWg::kPBytes;
+#pragma unroll
+      for (int n = 0; n < kSNt; ++n) {
+        const int k0 = n * 8 + (lane & 3) * 2;
+        float p0 = fast_exp2(sacc[n][0] - mu0), p1 = fast_exp2(sacc[n][1] - mu0);
+        float p2 = fast_exp2(sacc[n][2] - mu1), p3 = fast_exp2(sacc[n][3] - mu1);
+        sum0 += p0 + p1;
+        sum1 += p2 + p3;
+        if (!model1) {
+          const float2 c = *reinterpret_cast<const float2*>(kscale + k0);
+          p0 *= c.x;
+          p1 *= c.y;
+          p2 *= c.x;
+          p3 *= c.y;
         }
+        // Column k0 of rows r0 / r0 + 8 in the swizzled P tile (chunk k0 / 8, row % 8 == lane / 4 % 8).
+        const uint32_t col = (((k0 >> 3) ^ (r0 & 7)) << 4) + (k0 & 7) * 2;
+        sts32(prow + col, pack_bf16(p0, p1));
+        sts32(prow + col + 1024, pack_bf16(p2, p3));
       }
-    }
-    __syncthreads();
-    if (tid < 64) s_l[tid] = s_lpart[tid] + s_lpart[64 + tid];
-  }
-  __syncthreads();
-
-  // ---- epilogue: rows r0 and r0 + 8 of this warp, dims [128 dg, +128), staged through the free
-  // Q and key buffers (rows padded by 16 / 32 bytes: conflict-free) so the global stores are
-  // whole 16-byte chunks, a warp writing 512 contiguous bytes of a row. ----
-  constexpr int kPitchB = kDim * 2 + 16, kPitchF = kDim * 4 + 32;
-  const int tq = lane & 3;
-  // The row index and the smem base again from the special registers: keeping them live across
-  // the main loop would cost registers it needs.
-  uint32_t cta_e, raw_e;
-  asm volatile("mov.u32 %0, %%ctaid.x;\n" : "=r"(cta_e));
-  asm volatile("{\n .reg .u64 t;\n cvta.to.shared.u64 t, %1;\n cvt.u32.u64 %0, t;\n}\n" : "=r"(raw_e) : "l"(smem_raw));
-  const uint32_t sQe = (raw_e + 1023u) & ~1023u;
-  const int hb_e = static_cast<int>(cta_e % static_cast<uint32_t>(sc.head_blocks));
-  const uint32_t rest_e = cta_e / static_cast<uint32_t>(sc.head_blocks);
-  const int split_e = static_cast<int>(rest_e % static_cast<uint32_t>(sc.num_splits));
-  const int64_t tok_e = rest_e / static_cast<uint32_t>(sc.num_splits);
-  const int head0_e = hb_e * kMaxRowsPerCta;
-  const int nh_e = min(kMaxRowsPerCta, a.H - head0_e);
-  const int64_t row0 = tok_e * a.H + head0_e;
-  if (sc.num_splits == 1) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = r0 + half * 8;
-      const float l = s_l[r], m = s_m[r];
-      float factor = 0.0f, lse_nat = INFINITY;
-      if (m != -INFINITY && r < nh_e) {
-        const float lse2 = m + log2f(l);
-        factor = 1.0f / l;
-        if (a.sink) factor *= 1.0f / (1.0f + exp2f(a.sink[head0_e + r] * 1.4426950408889634f - lse2));
-        lse_nat = lse2 * 0.6931471805599453f;
+      l_run = l_run * al0 + sum0;
+      l_run1 = l_run1 * al1 + sum1;
+      m_run = mn0;
+      m_run1 = mn1;
+      if ((lane & 3) == 0) {
+        s_alpha[buf * 64 + r0] = al0;
+        s_alpha[buf * 64 + r0 + 8] = al1;
       }
-      const uint32_t rowa = sQe + r * kPitchB + dg * 256 + tq * 4;
+      fence_proxy_async();
+      ptx::mbar_arrive(bar_pready + buf);
+      // This warpgroup's O reads P rows written by its other warps: a warpgroup barrier (id 2).
+      ptx::named_barrier_sync(2, 128);
+      rescale(acc0, acc1, al0, al1);
+      issue_o(acc0, acc1, buf);
+      if (t1 < t_end) {
+        // S of the next tile queues behind this O on the tensor cores.
+        ptx::mbar_wait(bar_full + (buf ^ 1), ((it + 1) >> 1) & 1);
+        issue_s(buf ^ 1);
+        wg_wait_1();  // this tile's O (the older group)
+      } else {
+        wg_wait_all();
+      }
+      pin_o(acc0, acc1);
+      ptx::mbar_arrive(bar_empty + buf);
+      t = t1;
+    }
+    // Row sums over the four threads of a row; the final maxima and sums for both warpgroups.
 #pragma unroll
-      for (int n = 0; n < kONt; ++n)
-        sts32(rowa + n * 16, pack_bf16(acc[n][half * 2] * factor, acc[n][half * 2 + 1] * factor));
-      if (a.lse && dg == 0 && tq == 0 && r < nh_e) a.lse[row0 + r] = lse_nat;
+    for (int o = 1; o <= 2; o <<= 1) {
+      l_run += __shfl_xor_sync(0xffffffffu, l_run, o);
+      l_run1 += __shfl_xor_sync(0xffffffffu, l_run1, o);
     }
-    __syncthreads();
-    for (int i = tid; i < nh_e * 64; i += kWgThreads) {
-      const int r = i >> 6, c = i & 63;
-      const uint4 v = lds128(sQe + r * kPitchB + c * 16);
-      stg128(a.out + (row0 + r) * kDim + c * 8, v);
+    if ((lane & 3) == 0) {
+      s_l[r0] = l_run;
+      s_l[r0 + 8] = l_run1;
+      s_m[r0] = m_run;
+      s_m[r0 + 8] = m_run1;
     }
+    ptx::named_barrier_sync(1, 256);
+    wg_epilogue(a, acc0, acc1, 0, sQa, s_m, s_l, ctid, r0);
   } else {
-    const int64_t rows_total = sc.tokens * a.H;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = r0 + half * 8;
-      const float l = s_l[r], m = s_m[r];
-      const bool empty = m == -INFINITY;
-      const float inv = empty ? 0.0f : 1.0f / l;
-      const uint32_t rowa = sQe + r * kPitchF + dg * 512 + tq * 8;
-#pragma unroll
-      for (int n = 0; n < kONt; ++n) sts64(rowa + n * 32, acc[n][half * 2] * inv, acc[n][half * 2 + 1] * inv);
-      if (dg == 0 && tq == 0 && r < nh_e) a.ws_lse[split_e * rows_total + row0 + r] = empty ? -INFINITY : m + log2f(l);
+    // ---------------- warpgroup 1: O dims [256, 512) ----------------
+    ptx::setmaxnreg_inc<kRegsO>();
+    float acc0[kONt][4], acc1[kONt][4];
+    zero_o(acc0, acc1);
+    int t = next_live(t_begin);
+    for (int it = 0; t < t_end; ++it) {
+      const int buf = it & 1;
+      const uint32_t par = (it >> 1) & 1;
+      ptx::mbar_wait(bar_pready + buf, par);
+      ptx::mbar_wait(bar_full + buf, par);
+      rescale(acc0, acc1, s_alpha[buf * 64 + r0], s_alpha[buf * 64 + r0 + 8]);
+      issue_o(acc0, acc1, buf);
+      wg_wait_all();
+      pin_o(acc0, acc1);
+      ptx::mbar_arrive(bar_empty + buf);
+      t = next_live(t + 1);
     }
-    __syncthreads();
-    float* ws = a.ws_o + (split_e * rows_total + row0) * kDim;
-    for (int i = tid; i < nh_e * 128; i += kWgThreads) {
-      const int r = i >> 7, c = i & 127;
-      const uint4 v = lds128(sQe + r * kPitchF + c * 16);
-      stg128(ws + r * kDim + c * 4, v);
-    }
+    ptx::named_barrier_sync(1, 256);
+    wg_epilogue(a, acc0, acc1, 2, sQa, s_m, s_l, ctid, r0);
   }
 }
 
