@@ -28,6 +28,8 @@
 #pragma once
 #include <cuda.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -240,8 +242,22 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
           uint32_t o[kBWords * 4];
 #pragma unroll
           for (int e = 0; e < kBWords * 4; ++e) {
-            const __nv_bfloat162 s2 = w4a16_scale2<F>((r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFF);
-            o[e] = *reinterpret_cast<const uint32_t*>(&s2);
+            if constexpr (T::kNV) {
+              // e4m3 pairs by the hardware converter (exact through f16 and f32 into bf16; NaN
+              // stays NaN), each scale then doubled into a bf16x2.
+              if (e % 2 == 0) {
+                const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+                    static_cast<__nv_fp8x2_storage_t>((r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFFFF), __NV_E4M3);
+                const float2 f2 = __half22float2(*reinterpret_cast<const __half2*>(&h));
+                const __nv_bfloat162 b2 = __floats2bfloat162_rn(f2.x, f2.y);
+                const uint32_t bb = *reinterpret_cast<const uint32_t*>(&b2);
+                o[e] = __byte_perm(bb, 0, 0x1010);
+                o[e + 1] = __byte_perm(bb, 0, 0x3232);
+              }
+            } else {
+              const __nv_bfloat162 s2 = w4a16_scale2<F>((r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFF);
+              o[e] = *reinterpret_cast<const uint32_t*>(&s2);
+            }
           }
 #pragma unroll
           for (int w = 0; w < kBWords; ++w)

@@ -202,7 +202,7 @@ int64_t gemm_workspace_size(GemmFormat format, int64_t M, int64_t N, int64_t K, 
     return 0;
   }
   if (gemm_detail::decode_fp4_for(M, format, false))
-    return gemm_detail::choose_decode_fp4_config(M, N, K, format, sms, int64_t(1) << 62).workspace_bytes;
+    return decode_fp4_plan(M, N, K, format, sms, int64_t(1) << 62).workspace_bytes;
   return gemm_detail::choose_gemm_config(M, N, K, format, sms, int64_t(1) << 62, N).workspace_bytes;
 }
 
@@ -222,7 +222,7 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   const int64_t ws_bytes = p.workspace.defined() && !group_rows ? p.workspace.numel() : 0;
   // FP4 weights at M <= 16 (plain GEMMs): the register-A decode kernel (kernel_decode_fp4.cuh).
   if (gemm_detail::decode_fp4_for(M, f, group_rows != nullptr))
-    return gemm_decode_fp4(p, gemm_detail::choose_decode_fp4_config(M, N, K, f, sms, ws_bytes),
+    return gemm_decode_fp4(p, decode_fp4_plan(M, N, K, f, sms, ws_bytes),
                            f == GemmFormat::kW4A8MXFP4 && p.a_scales.shape[1] == K / 32, sms,
                            static_cast<cudaStream_t>(stream_));
   gemm_detail::GemmConfig cfg =

@@ -5,7 +5,9 @@
 #pragma once
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 
@@ -104,6 +106,33 @@ Status launch_wr(int wr, const CUtensorMap& tm_act, const CUtensorMap& tm_w, con
 }
 
 }  // namespace decode_fp4_detail
+
+// config.h's plan, with experiment overrides for same-binary A/Bs: DSV4_DECODE_FP4_WR (1 or 2) and
+// DSV4_DECODE_FP4_SPLITS (K splits; applied when the workspace holds the partials).
+inline gemm_detail::DecodeFp4Config decode_fp4_plan(int64_t M, int64_t N, int64_t K, GemmFormat f, int sms,
+                                                    int64_t workspace_limit) {
+  static const int env_wr = [] {
+    const char* e = std::getenv("DSV4_DECODE_FP4_WR");
+    return e ? std::atoi(e) : 0;
+  }();
+  static const int env_splits = [] {
+    const char* e = std::getenv("DSV4_DECODE_FP4_SPLITS");
+    return e ? std::atoi(e) : 0;
+  }();
+  gemm_detail::DecodeFp4Config c = gemm_detail::choose_decode_fp4_config(M, N, K, f, sms, workspace_limit);
+  if (env_wr == 0 && env_splits == 0) return c;
+  if ((env_wr == 1 || env_wr == 2) && N % (64 * env_wr) == 0) c.wr = env_wr, c.wk = gemm_detail::decode_fp4_wk(env_wr);
+  const int kblocks = static_cast<int>(K / gemm_detail::kBK);
+  if (env_splits > 0 && int64_t(env_splits) * M * N * 4 <= workspace_limit) {
+    c.splits = std::min(env_splits, kblocks);
+    c.kblocks_per_split = (kblocks + c.splits - 1) / c.splits;
+    c.splits = (kblocks + c.kblocks_per_split - 1) / c.kblocks_per_split;
+  }
+  c.units = N / (64 * c.wr) * c.splits;
+  c.grid = static_cast<int>(std::min<int64_t>(c.units, std::max(sms, 1)));
+  c.workspace_bytes = c.splits > 1 ? int64_t(c.splits) * M * N * 4 : 0;
+  return c;
+}
 
 Status gemm_decode_fp4(const GemmParams& p, const gemm_detail::DecodeFp4Config& cfg, bool mx_a, int sm_count,
                        cudaStream_t stream) {
