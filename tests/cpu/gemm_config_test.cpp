@@ -172,6 +172,16 @@ TEST(GemmConfig, DecodeFp4InvariantsOverSweep) {
         EXPECT_EQ(decode_fp4_act_bytes(f) % 1024, 0);
         EXPECT_EQ(decode_fp4_side_bytes(f, mx_a, wr) % 16, 0);
       }
+  // The 4-lane instances (W4A16 only, DSV4_DECODE_FP4_WK=4).
+  for (GemmFormat f : {GemmFormat::kW4A16MXFP4, GemmFormat::kW4A16NVFP4}) {
+    EXPECT_TRUE(decode_fp4_wk_ok(f, 1, 4));
+    EXPECT_GE(decode_fp4_stages(f, false, 1, 4), 8);
+    EXPECT_LE(decode_fp4_smem_bytes(f, false, 1, 4), kSmemLimit);
+  }
+  EXPECT_FALSE(decode_fp4_wk_ok(GemmFormat::kW4A8MXFP4, 1, 4));
+  EXPECT_TRUE(decode_fp4_wk_ok(GemmFormat::kW4A8MXFP4, 1, 3));
+  EXPECT_FALSE(decode_fp4_wk_ok(GemmFormat::kW4A16MXFP4, 2, 3));
+  EXPECT_TRUE(decode_fp4_wk_ok(GemmFormat::kW4A16MXFP4, 2, 1));
   const int64_t Ms[] = {1, 7, 16};
   const int64_t Ns[] = {128, 384, 512, 1536, 4096, 7168, 16384, 24576};
   const int64_t Ks[] = {128, 256, 640, 1536, 2048, 7168};

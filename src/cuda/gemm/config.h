@@ -250,7 +250,12 @@ constexpr int decode_fp4_smem_bytes(GemmFormat f, bool mx_a, int wr, int wk) {
 }
 // Warpgroups a CTA: 3 K lanes for one 64-row slice, or two slices of one K lane (so a CTA keeps 8-12
 // converting warps; the conversion, ~2 integer ops an element, is what the SM spends its time on).
+// W4A16 also has a 4-lane instance (96 registers a thread; W4A8's full-stage fragments and
+// sub-block tiles do not fit there), chosen by DSV4_DECODE_FP4_WK=4 for A/Bs.
 constexpr int decode_fp4_wk(int wr) { return wr == 1 ? 3 : 1; }
+constexpr bool decode_fp4_wk_ok(GemmFormat f, int wr, int wk) {
+  return wr == 2 ? wk == 1 : (wk == 3 || (wk == 4 && is_w4a16(f)));
+}
 
 struct DecodeFp4Config {
   int wr = 1, wk = 3;       // 64-row slices a CTA, K-lane warpgroups a slice

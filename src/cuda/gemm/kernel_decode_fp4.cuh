@@ -61,6 +61,19 @@ struct DecodeArgs {
   float* partial = nullptr;  // [splits, M, N] f32 when splits > 1
 };
 
+// Four e2m1 codes (low 16 bits of x, element 0 lowest) to four bf16 (two bf16x2 words), the same
+// bits as kernel.cuh's e2m1x4_to_bf16 with 8 integer-pipe ops instead of 10 (the decode kernel is
+// bound by them): one byte_perm maps each magnitude to a pair of byte positions (lo, hi) in an
+// 8-byte table of bf16 bytes {00, 3F, 40, -, 80, BF, C0, -}, a second byte_perm per output word
+// reads the table with those positions, and the sign bits move to bits 15 / 31 by multiplies
+// (IMAD, the FMA pipe; the masked sign bits never carry into the bits kept).
+__device__ __forceinline__ void e2m1x4_to_bf16_fast(uint32_t x, uint32_t& w0, uint32_t& w1) {
+  const uint32_t sel = __byte_perm(0x16141000u, 0x26242220u, x & 0x7777u);  // (hi << 4 | lo) per element
+  const uint32_t xs = x & 0x8888u;
+  w0 = __byte_perm(0x00403F00u, 0x00C0BF80u, sel) | ((xs * 0x01001000u) & 0x80008000u);
+  w1 = __byte_perm(0x00403F00u, 0x00C0BF80u, sel >> 16) | ((xs * 0x00010010u) & 0x80008000u);
+}
+
 template <GemmFormat F, bool kMXFP8A, int WR, int WK>
 struct DecodeTraits {
   static constexpr bool kBF16 = is_w4a16(F);
@@ -76,13 +89,16 @@ struct DecodeTraits {
   static constexpr int kRedBytes = decode_fp4_red_bytes(WR, WK);
   static constexpr int kSmemBytes = decode_fp4_smem_bytes(F, kMXFP8A, WR, WK);
   static constexpr int kLaunchRegs = (65536 / kThreads) / 8 * 8 > 232 ? 232 : (65536 / kThreads) / 8 * 8;
-  static constexpr int kProducerRegs = 56;
-  static constexpr int kConsumerRegsRaw = ((65536 - 128 * kProducerRegs) / (128 * kConsumerWGs)) / 8 * 8;
-  static constexpr int kConsumerRegs = kConsumerRegsRaw > 232 ? 232 : kConsumerRegsRaw;
+  // The producer warpgroup (TMA issuer + loader warps with their register ring) keeps 56, or 40
+  // with four consumer warpgroups; the consumers take what it frees.
+  static constexpr int kProducerRegs = kConsumerWGs >= 4 ? 40 : 56;
+  static constexpr int kConsumerRegsFree = ((128 + 128 * kConsumerWGs) * kLaunchRegs - 128 * kProducerRegs) /
+                                           (128 * kConsumerWGs) / 8 * 8;
+  static constexpr int kConsumerRegs = kConsumerRegsFree > 232 ? 232 : kConsumerRegsFree;
   static constexpr int kLoaderWarps = 3;
   static constexpr int kLoaderDepth = 3;  // stages of scale loads in flight a loader warp
   static_assert(WR == 1 || WR == 2, "one or two 64-row slices a CTA");
-  static_assert(WK >= 1 && WK <= 3, "at most three K lanes");
+  static_assert(WK >= 1 && WK <= 4, "at most four K lanes");
   static_assert(!kMXFP8A || F == GemmFormat::kW4A8MXFP4, "MXFP8 activations are W4A8's");
   static_assert(kActBytes % 1024 == 0, "activation stages keep the 1024-byte swizzle alignment");
   static_assert(kSideBytes % 16 == 0 && kRedBytes % 16 == 0, "16-byte aligned side data");
@@ -355,7 +371,7 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
         for (int s = 0; s < 4; ++s) {
           const uint32_t x = __byte_perm(w[2 * s], w[2 * s + 1], sel);
           uint32_t lo, hi;
-          e2m1x4_to_bf16(x, lo, hi);
+          e2m1x4_to_bf16_fast(x, lo, hi);
           const __nv_bfloat162 s2 = *reinterpret_cast<const __nv_bfloat162*>(&sc[s]);
           f.x[s][h] = bf16x2_mul(lo, s2);
           f.x[s][2 + h] = bf16x2_mul(hi, s2);

@@ -79,10 +79,9 @@ uint64_t row_bytes_of(const TensorView& t) {
   return static_cast<uint64_t>(stride * dtype_bits(t.dtype) / 8);
 }
 
-template <GemmFormat F, bool kMXFP8A, int WR>
+template <GemmFormat F, bool kMXFP8A, int WR, int WK>
 Status launch_one(const CUtensorMap& tm_act, const CUtensorMap& tm_w, const gemm_detail::DecodeArgs& args, int grid,
                   cudaStream_t stream) {
-  constexpr int WK = gemm_detail::decode_fp4_wk(WR);
   using T = gemm_detail::DecodeTraits<F, kMXFP8A, WR, WK>;
   auto kernel = gemm_detail::gemm_decode_fp4_kernel<F, kMXFP8A, WR, WK>;
   static std::atomic<uint64_t> smem_set{0};  // the opt-in is per device: a bit each
@@ -99,10 +98,13 @@ Status launch_one(const CUtensorMap& tm_act, const CUtensorMap& tm_w, const gemm
 }
 
 template <GemmFormat F, bool kMXFP8A>
-Status launch_wr(int wr, const CUtensorMap& tm_act, const CUtensorMap& tm_w, const gemm_detail::DecodeArgs& args,
-                 int grid, cudaStream_t stream) {
-  if (wr == 2) return launch_one<F, kMXFP8A, 2>(tm_act, tm_w, args, grid, stream);
-  return launch_one<F, kMXFP8A, 1>(tm_act, tm_w, args, grid, stream);
+Status launch_wr(int wr, int wk, const CUtensorMap& tm_act, const CUtensorMap& tm_w,
+                 const gemm_detail::DecodeArgs& args, int grid, cudaStream_t stream) {
+  if (wr == 2) return launch_one<F, kMXFP8A, 2, 1>(tm_act, tm_w, args, grid, stream);
+  if constexpr (gemm_detail::is_w4a16(F)) {
+    if (wk == 4) return launch_one<F, kMXFP8A, 1, 4>(tm_act, tm_w, args, grid, stream);
+  }
+  return launch_one<F, kMXFP8A, 1, 3>(tm_act, tm_w, args, grid, stream);
 }
 
 }  // namespace decode_fp4_detail
@@ -115,13 +117,18 @@ inline gemm_detail::DecodeFp4Config decode_fp4_plan(int64_t M, int64_t N, int64_
     const char* e = std::getenv("DSV4_DECODE_FP4_WR");
     return e ? std::atoi(e) : 0;
   }();
+  static const int env_wk = [] {
+    const char* e = std::getenv("DSV4_DECODE_FP4_WK");
+    return e ? std::atoi(e) : 0;
+  }();
   static const int env_splits = [] {
     const char* e = std::getenv("DSV4_DECODE_FP4_SPLITS");
     return e ? std::atoi(e) : 0;
   }();
   gemm_detail::DecodeFp4Config c = gemm_detail::choose_decode_fp4_config(M, N, K, f, sms, workspace_limit);
-  if (env_wr == 0 && env_splits == 0) return c;
+  if (env_wr == 0 && env_splits == 0 && env_wk == 0) return c;
   if ((env_wr == 1 || env_wr == 2) && N % (64 * env_wr) == 0) c.wr = env_wr, c.wk = gemm_detail::decode_fp4_wk(env_wr);
+  if (gemm_detail::decode_fp4_wk_ok(f, c.wr, env_wk)) c.wk = env_wk;
   const int kblocks = static_cast<int>(K / gemm_detail::kBK);
   if (env_splits > 0 && int64_t(env_splits) * M * N * 4 <= workspace_limit) {
     c.splits = std::min(env_splits, kblocks);
@@ -179,14 +186,14 @@ Status gemm_decode_fp4(const GemmParams& p, const gemm_detail::DecodeFp4Config& 
 
   switch (f) {
     case GemmFormat::kW4A16MXFP4:
-      DSV4_RETURN_IF_ERROR((launch_wr<GemmFormat::kW4A16MXFP4, false>(cfg.wr, tm_act, tm_w, args, cfg.grid, stream)));
+      DSV4_RETURN_IF_ERROR((launch_wr<GemmFormat::kW4A16MXFP4, false>(cfg.wr, cfg.wk, tm_act, tm_w, args, cfg.grid, stream)));
       break;
     case GemmFormat::kW4A16NVFP4:
-      DSV4_RETURN_IF_ERROR((launch_wr<GemmFormat::kW4A16NVFP4, false>(cfg.wr, tm_act, tm_w, args, cfg.grid, stream)));
+      DSV4_RETURN_IF_ERROR((launch_wr<GemmFormat::kW4A16NVFP4, false>(cfg.wr, cfg.wk, tm_act, tm_w, args, cfg.grid, stream)));
       break;
     case GemmFormat::kW4A8MXFP4:
-      if (mx_a) DSV4_RETURN_IF_ERROR((launch_wr<GemmFormat::kW4A8MXFP4, true>(cfg.wr, tm_act, tm_w, args, cfg.grid, stream)));
-      else DSV4_RETURN_IF_ERROR((launch_wr<GemmFormat::kW4A8MXFP4, false>(cfg.wr, tm_act, tm_w, args, cfg.grid, stream)));
+      if (mx_a) DSV4_RETURN_IF_ERROR((launch_wr<GemmFormat::kW4A8MXFP4, true>(cfg.wr, cfg.wk, tm_act, tm_w, args, cfg.grid, stream)));
+      else DSV4_RETURN_IF_ERROR((launch_wr<GemmFormat::kW4A8MXFP4, false>(cfg.wr, cfg.wk, tm_act, tm_w, args, cfg.grid, stream)));
       break;
     case GemmFormat::kFP8Block:
       return {StatusCode::kInternal, "gemm: the FP4 decode kernel got FP8 weights"};
