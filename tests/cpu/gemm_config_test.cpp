@@ -195,7 +195,8 @@ TEST(GemmConfig, DecodeFp4InvariantsOverSweep) {
               SCOPED_TRACE(testing::Message() << gemm_format_name(f) << " M=" << M << " N=" << N << " K=" << K
                                               << " sms=" << sm << " ws=" << ws);
               ASSERT_TRUE(c.wr == 1 || c.wr == 2);
-              ASSERT_EQ(c.wk, decode_fp4_wk(c.wr));
+              ASSERT_EQ(c.wk, c.wr == 1 && is_w4a16(f) && c.kblocks_per_split > 16 ? 4 : decode_fp4_wk(c.wr));
+              ASSERT_TRUE(decode_fp4_wk_ok(f, c.wr, c.wk));
               ASSERT_EQ(N % (64 * c.wr), 0);
               const int kblocks = static_cast<int>(K / kBK);
               ASSERT_GE(c.splits, 1);
@@ -221,12 +222,15 @@ TEST(GemmConfig, DecodeFp4IssueShapes) {
     EXPECT_EQ(c.wr, 1);
     EXPECT_EQ(c.splits, 2);
     EXPECT_EQ(c.units, 128);
+    EXPECT_EQ(c.wk, is_w4a16(f) ? 4 : 3);  // 28 K blocks a unit
     c = choose_decode_fp4_config(16, 7168, 2048, f, 132, kHuge);
     EXPECT_EQ(c.wr, 1);
     EXPECT_EQ(c.splits, 1);
     EXPECT_EQ(c.units, 112);
+    EXPECT_EQ(c.wk, 3);
     c = choose_decode_fp4_config(16, 24576, 1536, f, 132, kHuge);
     EXPECT_EQ(c.wr, 1);
+    EXPECT_EQ(c.wk, 3);
     EXPECT_EQ(c.splits, 1);
     EXPECT_EQ(c.grid, 132);
     c = choose_decode_fp4_config(16, 16384, 7168, f, 132, kHuge);  // 256 slices: 128-row units, one round

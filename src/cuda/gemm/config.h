@@ -251,8 +251,14 @@ constexpr int decode_fp4_smem_bytes(GemmFormat f, bool mx_a, int wr, int wk) {
 // Warpgroups a CTA: 3 K lanes for one 64-row slice, or two slices of one K lane (so a CTA keeps 8-12
 // converting warps; the conversion, ~2 integer ops an element, is what the SM spends its time on).
 // W4A16 also has a 4-lane instance (96 registers a thread; W4A8's full-stage fragments and
-// sub-block tiles do not fit there), chosen by DSV4_DECODE_FP4_WK=4 for A/Bs.
+// sub-block tiles do not fit there), taken where a unit has more than 16 K blocks (H100, same-run
+// A/B, three rounds: 16x4096x7168 21.6/21.6/21.6 against 23.5/22.1/23.5 us with 3 lanes; at 12-16
+// K blocks a unit, 16x7168x2048 and 16x24576x1536, 4 lanes were no better). DSV4_DECODE_FP4_WK
+// overrides it for A/Bs.
 constexpr int decode_fp4_wk(int wr) { return wr == 1 ? 3 : 1; }
+constexpr int decode_fp4_wk(int wr, GemmFormat f, int kblocks_per_split) {
+  return wr == 1 && is_w4a16(f) && kblocks_per_split > 16 ? 4 : decode_fp4_wk(wr);
+}
 constexpr bool decode_fp4_wk_ok(GemmFormat f, int wr, int wk) {
   return wr == 2 ? wk == 1 : (wk == 3 || (wk == 4 && is_w4a16(f)));
 }
@@ -271,7 +277,6 @@ struct DecodeFp4Config {
 // idle, as few splits as fill them (partials cost M x N x 4 bytes each).
 inline DecodeFp4Config choose_decode_fp4_config(int64_t M, int64_t N, int64_t K, GemmFormat f, int sm_count,
                                                 int64_t workspace_limit) {
-  (void)f;
   DecodeFp4Config c;
   const int64_t sms = std::max(sm_count, 1);
   const int64_t slices = N / 64;
@@ -290,6 +295,7 @@ inline DecodeFp4Config choose_decode_fp4_config(int64_t M, int64_t N, int64_t K,
   }
   c.kblocks_per_split = (kblocks + c.splits - 1) / c.splits;
   c.splits = (kblocks + c.kblocks_per_split - 1) / c.kblocks_per_split;  // no empty split
+  c.wk = decode_fp4_wk(c.wr, f, c.kblocks_per_split);
   c.units = row_units * c.splits;
   c.grid = static_cast<int>(std::min<int64_t>(c.units, sms));
   c.workspace_bytes = c.splits > 1 ? static_cast<int64_t>(c.splits) * M * N * 4 : 0;
