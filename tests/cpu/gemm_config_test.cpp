@@ -149,5 +149,98 @@ TEST(GemmConfig, StageBudgetPerFormat) {
   EXPECT_GE(max_stages(GemmFormat::kW4A16NVFP4, 128, kBNWide, true), 4);  // 64-K stages of 48 KiB
 }
 
+// The FP4-weight decode kernel (kernel_decode_fp4.cuh): which calls take it, and its unit / split
+// plan's invariants.
+TEST(GemmConfig, DecodeFp4Routing) {
+  for (GemmFormat f : kFormats)
+    for (int64_t M : {0, 1, 7, 16, 17, 64})
+      for (bool grouped : {false, true})
+        EXPECT_EQ(decode_fp4_for(M, f, grouped), f != GemmFormat::kFP8Block && !grouped && M >= 1 && M <= 16)
+            << gemm_format_name(f) << " M=" << M << " grouped=" << grouped;
+}
+
+TEST(GemmConfig, DecodeFp4InvariantsOverSweep) {
+  for (GemmFormat f : {GemmFormat::kW4A16MXFP4, GemmFormat::kW4A16NVFP4, GemmFormat::kW4A8MXFP4})
+    for (bool mx_a : {false, true})
+      for (int wr : {1, 2}) {
+        if (mx_a && f != GemmFormat::kW4A8MXFP4) continue;
+        const int wk = decode_fp4_wk(wr);
+        SCOPED_TRACE(testing::Message() << gemm_format_name(f) << " mx_a=" << mx_a << " wr=" << wr);
+        EXPECT_GE(decode_fp4_stages(f, mx_a, wr, wk), 8);
+        EXPECT_LE(decode_fp4_stages(f, mx_a, wr, wk), kDecodeFp4MaxStages);
+        EXPECT_LE(decode_fp4_smem_bytes(f, mx_a, wr, wk), kSmemLimit);
+        EXPECT_EQ(decode_fp4_act_bytes(f) % 1024, 0);
+        EXPECT_EQ(decode_fp4_side_bytes(f, mx_a, wr) % 16, 0);
+      }
+  // The 4-lane instances (W4A16 only, DSV4_DECODE_FP4_WK=4).
+  for (GemmFormat f : {GemmFormat::kW4A16MXFP4, GemmFormat::kW4A16NVFP4}) {
+    EXPECT_TRUE(decode_fp4_wk_ok(f, 1, 4));
+    EXPECT_GE(decode_fp4_stages(f, false, 1, 4), 8);
+    EXPECT_LE(decode_fp4_smem_bytes(f, false, 1, 4), kSmemLimit);
+  }
+  EXPECT_FALSE(decode_fp4_wk_ok(GemmFormat::kW4A8MXFP4, 1, 4));
+  EXPECT_TRUE(decode_fp4_wk_ok(GemmFormat::kW4A8MXFP4, 1, 3));
+  EXPECT_FALSE(decode_fp4_wk_ok(GemmFormat::kW4A16MXFP4, 2, 3));
+  EXPECT_TRUE(decode_fp4_wk_ok(GemmFormat::kW4A16MXFP4, 2, 1));
+  const int64_t Ms[] = {1, 7, 16};
+  const int64_t Ns[] = {128, 384, 512, 1536, 4096, 7168, 16384, 24576};
+  const int64_t Ks[] = {128, 256, 640, 1536, 2048, 7168};
+  for (GemmFormat f : {GemmFormat::kW4A16MXFP4, GemmFormat::kW4A16NVFP4, GemmFormat::kW4A8MXFP4})
+    for (int64_t M : Ms)
+      for (int64_t N : Ns)
+        for (int64_t K : Ks)
+          for (int sm : {1, 16, 114, 132})
+            for (int64_t ws : {int64_t(0), int64_t(1) << 16, kHuge}) {
+              const DecodeFp4Config c = choose_decode_fp4_config(M, N, K, f, sm, ws);
+              SCOPED_TRACE(testing::Message() << gemm_format_name(f) << " M=" << M << " N=" << N << " K=" << K
+                                              << " sms=" << sm << " ws=" << ws);
+              ASSERT_TRUE(c.wr == 1 || c.wr == 2);
+              ASSERT_EQ(c.wk, c.wr == 1 && is_w4a16(f) && c.kblocks_per_split > 16 ? 4 : decode_fp4_wk(c.wr));
+              ASSERT_TRUE(decode_fp4_wk_ok(f, c.wr, c.wk));
+              ASSERT_EQ(N % (64 * c.wr), 0);
+              const int kblocks = static_cast<int>(K / kBK);
+              ASSERT_GE(c.splits, 1);
+              ASSERT_LE(c.splits, kMaxSplits);
+              ASSERT_GE(int64_t(c.splits) * c.kblocks_per_split, kblocks);
+              ASSERT_LT(int64_t(c.splits - 1) * c.kblocks_per_split, kblocks);
+              ASSERT_EQ(c.units, N / (64 * c.wr) * c.splits);
+              ASSERT_GE(c.grid, 1);
+              ASSERT_LE(c.grid, sm);
+              ASSERT_LE(int64_t(c.grid), c.units);
+              ASSERT_LE(c.workspace_bytes, ws);
+              ASSERT_EQ(c.workspace_bytes, c.splits > 1 ? int64_t(c.splits) * M * N * 4 : 0);
+              if (c.splits > 1) ASSERT_LE(c.units, sm) << "split-K must not spill into a second round";
+            }
+}
+
+TEST(GemmConfig, DecodeFp4IssueShapes) {
+  // H100 (132 SMs): 16 x 4096 x 7168 splits K in two (128 units of 64 rows), 16 x 7168 x 2048 runs
+  // 112 unsplit units, 16 x 24576 x 1536 384 units on 132 persistent CTAs (3 rounds, against 2
+  // rounds of 128-row units holding twice the rows).
+  for (GemmFormat f : {GemmFormat::kW4A16MXFP4, GemmFormat::kW4A16NVFP4, GemmFormat::kW4A8MXFP4}) {
+    DecodeFp4Config c = choose_decode_fp4_config(16, 4096, 7168, f, 132, kHuge);
+    EXPECT_EQ(c.wr, 1);
+    EXPECT_EQ(c.splits, 2);
+    EXPECT_EQ(c.units, 128);
+    EXPECT_EQ(c.wk, is_w4a16(f) ? 4 : 3);  // 28 K blocks a unit
+    c = choose_decode_fp4_config(16, 7168, 2048, f, 132, kHuge);
+    EXPECT_EQ(c.wr, 1);
+    EXPECT_EQ(c.splits, 1);
+    EXPECT_EQ(c.units, 112);
+    EXPECT_EQ(c.wk, 3);
+    c = choose_decode_fp4_config(16, 24576, 1536, f, 132, kHuge);
+    EXPECT_EQ(c.wr, 1);
+    EXPECT_EQ(c.wk, 3);
+    EXPECT_EQ(c.splits, 1);
+    EXPECT_EQ(c.grid, 132);
+    c = choose_decode_fp4_config(16, 16384, 7168, f, 132, kHuge);  // 256 slices: 128-row units, one round
+    EXPECT_EQ(c.wr, 2);
+    EXPECT_EQ(c.units, 128);
+    c = choose_decode_fp4_config(1, 4096, 7168, f, 132, 0);  // no workspace: no split
+    EXPECT_EQ(c.splits, 1);
+    EXPECT_EQ(c.workspace_bytes, 0);
+  }
+}
+
 }  // namespace
 }  // namespace dsv4::cuda::gemm_detail

@@ -549,6 +549,91 @@ TEST(GemmCuda, GroupedContiguousMatchesPerGroupReference) {
   }
 }
 
+// FP4 weights at M <= 16 take the register-A decode kernel (kernel_decode_fp4.cuh). The issue's
+// decode shapes (split K at N = 4096, one round at 7168 x 2048, several units a CTA at 24576) and an
+// odd one (6 slices, K = 640: five K blocks over three K lanes and two splits), every FP4 format and
+// activation-scale layout, with and without bias/residual and workspace. Exact problems must match
+// the reference bit for bit (each k32 tile of W4A8 starts from zero and is promoted in f32, bf16
+// products accumulate in f32: every partial sum stays exact at these K).
+TEST(GemmCuda, DecodeFp4Kernel) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 g = test::rng_for_test();
+  const FormatCase fp4[] = {kCases[2], kCases[3], kCases[4], kCases[5], kCases[6]};
+  const int64_t big[][2] = {{4096, 7168}, {7168, 2048}, {24576, 1536}};
+  for (const FormatCase& c : fp4) {
+    for (const auto& nk : big) {
+      SCOPED_TRACE(testing::Message() << "N=" << nk[0] << " K=" << nk[1]);
+      HostGemm h = test::make_exact_gemm(c.f, 16, nk[0], nk[1], g, c.scale, c.mx_a);
+      if (nk[0] == 7168) {
+        h.has_bias = h.has_residual = true;
+        test::add_epilogue_inputs(h, g, true);
+      }
+      GpuRun r = run_gpu(h);
+      ASSERT_TRUE(r.status.ok()) << where(h) << ": " << r.status.message();
+      expect_bitwise(h, r.d, run_cpu(h));
+    }
+    for (int64_t M : {int64_t(1), int64_t(7), int64_t(16)})
+      for (int variant = 0; variant < 2; ++variant) {
+        SCOPED_TRACE(testing::Message() << "odd shape, variant " << variant);
+        HostGemm h = test::make_exact_gemm(c.f, M, 384, 640, g, c.scale, c.mx_a);
+        if (variant == 1) {
+          h.has_bias = h.has_residual = true;
+          test::add_epilogue_inputs(h, g, true);
+        }
+        const std::vector<uint16_t> want = run_cpu(h);
+        GpuRun r = run_gpu(h);
+        ASSERT_TRUE(r.status.ok()) << where(h) << ": " << r.status.message();
+        expect_bitwise(h, r.d, want);
+        GpuRun r1 = run_gpu(h, false);  // no workspace: no split
+        ASSERT_TRUE(r1.status.ok()) << r1.status.message();
+        expect_bitwise(h, r1.d, want);
+        HostGemm hr = test::make_random_gemm(c.f, M, 384, 640, g, c.scale, c.mx_a);
+        if (variant == 1) {
+          hr.has_bias = hr.has_residual = true;
+          test::add_epilogue_inputs(hr, g, false);
+        }
+        GpuRun rr = run_gpu(hr, true, variant == 1);
+        ASSERT_TRUE(rr.status.ok()) << rr.status.message();
+        expect_close(hr, rr.d, run_cpu(hr));
+      }
+  }
+  // M = 1 (W4A16) and 7 (W4A8) on the big shapes, and random data at 16 x 7168 x 2048.
+  for (const FormatCase& c : {kCases[5], kCases[2]}) {
+    const int64_t M = c.f == GemmFormat::kW4A8MXFP4 ? 7 : 1;
+    for (const auto& nk : big) {
+      SCOPED_TRACE(testing::Message() << "N=" << nk[0] << " K=" << nk[1]);
+      HostGemm h = test::make_exact_gemm(c.f, M, nk[0], nk[1], g, c.scale, c.mx_a);
+      GpuRun r = run_gpu(h);
+      ASSERT_TRUE(r.status.ok()) << r.status.message();
+      expect_bitwise(h, r.d, run_cpu(h));
+    }
+    HostGemm hr = test::make_random_gemm(c.f, 16, 7168, 2048, g, c.scale, c.mx_a);
+    GpuRun rr = run_gpu(hr);
+    ASSERT_TRUE(rr.status.ok()) << rr.status.message();
+    expect_close(hr, rr.d, run_cpu(hr));
+  }
+  // 128-row units (N / 64 = 256 slices make one round of 128 units on a 132-SM GPU).
+  for (const FormatCase& c : {kCases[6], kCases[4]}) {
+    HostGemm h = test::make_exact_gemm(c.f, 9, 16384, 256, g, c.scale, c.mx_a);
+    h.has_bias = h.has_residual = true;
+    test::add_epilogue_inputs(h, g, true);
+    GpuRun r = run_gpu(h);
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    expect_bitwise(h, r.d, run_cpu(h));
+  }
+  // A NaN weight scale reaches exactly the outputs it feeds; in-place residual.
+  for (GemmFormat f : {GemmFormat::kW4A16MXFP4, GemmFormat::kW4A8MXFP4}) {
+    HostGemm h = test::make_exact_gemm(f, 5, 384, 640, g);
+    h.b_scales[200 * 20 + 7] = 0xFF;  // row 200, K sub-block 7
+    h.has_bias = h.has_residual = true;
+    test::add_epilogue_inputs(h, g, true);
+    const std::vector<uint16_t> want = run_cpu(h);
+    GpuRun r = run_gpu(h, true, false, true);
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    expect_bitwise(h, r.d, want);
+  }
+}
+
 TEST(GemmCuda, BadInputLeavesOutputUntouched) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 g = test::rng_for_test();

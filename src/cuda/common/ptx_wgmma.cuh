@@ -139,4 +139,34 @@ __device__ __forceinline__ void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t 
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
+// Register-A ("RS") forms, for the FP4-weight decode GEMM (gemm/kernel_decode_fp4.cuh): A comes
+// from registers, four 32-bit words a thread in the mma.sync fragment layout (warp w of the
+// warpgroup holds rows 16w..16w+15; lane (g = l / 4, c = l % 4): word 0 row 16w + g, word 1 row
+// 16w + g + 8, words 2 / 3 the same rows at K + 8 (bf16: K slots 2c, 2c+1 and 2c+8, 2c+9 of the
+// k16 step) or K + 16 (e4m3: slots 4c..4c+3 and 4c+16..4c+19 of the k32 step), lowest K in the low
+// bits). B (N x K, K-major) from shared memory by descriptor. The A registers are read
+// asynchronously: they must stay unchanged until wgmma_wait retires the group.
+// D(64 x 16, f32) (+)= A(64 x 16 bf16, registers) * B(16 x 16 bf16)^T.
+__device__ __forceinline__ void wgmma_m64n16k16_bf16_rs(float (&d)[8], const uint32_t (&a)[4], uint64_t desc_b,
+                                                        int accumulate) {
+  asm volatile(
+      "{\n\t.reg .pred p;\n\t"
+      "setp.ne.b32 p, %13, 0;\n\t"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n\t}"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
+}
+// D(64 x 16, f32) (+)= A(64 x 32 e4m3, registers) * B(16 x 32 e4m3)^T.
+__device__ __forceinline__ void wgmma_m64n16k32_e4m3_rs(float (&d)[8], const uint32_t (&a)[4], uint64_t desc_b,
+                                                        int accumulate) {
+  asm volatile(
+      "{\n\t.reg .pred p;\n\t"
+      "setp.ne.b32 p, %13, 0;\n\t"
+      "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1;\n\t}"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
+}
+
 }  // namespace dsv4::cuda::ptx

@@ -210,4 +210,96 @@ inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat
   return c;
 }
 
+// ---- The FP4-weight decode kernel (kernel_decode_fp4.cuh) ----
+// Plain (ungrouped) GEMMs with FP4 weights and M <= 16 compute D^T = B A^T: 64 weight rows a
+// consumer warpgroup are the register (RS) A operand of wgmma m64n16k16 (bf16) / m64n16k32 (e4m3),
+// the <= 16 tokens the n16 B operand from shared memory. A CTA holds WR x WK consumer warpgroups:
+// WR 64-row slices of B (one unit of 64 * WR rows), each slice's K blocks dealt round-robin to WK
+// warpgroups and summed through shared memory at the end. Units x K splits make the grid; split-K
+// partials go through the workspace and splitk_reduce_kernel like the other decode paths.
+inline constexpr int kDecodeFp4MaxM = 16;
+inline constexpr int kDecodeFp4MaxStages = 32;
+constexpr bool decode_fp4_for(int64_t M, GemmFormat f, bool grouped) {
+  return f != GemmFormat::kFP8Block && !grouped && M >= 1 && M <= kDecodeFp4MaxM;
+}
+// A stage: the 16-token activation tile (TMA, 128B swizzle: bf16 two 64-K boxes, e4m3 one), the
+// packed weights (64 * WR rows x 64 bytes) and the scales the loader warps convert (per weight row:
+// MXFP4 4 bf16x2 or W4A8 4 f32 = 16 bytes, NVFP4 8 bf16x2 = 32; W4A8 adds 16 token scales as f32,
+// four each with MXFP8 activations).
+constexpr int decode_fp4_act_bytes(GemmFormat f) { return is_w4a16(f) ? 16 * kBK * 2 : 16 * kBK; }
+constexpr int decode_fp4_scale_row_bytes(GemmFormat f) { return f == GemmFormat::kW4A16NVFP4 ? 32 : 16; }
+constexpr int decode_fp4_a_scale_bytes(GemmFormat f, bool mx_a) {
+  return f == GemmFormat::kW4A8MXFP4 ? 16 * 4 * (mx_a ? 4 : 1) : 0;
+}
+constexpr int decode_fp4_side_bytes(GemmFormat f, bool mx_a, int wr) {
+  return 64 * wr * decode_fp4_scale_row_bytes(f) + decode_fp4_a_scale_bytes(f, mx_a);
+}
+constexpr int decode_fp4_stage_bytes(GemmFormat f, bool mx_a, int wr) {
+  return decode_fp4_act_bytes(f) + 64 * wr * 64 + decode_fp4_side_bytes(f, mx_a, wr);
+}
+// The K-lane warpgroups' partial sums (64 rows x 16 tokens f32 each), summed by K lane 0.
+constexpr int decode_fp4_red_bytes(int wr, int wk) { return wr * (wk - 1) * 64 * 16 * 4; }
+inline constexpr int kDecodeFp4Reserved = 2048;  // 1 KiB alignment slack + mbarriers
+constexpr int decode_fp4_stages(GemmFormat f, bool mx_a, int wr, int wk) {
+  const int s = (kSmemLimit - kDecodeFp4Reserved - decode_fp4_red_bytes(wr, wk)) / decode_fp4_stage_bytes(f, mx_a, wr);
+  return s < kDecodeFp4MaxStages ? s : kDecodeFp4MaxStages;
+}
+constexpr int decode_fp4_smem_bytes(GemmFormat f, bool mx_a, int wr, int wk) {
+  return decode_fp4_stages(f, mx_a, wr, wk) * decode_fp4_stage_bytes(f, mx_a, wr) + decode_fp4_red_bytes(wr, wk) +
+         kDecodeFp4Reserved;
+}
+// Warpgroups a CTA: 3 K lanes for one 64-row slice, or two slices of one K lane (so a CTA keeps 8-12
+// converting warps; the conversion, ~2 integer ops an element, is what the SM spends its time on).
+// W4A16 also has a 4-lane instance (96 registers a thread; W4A8's full-stage fragments and
+// sub-block tiles do not fit there), taken where a unit has more than 16 K blocks (H100, same-run
+// A/B, three rounds: 16x4096x7168 21.6/21.6/21.6 against 23.5/22.1/23.5 us with 3 lanes; at 12-16
+// K blocks a unit, 16x7168x2048 and 16x24576x1536, 4 lanes were no better). DSV4_DECODE_FP4_WK
+// overrides it for A/Bs.
+constexpr int decode_fp4_wk(int wr) { return wr == 1 ? 3 : 1; }
+constexpr int decode_fp4_wk(int wr, GemmFormat f, int kblocks_per_split) {
+  return wr == 1 && is_w4a16(f) && kblocks_per_split > 16 ? 4 : decode_fp4_wk(wr);
+}
+constexpr bool decode_fp4_wk_ok(GemmFormat f, int wr, int wk) {
+  return wr == 2 ? wk == 1 : (wk == 3 || (wk == 4 && is_w4a16(f)));
+}
+
+struct DecodeFp4Config {
+  int wr = 1, wk = 3;       // 64-row slices a CTA, K-lane warpgroups a slice
+  int splits = 1, kblocks_per_split = 1;
+  int64_t units = 0;        // (N / (64 * wr)) x splits
+  int grid = 1;             // persistent CTAs
+  int64_t workspace_bytes = 0;  // f32 partials [splits, M, N] when splits > 1
+};
+// N, K multiples of 128, 1 <= M <= 16. Time model: rounds of units x rows a unit x K blocks a split.
+// One round of 64-row units without splitting when they cover 3/4 of the SMs (16 x 7168 x 2048: 112
+// units); otherwise 128-row units where they take no more rounds-times-rows than 64-row ones (fewer
+// activation bytes a weight byte); split K only when the units leave more than a quarter of the SMs
+// idle, as few splits as fill them (partials cost M x N x 4 bytes each).
+inline DecodeFp4Config choose_decode_fp4_config(int64_t M, int64_t N, int64_t K, GemmFormat f, int sm_count,
+                                                int64_t workspace_limit) {
+  DecodeFp4Config c;
+  const int64_t sms = std::max(sm_count, 1);
+  const int64_t slices = N / 64;
+  const int kblocks = static_cast<int>(K / kBK);
+  auto rounds = [&](int64_t units) { return (units + sms - 1) / sms; };
+  c.wr = 1;
+  if (rounds(slices / 2) * 2 <= rounds(slices) && slices / 2 * 4 >= sms * 3) c.wr = 2;
+  c.wk = decode_fp4_wk(c.wr);
+  const int64_t row_units = slices / c.wr;
+  c.splits = 1;
+  if (row_units * 4 < sms * 3 && kblocks >= 4) {
+    int want = static_cast<int>(sms / row_units);
+    want = std::min({want, kMaxSplits, kblocks / 2});
+    while (want > 1 && want * M * N * 4 > workspace_limit) --want;
+    c.splits = std::max(want, 1);
+  }
+  c.kblocks_per_split = (kblocks + c.splits - 1) / c.splits;
+  c.splits = (kblocks + c.kblocks_per_split - 1) / c.kblocks_per_split;  // no empty split
+  c.wk = decode_fp4_wk(c.wr, f, c.kblocks_per_split);
+  c.units = row_units * c.splits;
+  c.grid = static_cast<int>(std::min<int64_t>(c.units, sms));
+  c.workspace_bytes = c.splits > 1 ? static_cast<int64_t>(c.splits) * M * N * 4 : 0;
+  return c;
+}
+
 }  // namespace dsv4::cuda::gemm_detail

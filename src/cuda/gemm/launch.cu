@@ -12,7 +12,9 @@
 #include "cuda/common/check.h"
 #include "cuda/common/launch_pdl.h"
 #include "cuda/gemm/config.h"
+#include "cuda/gemm/decode_fp4.h"
 #include "cuda/gemm/kernel.cuh"
+#include "cuda/gemm/launch_decode_fp4.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -199,6 +201,8 @@ int64_t gemm_workspace_size(GemmFormat format, int64_t M, int64_t N, int64_t K, 
     cudaGetLastError();
     return 0;
   }
+  if (gemm_detail::decode_fp4_for(M, format, false))
+    return decode_fp4_plan(M, N, K, format, sms, int64_t(1) << 62).workspace_bytes;
   return gemm_detail::choose_gemm_config(M, N, K, format, sms, int64_t(1) << 62, N).workspace_bytes;
 }
 
@@ -216,6 +220,11 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   int sms = 0;
   DSV4_RETURN_IF_ERROR(sm_count(p.d.device.index, &sms));
   const int64_t ws_bytes = p.workspace.defined() && !group_rows ? p.workspace.numel() : 0;
+  // FP4 weights at M <= 16 (plain GEMMs): the register-A decode kernel (kernel_decode_fp4.cuh).
+  if (gemm_detail::decode_fp4_for(M, f, group_rows != nullptr))
+    return gemm_decode_fp4(p, decode_fp4_plan(M, N, K, f, sms, ws_bytes),
+                           f == GemmFormat::kW4A8MXFP4 && p.a_scales.shape[1] == K / 32, sms,
+                           static_cast<cudaStream_t>(stream_));
   gemm_detail::GemmConfig cfg =
       gemm_detail::choose_gemm_config(std::max<int64_t>(M / num_groups, 1), N, K, f, sms, ws_bytes, b_rows);
   // W4A8 with MXFP8 activations promotes every 32 along K; it keeps the in-kernel expansion.

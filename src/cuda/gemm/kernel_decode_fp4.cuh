@@ -1,0 +1,585 @@
+// The FP4-weight decode GEMM for sm_90a (M <= 16; W4A16 MXFP4/NVFP4 and W4A8 MXFP4):
+// D[M, N] = A[M, K] x B[N, K]^T computed as D^T = B A^T, so the weights are the 64-row side of the
+// tensor-core instruction and the <= 16 tokens its n16 side (no zero rows, no expanded tile in
+// shared memory; docs/notes/gemm.md, "Design for the FP4-weight decode kernel").
+//
+// Per CTA (one a SM, persistent over units; config.h, choose_decode_fp4_config):
+//  - warp 0 of the producer warpgroup streams each 128-K stage by TMA: the 16-token activation tile
+//    (128B swizzle, rows past M zero-filled) and the packed weights of the unit's 64 * WR rows
+//    (64 bytes a row, no swizzle), into a ring of up to 32 stages;
+//  - warps 1-3 ("loaders") take the stages in turn and write their scales next to the tiles,
+//    converted once: W4A16 block scales as bf16x2, W4A8's B exponents and token scales as f32;
+//  - WR x WK consumer warpgroups: warpgroup (r, j) owns rows [64r, 64r + 64) of the unit and the
+//    unit's K blocks j, j + WK, ... Each thread loads its two weight rows of a stage (64 bytes each,
+//    four 16-byte LDS), builds the wgmma A fragments in registers (thread (g = lane / 4,
+//    c = lane % 4) of warp w holds rows 16w + g and 16w + g + 8 at K slots {2c, 2c+1, 2c+8, 2c+9} of
+//    a k16 step (bf16) or {4c..4c+3, 4c+16..4c+19} of a k32 step (e4m3): one byte_perm gathers
+//    those nibbles from the row's words), and issues wgmma with A from registers. Conversion of
+//    stage q+1 runs while the wgmmas of stage q are in flight (two fragment sets).
+//
+// Numerics (the same products as kernel.cuh's paths):
+//  - W4A16: e2m1 x block scale in bf16 (exact), bf16 wgmma accumulating in f32, NVFP4's global
+//    scale on the f32 result.
+//  - W4A8: e2m1 as exact e4m3 (no exponent folding), one k32 wgmma a 32-element sub-block into its
+//    own f32 scratch tile, promoted with B's ue8m0 scale of that sub-block times the token's scale
+//    (1x128: once a 128-block; MXFP8: its per-32 scale). Exact wherever the old path was, and for
+//    every scale span.
+//  - K lanes are summed through shared memory in lane order, splits by splitk_reduce_kernel.
+#pragma once
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/common/ptx_tma.cuh"
+#include "cuda/common/ptx_wgmma.cuh"
+#include "cuda/gemm/config.h"
+#include "cuda/gemm/kernel.cuh"
+#include "dsv4/numerics.h"
+
+namespace dsv4::cuda::gemm_detail {
+
+struct DecodeArgs {
+  int M = 0, N = 0, K = 0;
+  int row_units = 0;  // N / (64 * WR)
+  int splits = 1, kblocks_per_split = 1, kblocks = 0;
+  const uint8_t* a_scales = nullptr;  // W4A8: [M, K/128] ue8m0|f32, or [M, K/32] ue8m0 (MXFP8)
+  int64_t as_s0 = 0, as_s1 = 0;
+  bool a_scale_f32 = false;
+  const uint8_t* b_scales = nullptr;  // MXFP4: [N, K/32] ue8m0; NVFP4: [N, K/16] e4m3
+  int64_t bs_s0 = 0, bs_s1 = 0;
+  bool b_vec = false;  // unit column stride and rows aligned: a row's scales of a stage in one load
+  const float* b_global = nullptr;  // NVFP4
+  const __nv_bfloat16* bias = nullptr;
+  const __nv_bfloat16* residual = nullptr;
+  int64_t res_ld = 0;
+  __nv_bfloat16* d = nullptr;
+  int64_t d_ld = 0;
+  float* partial = nullptr;  // [splits, M, N] f32 when splits > 1
+};
+
+// Four e2m1 codes (low 16 bits of x, element 0 lowest) to four bf16 (two bf16x2 words), the same
+// bits as kernel.cuh's e2m1x4_to_bf16 with 8 integer-pipe ops instead of 10 (the decode kernel is
+// bound by them): one byte_perm maps each magnitude to a pair of byte positions (lo, hi) in an
+// 8-byte table of bf16 bytes {00, 3F, 40, -, 80, BF, C0, -}, a second byte_perm per output word
+// reads the table with those positions, and the sign bits move to bits 15 / 31 by multiplies
+// (IMAD, the FMA pipe; the masked sign bits never carry into the bits kept).
+__device__ __forceinline__ void e2m1x4_to_bf16_fast(uint32_t x, uint32_t& w0, uint32_t& w1) {
+  const uint32_t sel = __byte_perm(0x16141000u, 0x26242220u, x & 0x7777u);  // (hi << 4 | lo) per element
+  const uint32_t xs = x & 0x8888u;
+  w0 = __byte_perm(0x00403F00u, 0x00C0BF80u, sel) | ((xs * 0x01001000u) & 0x80008000u);
+  w1 = __byte_perm(0x00403F00u, 0x00C0BF80u, sel >> 16) | ((xs * 0x00010010u) & 0x80008000u);
+}
+
+template <GemmFormat F, bool kMXFP8A, int WR, int WK>
+struct DecodeTraits {
+  static constexpr bool kBF16 = is_w4a16(F);
+  static constexpr bool kNV = F == GemmFormat::kW4A16NVFP4;
+  static constexpr int kConsumerWGs = WR * WK;
+  static constexpr int kThreads = 128 * (1 + kConsumerWGs);
+  static constexpr int kRows = 64 * WR;
+  static constexpr int kActBytes = decode_fp4_act_bytes(F);
+  static constexpr int kWBytes = kRows * 64;
+  static constexpr int kScaleRowBytes = decode_fp4_scale_row_bytes(F);
+  static constexpr int kSideBytes = decode_fp4_side_bytes(F, kMXFP8A, WR);
+  static constexpr int kStages = decode_fp4_stages(F, kMXFP8A, WR, WK);
+  static constexpr int kRedBytes = decode_fp4_red_bytes(WR, WK);
+  static constexpr int kSmemBytes = decode_fp4_smem_bytes(F, kMXFP8A, WR, WK);
+  static constexpr int kLaunchRegs = (65536 / kThreads) / 8 * 8 > 232 ? 232 : (65536 / kThreads) / 8 * 8;
+  // The producer warpgroup (TMA issuer + loader warps with their register ring) keeps 56, or 40
+  // with four consumer warpgroups; the consumers take what it frees.
+  static constexpr int kProducerRegs = kConsumerWGs >= 4 ? 40 : 56;
+  static constexpr int kConsumerRegsFree = ((128 + 128 * kConsumerWGs) * kLaunchRegs - 128 * kProducerRegs) /
+                                           (128 * kConsumerWGs) / 8 * 8;
+  static constexpr int kConsumerRegs = kConsumerRegsFree > 232 ? 232 : kConsumerRegsFree;
+  static constexpr int kLoaderWarps = 3;
+  static constexpr int kLoaderDepth = 3;  // stages of scale loads in flight a loader warp
+  static_assert(WR == 1 || WR == 2, "one or two 64-row slices a CTA");
+  static_assert(WK >= 1 && WK <= 4, "at most four K lanes");
+  static_assert(!kMXFP8A || F == GemmFormat::kW4A8MXFP4, "MXFP8 activations are W4A8's");
+  static_assert(kActBytes % 1024 == 0, "activation stages keep the 1024-byte swizzle alignment");
+  static_assert(kSideBytes % 16 == 0 && kRedBytes % 16 == 0, "16-byte aligned side data");
+  static_assert(kStages >= 4, "pipeline depth");
+  static_assert(1024 + 16 * kStages <= kDecodeFp4Reserved, "reserved smem too small");
+  static_assert(kSmemBytes <= kSmemLimit, "shared memory");
+  static_assert(kProducerRegs <= kLaunchRegs && kConsumerRegs >= kLaunchRegs, "setmaxnreg directions");
+  static_assert(128 * (kLaunchRegs - kProducerRegs) >= 128 * kConsumerWGs * (kConsumerRegs - kLaunchRegs),
+                "setmaxnreg.inc would wait forever");
+};
+
+// The stage sequence every role walks in the same order: units blockIdx.x, += gridDim.x; each
+// unit's K blocks [kb0, kb1).
+struct DecodeUnit {
+  int ru = 0, split = 0, kb0 = 0, kb1 = 0;
+};
+__device__ __forceinline__ DecodeUnit decode_unit(const DecodeArgs& a, int unit) {
+  DecodeUnit u;
+  u.ru = unit / a.splits;
+  u.split = unit - u.ru * a.splits;
+  u.kb0 = u.split * a.kblocks_per_split;
+  u.kb1 = min(u.kb0 + a.kblocks_per_split, a.kblocks);
+  return u;
+}
+
+template <GemmFormat F, bool kMXFP8A, int WR, int WK>
+__global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
+    gemm_decode_fp4_kernel(const __grid_constant__ CUtensorMap tm_act, const __grid_constant__ CUtensorMap tm_w,
+                           const DecodeArgs args) {
+  using T = DecodeTraits<F, kMXFP8A, WR, WK>;
+  constexpr int S = T::kStages;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
+  uint8_t* s_act = smem;                       // S x kActBytes, 1024-aligned (128B swizzle)
+  uint8_t* s_w = s_act + S * T::kActBytes;     // S x kWBytes
+  uint8_t* s_side = s_w + S * T::kWBytes;      // S x kSideBytes
+  float* s_red = reinterpret_cast<float*>(s_side + S * T::kSideBytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(s_red) + T::kRedBytes);
+  uint64_t* empty = full + S;
+
+  const int wg = threadIdx.x / 128;
+  const int tid_wg = threadIdx.x % 128;
+  const int warp = tid_wg / 32, lane = tid_wg % 32;
+  const int units = args.row_units * args.splits;
+  // The split-K reduction (a programmatic dependent) may launch early; it waits for this grid.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < S; ++s) {
+      ptx::mbar_init(&full[s], 1 + 32);       // TMA issuer + the loader warp's lanes
+      ptx::mbar_init(&empty[s], 128 * WR);    // every thread of the K lane's warpgroups
+    }
+    ptx::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    ptx::setmaxnreg_dec<T::kProducerRegs>();
+    if (warp == 0) {
+      if (lane != 0) return;
+      ptx::tma_prefetch_desc(&tm_act);
+      ptx::tma_prefetch_desc(&tm_w);
+      int slot = 0;
+      uint32_t phase = 0;
+      for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
+        const DecodeUnit u = decode_unit(args, unit);
+        for (int kb = u.kb0; kb < u.kb1; ++kb) {
+          ptx::mbar_wait(&empty[slot], phase ^ 1);
+          ptx::mbar_arrive_expect_tx(&full[slot], T::kActBytes + T::kWBytes);
+          uint8_t* act = s_act + slot * T::kActBytes;
+          if constexpr (T::kBF16) {
+            ptx::tma_load_2d(act, &tm_act, &full[slot], kb * kBK, 0);
+            ptx::tma_load_2d(act + 16 * 128, &tm_act, &full[slot], kb * kBK + 64, 0);
+          } else {
+            ptx::tma_load_2d(act, &tm_act, &full[slot], kb * kBK, 0);
+          }
+          ptx::tma_load_2d(s_w + slot * T::kWBytes, &tm_w, &full[slot], kb * (kBK / 2), u.ru * T::kRows);
+          if (++slot == S) slot = 0, phase ^= 1;
+        }
+      }
+      return;
+    }
+    // Loader warps: stage it goes to warp it % 3; each keeps kLoaderDepth stages of loads in flight
+    // and issues a stage's loads before waiting for the stage to be free.
+    const int lw = warp - 1;
+    constexpr int kD = T::kLoaderDepth;
+    constexpr int kBRows = T::kRows / 32;           // weight rows a lane
+    constexpr int kBWords = T::kNV ? 2 : 1;         // scale words a row a stage (4 or 8 bytes)
+    constexpr bool kA = F == GemmFormat::kW4A8MXFP4;
+    struct Regs {
+      uint32_t b[kBRows * kBWords];
+      uint32_t a;  // token `lane`'s scale bits (MXFP8: four ue8m0 bytes)
+    };
+    struct Pos {
+      int it, unit, kb, kb1, ru;
+      bool valid;
+    };
+    auto set_unit = [&](Pos& p) {
+      p.valid = p.unit < units;
+      if (!p.valid) return;
+      const DecodeUnit u = decode_unit(args, p.unit);
+      p.kb = u.kb0, p.kb1 = u.kb1, p.ru = u.ru;
+    };
+    auto step = [&](Pos& p) {
+      ++p.it;
+      if (++p.kb < p.kb1) return;
+      p.unit += gridDim.x;
+      set_unit(p);
+    };
+    auto advance = [&](Pos& p, int n) {
+      for (int i = 0; i < n && p.valid; ++i) step(p);
+    };
+    auto load = [&](const Pos& p, Regs& r) {
+      constexpr int kPer = T::kNV ? 8 : 4;  // scale bytes a row a stage
+#pragma unroll
+      for (int q = 0; q < kBRows; ++q) {
+        const int64_t row = int64_t(p.ru) * T::kRows + lane + 32 * q;
+        const uint8_t* sp = args.b_scales + row * args.bs_s0 + int64_t(p.kb) * kPer * args.bs_s1;
+        if (args.b_vec) {
+          if constexpr (T::kNV) {
+            const uint2 v = __ldg(reinterpret_cast<const uint2*>(sp));
+            r.b[2 * q] = v.x, r.b[2 * q + 1] = v.y;
+          } else {
+            r.b[q] = __ldg(reinterpret_cast<const uint32_t*>(sp));
+          }
+        } else {
+#pragma unroll
+          for (int w = 0; w < kBWords; ++w) {
+            uint32_t v = 0;
+#pragma unroll
+            for (int b = 0; b < 4; ++b) v |= uint32_t(__ldg(sp + (w * 4 + b) * args.bs_s1)) << (8 * b);
+            r.b[q * kBWords + w] = v;
+          }
+        }
+      }
+      r.a = 0;
+      if constexpr (kA) {
+        if (lane < 16) {
+          const int64_t t = min(lane, args.M - 1);  // tokens past M: any finite value (never stored)
+          if constexpr (kMXFP8A) {
+            const uint8_t* sp = args.a_scales + t * args.as_s0 + int64_t(p.kb) * 4 * args.as_s1;
+            r.a = uint32_t(__ldg(sp)) | (uint32_t(__ldg(sp + args.as_s1)) << 8) |
+                  (uint32_t(__ldg(sp + 2 * args.as_s1)) << 16) | (uint32_t(__ldg(sp + 3 * args.as_s1)) << 24);
+          } else {
+            r.a = load_scale_bits(args.a_scales, t * args.as_s0 + int64_t(p.kb) * args.as_s1, args.a_scale_f32);
+          }
+        }
+      }
+    };
+    auto store = [&](int it, const Regs& r) {
+      const int slot = it % S;
+      ptx::mbar_wait(&empty[slot], ((it / S) & 1) ^ 1);
+      uint8_t* side = s_side + slot * T::kSideBytes;
+#pragma unroll
+      for (int q = 0; q < kBRows; ++q) {
+        uint8_t* dst = side + (lane + 32 * q) * T::kScaleRowBytes;
+        if constexpr (T::kBF16) {
+          uint32_t o[kBWords * 4];
+#pragma unroll
+          for (int e = 0; e < kBWords * 4; ++e) {
+            if constexpr (T::kNV) {
+              // e4m3 pairs by the hardware converter (exact through f16 and f32 into bf16; NaN
+              // stays NaN), each scale then doubled into a bf16x2.
+              if (e % 2 == 0) {
+                const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+                    static_cast<__nv_fp8x2_storage_t>((r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFFFF), __NV_E4M3);
+                const float2 f2 = __half22float2(*reinterpret_cast<const __half2*>(&h));
+                const __nv_bfloat162 b2 = __floats2bfloat162_rn(f2.x, f2.y);
+                const uint32_t bb = *reinterpret_cast<const uint32_t*>(&b2);
+                o[e] = __byte_perm(bb, 0, 0x1010);
+                o[e + 1] = __byte_perm(bb, 0, 0x3232);
+              }
+            } else {
+              const __nv_bfloat162 s2 = w4a16_scale2<F>((r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFF);
+              o[e] = *reinterpret_cast<const uint32_t*>(&s2);
+            }
+          }
+#pragma unroll
+          for (int w = 0; w < kBWords; ++w)
+            reinterpret_cast<uint4*>(dst)[w] = make_uint4(o[4 * w], o[4 * w + 1], o[4 * w + 2], o[4 * w + 3]);
+        } else {
+          const uint32_t v = r.b[q];
+          *reinterpret_cast<float4*>(dst) =
+              make_float4(num::ue8m0_to_float(v & 0xFF), num::ue8m0_to_float((v >> 8) & 0xFF),
+                          num::ue8m0_to_float((v >> 16) & 0xFF), num::ue8m0_to_float(v >> 24));
+        }
+      }
+      if constexpr (kA) {
+        float* sa = reinterpret_cast<float*>(side + T::kRows * T::kScaleRowBytes);
+        if (lane < 16) {
+          if constexpr (kMXFP8A) {
+            *reinterpret_cast<float4*>(sa + 4 * lane) =
+                make_float4(num::ue8m0_to_float(r.a & 0xFF), num::ue8m0_to_float((r.a >> 8) & 0xFF),
+                            num::ue8m0_to_float((r.a >> 16) & 0xFF), num::ue8m0_to_float(r.a >> 24));
+          } else {
+            sa[lane] = scale_from_bits(r.a, args.a_scale_f32);
+          }
+        }
+      }
+      ptx::mbar_arrive(&full[slot]);  // release: the stores above are visible to the waiters
+    };
+    Pos pos[kD];
+    Regs regs[kD];
+    Pos q;
+    q.it = 0, q.unit = blockIdx.x;
+    set_unit(q);
+    advance(q, lw);
+#pragma unroll
+    for (int d = 0; d < kD; ++d) {
+      pos[d] = q;
+      if (q.valid) load(q, regs[d]);
+      advance(q, T::kLoaderWarps);
+    }
+    for (;;) {
+#pragma unroll
+      for (int d = 0; d < kD; ++d) {
+        if (!pos[d].valid) return;
+        store(pos[d].it, regs[d]);
+        pos[d] = q;
+        if (q.valid) load(q, regs[d]);
+        advance(q, T::kLoaderWarps);
+      }
+    }
+  }
+
+  // Consumers: warpgroup (r, j) = rows [64r, 64r + 64) of the unit, K lane j.
+  ptx::setmaxnreg_inc<T::kConsumerRegs>();
+  const int cw = wg - 1;
+  const int r = cw % WR, j = cw / WR;
+  const int g = lane / 4, c = lane % 4;
+  const int row0 = r * 64 + warp * 16 + g;  // this thread's rows in the unit: row0, row0 + 8
+  const float global = T::kNV ? __ldg(args.b_global) : 1.f;
+  const uint64_t desc_act0 = ptx::wgmma_desc_sw128(ptx::smem_addr(s_act));
+  // Byte selectors of the fragment gather: bf16 step s takes byte c of words 2s and 2s + 1 (K
+  // 16s + 2c + {0, 1} and 16s + 8 + 2c + {0, 1}); e4m3 step s bytes 2c, 2c + 1 of the word pairs
+  // (4s, 4s + 1) and (4s + 2, 4s + 3) (K 32s + 4c + {0..3} and 32s + 16 + 4c + {0..3}).
+  const uint32_t sel = T::kBF16 ? uint32_t(c | ((c + 4) << 4)) : uint32_t((2 * c) | ((2 * c + 1) << 4));
+
+  // A fragments of four wgmma K steps: W4A16 half a stage (k16 steps 4h..4h+3, activation box h),
+  // W4A8 a whole stage (k32 steps 0..3).
+  struct Frag {
+    uint32_t x[4][4];
+  };
+  // Waits for stage `it`, loads this thread's two weight rows (the words the four steps use) and
+  // their scales, and builds the fragments.
+  auto convert = [&](int it, int half, Frag& f) {
+    const int slot = it % S;
+    ptx::mbar_wait(&full[slot], (it / S) & 1);
+    const uint8_t* wbase = s_w + slot * T::kWBytes;
+    const uint8_t* side = s_side + slot * T::kSideBytes;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = row0 + 8 * h;
+      const uint4* wrow = reinterpret_cast<const uint4*>(wbase + row * 64);
+      if constexpr (T::kBF16) {
+        uint32_t w[8];  // words 8 * half .. 8 * half + 7 of the row
+#pragma unroll
+        for (int v = 0; v < 2; ++v) {
+          const uint4 q4 = wrow[2 * half + v];
+          w[4 * v] = q4.x, w[4 * v + 1] = q4.y, w[4 * v + 2] = q4.z, w[4 * v + 3] = q4.w;
+        }
+        uint32_t sc[4];  // MXFP4: scales of sub-blocks 2 * half, 2 * half + 1; NVFP4: of 16-blocks 4 * half + 0..3
+        if constexpr (T::kNV) {
+          const uint4 s4 = reinterpret_cast<const uint4*>(side + row * T::kScaleRowBytes)[half];
+          sc[0] = s4.x, sc[1] = s4.y, sc[2] = s4.z, sc[3] = s4.w;
+        } else {
+          const uint2 s2 = reinterpret_cast<const uint2*>(side + row * T::kScaleRowBytes)[half];
+          sc[0] = sc[1] = s2.x, sc[2] = sc[3] = s2.y;
+        }
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+          const uint32_t x = __byte_perm(w[2 * s], w[2 * s + 1], sel);
+          uint32_t lo, hi;
+          e2m1x4_to_bf16_fast(x, lo, hi);
+          const __nv_bfloat162 s2 = *reinterpret_cast<const __nv_bfloat162*>(&sc[s]);
+          f.x[s][h] = bf16x2_mul(lo, s2);
+          f.x[s][2 + h] = bf16x2_mul(hi, s2);
+        }
+      } else {
+        uint32_t w[16];
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const uint4 q4 = wrow[v];
+          w[4 * v] = q4.x, w[4 * v + 1] = q4.y, w[4 * v + 2] = q4.z, w[4 * v + 3] = q4.w;
+        }
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+          // e2m1 codes as exact e4m3 (the shift-0 table of e4m3_table).
+          f.x[s][h] = e2m1x4_lookup(__byte_perm(w[4 * s], w[4 * s + 1], sel), 0x3C383000u, 0x4C484440u);
+          f.x[s][2 + h] = e2m1x4_lookup(__byte_perm(w[4 * s + 2], w[4 * s + 3], sel), 0x3C383000u, 0x4C484440u);
+        }
+      }
+    }
+  };
+
+  float acc[8];
+  [[maybe_unused]] float scr[4][8];  // W4A8: one f32 tile a 32-element sub-block
+  if constexpr (!T::kBF16) {
+#pragma unroll
+    for (int s = 0; s < 4; ++s)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) scr[s][i] = 0.f;
+  }
+  // The four descriptors of a call differ only in the start address (low word, 16-byte units,
+  // never carrying out of its 14 bits): built before the fence, so no descriptor arithmetic sits
+  // between the wgmmas of a group.
+  const uint32_t desc_lo0 = static_cast<uint32_t>(desc_act0), desc_hi = static_cast<uint32_t>(desc_act0 >> 32);
+  auto issue = [&](int it, int half, Frag& f) {
+    const uint32_t lo = desc_lo0 + ((uint32_t(it % S) * T::kActBytes + (T::kBF16 ? half * 16 * 128 : 0)) >> 4);
+    uint64_t db[4];
+#pragma unroll
+    for (int s = 0; s < 4; ++s)
+      asm("mov.b64 %0, {%1, %2};" : "=l"(db[s]) : "r"(lo + uint32_t(s * 32 / 16)), "r"(desc_hi));
+    // Every fragment register is final before the group starts (else the compiler sinks the
+    // conversion of later steps between the wgmmas, and ptxas serialises them: C7513).
+#pragma unroll
+    for (int s = 0; s < 4; ++s)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) asm volatile("" : "+r"(f.x[s][k])::"memory");
+#pragma unroll
+    for (int s = 0; s < 4; ++s) asm volatile("" : "+l"(db[s])::"memory");
+    ptx::wgmma_fence();
+    if constexpr (T::kBF16) {
+#pragma unroll
+      for (int s = 0; s < 4; ++s) ptx::wgmma_m64n16k16_bf16_rs(acc, f.x[s], db[s], 1);
+    } else {
+#pragma unroll
+      for (int s = 0; s < 4; ++s) ptx::wgmma_m64n16k32_e4m3_rs(scr[s], f.x[s], db[s], 0);
+    }
+    ptx::wgmma_commit();
+  };
+  // After wgmma_wait<0>: stage it's wgmmas are done; W4A8 promotes its sub-block tiles, then the
+  // stage goes back to the producer.
+  auto retire = [&](int it) {
+    const int slot = it % S;
+    if constexpr (!T::kBF16) {
+#pragma unroll
+      for (int s = 0; s < 4; ++s) ptx::fence_accumulators(scr[s]);
+      const uint8_t* side = s_side + slot * T::kSideBytes;
+      const float4 b0 = *reinterpret_cast<const float4*>(side + row0 * 16);
+      const float4 b1 = *reinterpret_cast<const float4*>(side + (row0 + 8) * 16);
+      const float* sa = reinterpret_cast<const float*>(side + T::kRows * T::kScaleRowBytes);
+      // Accumulator i: row row0 + 8 * ((i >> 1) & 1), token 8 * (i >> 2) + 2c + (i & 1).
+      if constexpr (kMXFP8A) {
+        float4 at[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) at[k] = *reinterpret_cast<const float4*>(sa + 4 * (8 * (k >> 1) + 2 * c + (k & 1)));
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const float4& b = (i >> 1) & 1 ? b1 : b0;
+          const float4& a = at[2 * (i >> 2) + (i & 1)];
+          float t = scr[0][i] * (b.x * a.x);
+          t = fmaf(scr[1][i], b.y * a.y, t);
+          t = fmaf(scr[2][i], b.z * a.z, t);
+          t = fmaf(scr[3][i], b.w * a.w, t);
+          acc[i] += t;
+        }
+      } else {
+        const float2 a_lo = *reinterpret_cast<const float2*>(sa + 2 * c);
+        const float2 a_hi = *reinterpret_cast<const float2*>(sa + 8 + 2 * c);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const float4& b = (i >> 1) & 1 ? b1 : b0;
+          float t = scr[0][i] * b.x;
+          t = fmaf(scr[1][i], b.y, t);
+          t = fmaf(scr[2][i], b.z, t);
+          t = fmaf(scr[3][i], b.w, t);
+          const float a = i >> 2 ? (i & 1 ? a_hi.y : a_hi.x) : (i & 1 ? a_lo.y : a_lo.x);
+          acc[i] = fmaf(t, a, acc[i]);
+        }
+      }
+    }
+    ptx::mbar_arrive(&empty[slot]);
+  };
+
+  int it_base = 0;  // stage index of the unit's first K block in the CTA's sequence
+  bool first_unit = true;
+  for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
+    const DecodeUnit u = decode_unit(args, unit);
+    const int n = u.kb1 - u.kb0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[i] = 0.f;
+    ptx::fence_accumulators(acc);
+    const int cnt = n > j ? (n - j + WK - 1) / WK : 0;  // this K lane's stages
+    auto at = [&](int q) { return it_base + j + WK * q; };
+    if (cnt > 0) {
+      Frag f0, f1;
+      if constexpr (T::kBF16) {
+        // Half-stage groups H0(q), H1(q) in the two fragment sets: each half converts while the
+        // previous one's wgmmas run, then waits for them before it issues (ptxas serialises every
+        // wgmma (C7513) when a group is issued from freshly written registers while another is
+        // still in flight; two full-stage sets need 64 registers and hit C7512 at 512 threads).
+        convert(at(0), 0, f0);
+        issue(at(0), 0, f0);
+        int q = 0;
+        for (; q + 1 < cnt; ++q) {
+          convert(at(q), 1, f1);
+          ptx::wgmma_wait<0>();  // H0(q) done: f0 free
+          issue(at(q), 1, f1);
+          convert(at(q + 1), 0, f0);
+          ptx::wgmma_wait<0>();  // H1(q) done: f1 free, stage q read
+          retire(at(q));
+          issue(at(q + 1), 0, f0);
+        }
+        convert(at(q), 1, f1);
+        ptx::wgmma_wait<0>();
+        issue(at(q), 1, f1);
+        ptx::wgmma_wait<0>();
+        retire(at(q));
+      } else {
+        // Two fragment sets: stage q + 1 converts while stage q's wgmmas run. Fixed wait counts
+        // in a two-stage steady state, the odd stage peeled.
+        convert(at(0), 0, f0);
+        issue(at(0), 0, f0);
+        int q = 1;
+        for (; q + 1 < cnt; q += 2) {
+          convert(at(q), 0, f1);
+          ptx::wgmma_wait<0>();
+          retire(at(q - 1));
+          issue(at(q), 0, f1);
+          convert(at(q + 1), 0, f0);
+          ptx::wgmma_wait<0>();
+          retire(at(q));
+          issue(at(q + 1), 0, f0);
+        }
+        if (q < cnt) {
+          convert(at(q), 0, f1);
+          ptx::wgmma_wait<0>();
+          retire(at(q - 1));
+          issue(at(q), 0, f1);
+          ++q;
+        }
+        ptx::wgmma_wait<0>();
+        retire(at(q - 1));
+      }
+    }
+    ptx::fence_accumulators(acc);
+    it_base += n;
+    const bool more = unit + int(gridDim.x) < units;
+
+    // K lanes 1..WK-1 hand their sums to lane 0 through shared memory (summed in lane order).
+    if constexpr (WK > 1) {
+      float* red = s_red + r * (WK - 1) * 1024;
+      const uint32_t bar_full = 1 + 2 * r, bar_free = 2 + 2 * r;
+      if (j > 0) {
+        if (!first_unit) ptx::named_barrier_sync(bar_free, 128 * WK);  // lane 0 read the last unit's
+        float4* dst = reinterpret_cast<float4*>(red + (j - 1) * 1024 + tid_wg * 8);
+        dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+        ptx::named_barrier_sync(bar_full, 128 * WK);
+        first_unit = false;
+        continue;
+      }
+      ptx::named_barrier_sync(bar_full, 128 * WK);
+#pragma unroll
+      for (int l = 1; l < WK; ++l) {
+        const float4* src = reinterpret_cast<const float4*>(red + (l - 1) * 1024 + tid_wg * 8);
+        const float4 p0 = src[0], p1 = src[1];
+        acc[0] += p0.x, acc[1] += p0.y, acc[2] += p0.z, acc[3] += p0.w;
+        acc[4] += p1.x, acc[5] += p1.y, acc[6] += p1.z, acc[7] += p1.w;
+      }
+      if (more) asm volatile("bar.arrive %0, %1;" ::"r"(bar_free), "r"(128 * WK) : "memory");
+    }
+    first_unit = false;
+
+    // Epilogue (K lane 0): accumulator i is D[token][col] transposed.
+    const int col_base = u.ru * T::kRows + row0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int t = 8 * (i >> 2) + 2 * c + (i & 1);
+      if (t >= args.M) continue;
+      const int col = col_base + 8 * ((i >> 1) & 1);
+      float v = acc[i] * global;
+      if (args.splits > 1) {
+        args.partial[(int64_t(u.split) * args.M + t) * args.N + col] = v;
+        continue;
+      }
+      if (args.bias) v += __bfloat162float(args.bias[col]);
+      if (args.residual) v += __bfloat162float(args.residual[t * args.res_ld + col]);
+      args.d[t * args.d_ld + col] = __float2bfloat16_rn(v);
+    }
+  }
+}
+
+}  // namespace dsv4::cuda::gemm_detail
