@@ -1,8 +1,6 @@
 // Host side of the block-scaled GEMMs: picks the configuration (config.h), encodes the TMA tensor
 // maps, launches the persistent kernel (and the split-K reduction) on the caller's stream. Nothing
 // here allocates or synchronises, so the op can be captured in a CUDA graph.
-#include <cudaTypedefs.h>
-
 #include <atomic>
 #include <mutex>
 #include <string>
@@ -11,6 +9,7 @@
 #include "core/validate.h"
 #include "cuda/common/check.h"
 #include "cuda/common/launch_pdl.h"
+#include "cuda/common/tensor_map.h"
 #include "cuda/gemm/config.h"
 #include "cuda/gemm/decode_fp4.h"
 #include "cuda/gemm/kernel.cuh"
@@ -21,25 +20,6 @@ namespace {
 
 constexpr const char* kOp = "gemm";
 constexpr int kMaxDevices = 64;
-
-// The driver's tensor-map encoder, reached through the runtime so libdsv4 needs no -lcuda.
-Status tensor_map_encoder(PFN_cuTensorMapEncodeTiled_v12000* out) {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
-  static cudaError_t err = cudaSuccess;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-    err = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q);
-    if (err == cudaSuccess && q == cudaDriverEntryPointSuccess) fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  });
-  if (!fn) {
-    if (err != cudaSuccess) return cuda_status(err, kOp, "cudaGetDriverEntryPointByVersion(cuTensorMapEncodeTiled)");
-    return {StatusCode::kUnsupported, "gemm: the CUDA driver does not provide cuTensorMapEncodeTiled"};
-  }
-  *out = fn;
-  return Status::Ok();
-}
 
 // Multiprocessor count of `device`, cached (the attribute query is not free on every call).
 Status sm_count(int device, int* out) {
@@ -53,67 +33,6 @@ Status sm_count(int device, int* out) {
   if (device >= 0 && device < kMaxDevices) cache[device] = n;
   *out = n;
   return Status::Ok();
-}
-
-// A 2-D row-major tensor map: `inner` elements a row (contiguous), `rows` rows `row_bytes` apart,
-// boxes of box_inner x box_rows.
-// Encoding a tensor map is pure host work of a microsecond or more, a visible share of a decode
-// GEMM; serving reuses the same weight and activation buffers, so each thread keeps the last few
-// encodings, keyed by everything the encoding depends on.
-struct TensorMapKey {
-  const void* base;
-  uint64_t inner, rows, row_bytes;
-  uint32_t box_inner, box_rows;
-  int dtype, swizzle;
-  bool operator==(const TensorMapKey& o) const {
-    return base == o.base && inner == o.inner && rows == o.rows && row_bytes == o.row_bytes &&
-           box_inner == o.box_inner && box_rows == o.box_rows && dtype == o.dtype && swizzle == o.swizzle;
-  }
-};
-struct TensorMapCache {
-  static constexpr int kEntries = 32;
-  TensorMapKey key[kEntries] = {};
-  CUtensorMap map[kEntries];
-  bool used[kEntries] = {};
-  int next = 0;
-};
-
-Status encode_2d(CUtensorMap* map, CUtensorMapDataType dtype, const void* base, uint64_t inner, uint64_t rows,
-                 uint64_t row_bytes, uint32_t box_inner, uint32_t box_rows, CUtensorMapSwizzle swizzle,
-                 const char* what) {
-  thread_local TensorMapCache cache;
-  const TensorMapKey key{base, inner, rows, row_bytes, box_inner, box_rows, static_cast<int>(dtype),
-                         static_cast<int>(swizzle)};
-  for (int i = 0; i < TensorMapCache::kEntries; ++i)
-    if (cache.used[i] && cache.key[i] == key) {
-      *map = cache.map[i];
-      return Status::Ok();
-    }
-  PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
-  DSV4_RETURN_IF_ERROR(tensor_map_encoder(&encode));
-  const cuuint64_t dims[2] = {inner, rows};
-  const cuuint64_t strides[1] = {row_bytes};
-  const cuuint32_t box[2] = {box_inner, box_rows};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  const CUresult r = encode(map, dtype, 2, const_cast<void*>(base), dims, strides, box, elem_strides,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS)
-    return {StatusCode::kCudaError, std::string("gemm: cuTensorMapEncodeTiled for '") + what + "' failed with CUresult " +
-                                        std::to_string(static_cast<int>(r))};
-  const int slot = cache.next;
-  cache.next = (cache.next + 1) % TensorMapCache::kEntries;
-  cache.key[slot] = key;
-  cache.map[slot] = *map;
-  cache.used[slot] = true;
-  return Status::Ok();
-}
-
-// Row stride in bytes of a validated 2-D view; a one-row view may carry any stride, so use the
-// packed one (TMA wants a multiple of 16 even when it never steps).
-uint64_t row_bytes(const TensorView& t) {
-  const int64_t stride = t.shape[0] > 1 ? t.strides[0] : t.shape[1];
-  return static_cast<uint64_t>(stride * dtype_bits(t.dtype) / 8);
 }
 
 class DeviceGuard {
@@ -137,16 +56,8 @@ Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUt
                      const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
   using T = gemm_detail::Traits<F, BM, kMXFP8A, BN, kPreB>;
   auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A, BN, kPreB>;
-  // The shared-memory opt-in is per device and per kernel: set it once (a bit per device).
   static std::atomic<uint64_t> smem_set{0};
-  int dev = 0;
-  DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev), kOp);
-  const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
-  if (!bit || !(smem_set.load(std::memory_order_acquire) & bit)) {
-    DSV4_CUDA_RETURN_IF_ERROR(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes), kOp);
-    smem_set.fetch_or(bit, std::memory_order_release);
-  }
+  DSV4_RETURN_IF_ERROR(opt_in_smem(kernel, T::kSmemBytes, smem_set, kOp));
   kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(tm_a, tm_b, tm_d, args);
   return launch_status(kOp, "gemm_kernel");
 }
@@ -246,23 +157,23 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   CUtensorMap tm_a, tm_b;
   if (a_bf16)
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_a, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.a.data, K, M, row_bytes(p.a), 64,
-                                   static_cast<uint32_t>(a_box_rows), CU_TENSOR_MAP_SWIZZLE_128B, "a"));
+                                   static_cast<uint32_t>(a_box_rows), CU_TENSOR_MAP_SWIZZLE_128B, kOp, "a"));
   else
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.a.data, K, M, row_bytes(p.a), 128,
-                                   static_cast<uint32_t>(a_box_rows), CU_TENSOR_MAP_SWIZZLE_128B, "a"));
+                                   static_cast<uint32_t>(a_box_rows), CU_TENSOR_MAP_SWIZZLE_128B, kOp, "a"));
   uint8_t* ws = static_cast<uint8_t*>(p.workspace.data);
   if (pre && a_bf16)  // bf16 B expanded into the workspace, read like A
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, ws, K, b_rows, K * 2, 64,
-                                   static_cast<uint32_t>(cfg.bn), CU_TENSOR_MAP_SWIZZLE_128B, "b (expanded)"));
+                                   static_cast<uint32_t>(cfg.bn), CU_TENSOR_MAP_SWIZZLE_128B, kOp, "b (expanded)"));
   else if (pre)  // e4m3 B expanded into the workspace
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, ws, K, b_rows, K, 128, gemm_detail::kBN,
-                                   CU_TENSOR_MAP_SWIZZLE_128B, "b (expanded)"));
+                                   CU_TENSOR_MAP_SWIZZLE_128B, kOp, "b (expanded)"));
   else if (b_fp4)  // packed bytes, expanded by the consumers: no swizzle needed
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K / 2, b_rows, row_bytes(p.b), 64,
-                                   gemm_detail::kBN, CU_TENSOR_MAP_SWIZZLE_NONE, "b"));
+                                   gemm_detail::kBN, CU_TENSOR_MAP_SWIZZLE_NONE, kOp, "b"));
   else
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K, b_rows, row_bytes(p.b), 128,
-                                   cfg.bn, CU_TENSOR_MAP_SWIZZLE_128B, "b"));
+                                   cfg.bn, CU_TENSOR_MAP_SWIZZLE_128B, kOp, "b"));
 
   gemm_detail::KernelArgs args;
   args.M = static_cast<int>(M), args.N = static_cast<int>(N), args.K = static_cast<int>(K);
@@ -306,7 +217,7 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
       reinterpret_cast<uintptr_t>(p.d.data) % 16 == 0 &&
       d_row_bytes % 16 == 0) {
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_d, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.d.data, N, M, d_row_bytes, 64, 64,
-                                   CU_TENSOR_MAP_SWIZZLE_128B, "d"));
+                                   CU_TENSOR_MAP_SWIZZLE_128B, kOp, "d"));
     args.tma_store_d = true;
   }
 
@@ -341,18 +252,9 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
       DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16NVFP4>(cfg.bm, cfg.bn, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
   }
-  if (cfg.splits > 1) {
-    const int64_t quads = M * N / 4;
-    const int threads = 256;
-    const int blocks = static_cast<int>(std::min<int64_t>((quads + threads - 1) / threads, int64_t(sms) * 8));
-    // Programmatic dependent launch: the reduction's launch overlaps the GEMM's tail (decode GEMMs
-    // last ~10 us, so a launch gap is a visible share).
-    DSV4_CUDA_RETURN_IF_ERROR(
-        launch_programmatic(gemm_detail::splitk_reduce_kernel, dim3(blocks), dim3(threads), stream,
-                            static_cast<const float*>(args.partial), cfg.splits, args.M, args.N, args.bias,
-                            args.residual, args.res_ld, args.d, args.d_ld),
-        kOp);
-  }
+  if (cfg.splits > 1)
+    DSV4_RETURN_IF_ERROR(launch_splitk_reduce(args.partial, cfg.splits, args.M, args.N, args.bias, args.residual,
+                                              args.res_ld, args.d, args.d_ld, sms, stream, kOp));
   return Status::Ok();
 }
 

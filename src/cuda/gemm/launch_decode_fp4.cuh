@@ -3,96 +3,31 @@
 // Included once, by launch.cu (kernel.cuh defines non-inline kernels, so the GEMM kernels share one
 // translation unit).
 #pragma once
-#include <cudaTypedefs.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
-#include <mutex>
 #include <string>
 
 #include "core/validate.h"
 #include "cuda/common/check.h"
 #include "cuda/common/launch_pdl.h"
+#include "cuda/common/tensor_map.h"
 #include "cuda/gemm/decode_fp4.h"
 #include "cuda/gemm/kernel_decode_fp4.cuh"
+#include "cuda/gemm/launch_splitk.h"
 
 namespace dsv4::cuda {
 namespace decode_fp4_detail {
 
 constexpr const char* kOp = "gemm";
 
-Status encoder(PFN_cuTensorMapEncodeTiled_v12000* out) {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
-        q == cudaDriverEntryPointSuccess)
-      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  });
-  if (!fn) return {StatusCode::kUnsupported, "gemm: the CUDA driver does not provide cuTensorMapEncodeTiled"};
-  *out = fn;
-  return Status::Ok();
-}
-
-// A 2-D map (inner elements contiguous, rows row_bytes apart), boxes box_inner x box_rows. Serving
-// reuses the same buffers, so each thread keeps its last few encodings (a microsecond each).
-Status encode(CUtensorMap* map, CUtensorMapDataType dtype, const void* base, uint64_t inner, uint64_t rows,
-              uint64_t row_bytes, uint32_t box_inner, uint32_t box_rows, CUtensorMapSwizzle swizzle) {
-  struct Entry {
-    const void* base;
-    uint64_t inner, rows, row_bytes;
-    uint32_t box_inner, box_rows;
-    int dtype, swizzle;
-    CUtensorMap map;
-  };
-  constexpr int kEntries = 16;
-  thread_local Entry cache[kEntries] = {};
-  thread_local int next = 0;
-  for (const Entry& e : cache)
-    if (e.base == base && e.base && e.inner == inner && e.rows == rows && e.row_bytes == row_bytes &&
-        e.box_inner == box_inner && e.box_rows == box_rows && e.dtype == int(dtype) && e.swizzle == int(swizzle)) {
-      *map = e.map;
-      return Status::Ok();
-    }
-  PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
-  DSV4_RETURN_IF_ERROR(encoder(&fn));
-  const cuuint64_t dims[2] = {inner, rows};
-  const cuuint64_t strides[1] = {row_bytes};
-  const cuuint32_t box[2] = {box_inner, box_rows};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  const CUresult r = fn(map, dtype, 2, const_cast<void*>(base), dims, strides, box, elem_strides,
-                        CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS)
-    return {StatusCode::kCudaError, "gemm (decode fp4): cuTensorMapEncodeTiled failed with CUresult " +
-                                        std::to_string(static_cast<int>(r))};
-  cache[next] = Entry{base, inner, rows, row_bytes, box_inner, box_rows, int(dtype), int(swizzle), *map};
-  next = (next + 1) % kEntries;
-  return Status::Ok();
-}
-
-uint64_t row_bytes_of(const TensorView& t) {
-  const int64_t stride = t.shape[0] > 1 ? t.strides[0] : t.shape[1];
-  return static_cast<uint64_t>(stride * dtype_bits(t.dtype) / 8);
-}
-
 template <GemmFormat F, bool kMXFP8A, int WR, int WK>
 Status launch_one(const CUtensorMap& tm_act, const CUtensorMap& tm_w, const gemm_detail::DecodeArgs& args, int grid,
                   cudaStream_t stream) {
   using T = gemm_detail::DecodeTraits<F, kMXFP8A, WR, WK>;
   auto kernel = gemm_detail::gemm_decode_fp4_kernel<F, kMXFP8A, WR, WK>;
-  static std::atomic<uint64_t> smem_set{0};  // the opt-in is per device: a bit each
-  int dev = 0;
-  DSV4_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev), kOp);
-  const uint64_t bit = dev < 64 ? uint64_t(1) << dev : 0;
-  if (!bit || !(smem_set.load(std::memory_order_acquire) & bit)) {
-    DSV4_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes),
-                              kOp);
-    smem_set.fetch_or(bit, std::memory_order_release);
-  }
+  static std::atomic<uint64_t> smem_set{0};
+  DSV4_RETURN_IF_ERROR(opt_in_smem(kernel, T::kSmemBytes, smem_set, kOp));
   kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(tm_act, tm_w, args);
   return launch_status(kOp, "gemm_decode_fp4_kernel");
 }
@@ -150,14 +85,14 @@ Status gemm_decode_fp4(const GemmParams& p, const gemm_detail::DecodeFp4Config& 
   CUtensorMap tm_act, tm_w;
   // Tokens: a 16-row box (rows past M are zero-filled), 128 bytes of K a box, 128B swizzle.
   if (a_bf16)
-    DSV4_RETURN_IF_ERROR(encode(&tm_act, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.a.data, K, M, row_bytes_of(p.a), 64, 16,
-                                CU_TENSOR_MAP_SWIZZLE_128B));
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_act, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.a.data, K, M, row_bytes(p.a), 64, 16,
+                                   CU_TENSOR_MAP_SWIZZLE_128B, kOp, "a"));
   else
-    DSV4_RETURN_IF_ERROR(encode(&tm_act, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.a.data, K, M, row_bytes_of(p.a), 128, 16,
-                                CU_TENSOR_MAP_SWIZZLE_128B));
+    DSV4_RETURN_IF_ERROR(encode_2d(&tm_act, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.a.data, K, M, row_bytes(p.a), 128, 16,
+                                   CU_TENSOR_MAP_SWIZZLE_128B, kOp, "a"));
   // Packed weights: 64 bytes (128 K) x 64 * wr rows, no swizzle.
-  DSV4_RETURN_IF_ERROR(encode(&tm_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K / 2, N, row_bytes_of(p.b), 64,
-                              static_cast<uint32_t>(64 * cfg.wr), CU_TENSOR_MAP_SWIZZLE_NONE));
+  DSV4_RETURN_IF_ERROR(encode_2d(&tm_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K / 2, N, row_bytes(p.b), 64,
+                                 static_cast<uint32_t>(64 * cfg.wr), CU_TENSOR_MAP_SWIZZLE_NONE, kOp, "b"));
 
   gemm_detail::DecodeArgs args;
   args.M = static_cast<int>(M), args.N = static_cast<int>(N), args.K = static_cast<int>(K);
@@ -198,17 +133,9 @@ Status gemm_decode_fp4(const GemmParams& p, const gemm_detail::DecodeFp4Config& 
     case GemmFormat::kFP8Block:
       return {StatusCode::kInternal, "gemm: the FP4 decode kernel got FP8 weights"};
   }
-  if (cfg.splits > 1) {
-    // The same PDL reduction as launch.cu's split-K path.
-    const int64_t quads = M * N / 4;
-    const int threads = 256;
-    const int blocks = static_cast<int>(std::min<int64_t>((quads + threads - 1) / threads, int64_t(sm_count) * 8));
-    DSV4_CUDA_RETURN_IF_ERROR(
-        launch_programmatic(gemm_detail::splitk_reduce_kernel, dim3(blocks), dim3(threads), stream,
-                            static_cast<const float*>(args.partial), cfg.splits, args.M, args.N, args.bias,
-                            args.residual, args.res_ld, args.d, args.d_ld),
-        kOp);
-  }
+  if (cfg.splits > 1)
+    DSV4_RETURN_IF_ERROR(launch_splitk_reduce(args.partial, cfg.splits, args.M, args.N, args.bias, args.residual,
+                                              args.res_ld, args.d, args.d_ld, sm_count, stream, kOp));
   return Status::Ok();
 }
 
