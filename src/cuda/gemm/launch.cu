@@ -13,6 +13,7 @@
 #include "cuda/gemm/config.h"
 #include "cuda/gemm/decode_fp4.h"
 #include "cuda/gemm/kernel.cuh"
+#include "cuda/gemm/launch_common.h"
 #include "cuda/gemm/launch_decode_fp4.cuh"
 
 namespace dsv4::cuda {
@@ -184,13 +185,7 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   args.kblocks = static_cast<int>(K / cfg.stage_k);
   args.num_groups = num_groups;
   args.group_rows = group_rows;
-  if (p.a_scales.defined()) {
-    args.a_scales = static_cast<const uint8_t*>(p.a_scales.data);
-    args.as_s0 = p.a_scales.strides[0], args.as_s1 = p.a_scales.strides[1];
-    args.a_scale_f32 = p.a_scales.dtype == DType::F32;
-  }
-  args.b_scales = static_cast<const uint8_t*>(p.b_scales.data);
-  args.bs_s0 = p.b_scales.strides[0], args.bs_s1 = p.b_scales.strides[1];
+  set_common_args(args, p);
   args.b_scale_f32 = p.b_scales.dtype == DType::F32;
   if (pre) {  // the expansion's f32 scales (W4A8; unused by W4A16)
     const gemm_detail::PreExpandLayout l = gemm_detail::pre_expand_layout(f, b_rows, K);
@@ -200,14 +195,6 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
     args.bs_s0 = K / gemm_detail::kBK, args.bs_s1 = 1;
     args.b_scale_f32 = true;
   }
-  if (p.b_global_scale.defined()) args.b_global = static_cast<const float*>(p.b_global_scale.data);
-  if (p.bias.defined()) args.bias = static_cast<const __nv_bfloat16*>(p.bias.data);
-  if (p.residual.defined()) {
-    args.residual = static_cast<const __nv_bfloat16*>(p.residual.data);
-    args.res_ld = p.residual.strides[0];
-  }
-  args.d = static_cast<__nv_bfloat16*>(p.d.data);
-  args.d_ld = p.d.strides[0];
   if (cfg.splits > 1) args.partial = reinterpret_cast<float*>(ws);
   // D by TMA store where the epilogue is a plain bf16 write (kernel.cuh says why); the map is
   // otherwise unused and tm_a stands in for it.

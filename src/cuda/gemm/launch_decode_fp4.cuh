@@ -14,7 +14,7 @@
 #include "cuda/common/tensor_map.h"
 #include "cuda/gemm/decode_fp4.h"
 #include "cuda/gemm/kernel_decode_fp4.cuh"
-#include "cuda/gemm/launch_splitk.h"
+#include "cuda/gemm/launch_common.h"
 
 namespace dsv4::cuda {
 namespace decode_fp4_detail {
@@ -100,23 +100,9 @@ Status gemm_decode_fp4(const GemmParams& p, const gemm_detail::DecodeFp4Config& 
   args.splits = cfg.splits;
   args.kblocks_per_split = cfg.kblocks_per_split;
   args.kblocks = static_cast<int>(K / gemm_detail::kBK);
-  if (p.a_scales.defined()) {
-    args.a_scales = static_cast<const uint8_t*>(p.a_scales.data);
-    args.as_s0 = p.a_scales.strides[0], args.as_s1 = p.a_scales.strides[1];
-    args.a_scale_f32 = p.a_scales.dtype == DType::F32;
-  }
-  args.b_scales = static_cast<const uint8_t*>(p.b_scales.data);
-  args.bs_s0 = p.b_scales.strides[0], args.bs_s1 = p.b_scales.strides[1];
+  set_common_args(args, p);
   const int64_t per = f == GemmFormat::kW4A16NVFP4 ? 8 : 4;  // scale bytes a row a 128-K block
   args.b_vec = args.bs_s1 == 1 && args.bs_s0 % per == 0 && reinterpret_cast<uintptr_t>(args.b_scales) % per == 0;
-  if (p.b_global_scale.defined()) args.b_global = static_cast<const float*>(p.b_global_scale.data);
-  if (p.bias.defined()) args.bias = static_cast<const __nv_bfloat16*>(p.bias.data);
-  if (p.residual.defined()) {
-    args.residual = static_cast<const __nv_bfloat16*>(p.residual.data);
-    args.res_ld = p.residual.strides[0];
-  }
-  args.d = static_cast<__nv_bfloat16*>(p.d.data);
-  args.d_ld = p.d.strides[0];
   if (cfg.splits > 1) args.partial = static_cast<float*>(p.workspace.data);
 
   switch (f) {
