@@ -47,8 +47,10 @@ struct SmemWg {
   static constexpr int kOffAlpha = kOffVec + 512;     // f32 [2][64]: the tile's O rescale factors
   static constexpr int kOffM = kOffVec + 1024;        // f32 [64]: final row maxima (log2 domain)
   static constexpr int kOffL = kOffVec + 1280;        // f32 [64]: final row sums
-  static constexpr int kOffMask = kOffVec + 1536;     // u8 [2][16]: valid-key bits, byte i = keys 4i..4i+3 (low nibble)
-  static constexpr int kOffBar = kOffVec + 1568;      // u64 mbarriers: full[2], empty[2], pready[2]
+  // u32 [2][16]: valid-key bits, word i = the bits of keys 4i..4i+3 at bits 4 (i % 8) .. +3 (so the
+  // OR of words 0..7 is keys 0..31, of 8..15 keys 32..63): one word per 4-key group, written whole.
+  static constexpr int kOffMask = kOffVec + 1536;
+  static constexpr int kOffBar = kOffVec + 1664;      // u64 mbarriers: full[2], empty[2], pready[2]
   static constexpr int kTotal = kOffBar + 6 * 8;
   static constexpr int kLaunchBytes = kTotal + 1024;
   static_assert(kOffK % 1024 == 0 && kKBytes % 1024 == 0 && kOffP % 1024 == 0 && kPBytes % 1024 == 0,
@@ -133,27 +135,27 @@ __device__ __forceinline__ uint32_t mapa_shared(uint32_t addr, uint32_t rank) {
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(d) : "r"(addr), "r"(rank));
   return d;
 }
-__device__ __forceinline__ void stc128(uint32_t caddr, uint4 v) {
-  asm volatile("st.shared::cluster.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(caddr), "r"(v.x), "r"(v.y), "r"(v.z),
-               "r"(v.w)
+// Stores into the peer CTA's shared memory (cluster addresses) that complete their bytes on the
+// peer's mbarrier `cbar` (st.async: no fence, no arrival; the barrier's phase waits for the bytes).
+__device__ __forceinline__ void st_async128(uint32_t caddr, uint4 v, uint32_t cbar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
+                   caddr),
+               "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(cbar)
                : "memory");
 }
-__device__ __forceinline__ void stc32(uint32_t caddr, uint32_t v) {
-  asm volatile("st.shared::cluster.b32 [%0], %1;\n" ::"r"(caddr), "r"(v) : "memory");
+__device__ __forceinline__ void st_async32(uint32_t caddr, uint32_t v, uint32_t cbar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n" ::"r"(caddr), "r"(v),
+               "r"(cbar)
+               : "memory");
 }
-__device__ __forceinline__ void stc8(uint32_t caddr, uint32_t v) {
-  asm volatile("st.shared::cluster.u8 [%0], %1;\n" ::"r"(caddr), "r"(v) : "memory");
+__device__ __forceinline__ void sts64u(uint32_t addr, uint32_t x, uint32_t y) {
+  asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(addr), "r"(x), "r"(y) : "memory");
 }
-__device__ __forceinline__ void sts8(uint32_t addr, uint32_t v) {
-  asm volatile("st.shared.u8 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
-}
-__device__ __forceinline__ void sts16(uint32_t addr, uint32_t v) {
-  asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(addr), "h"(static_cast<unsigned short>(v)) : "memory");
-}
-// One arrival on the barrier at cluster address `cbar` (the peer's), releasing this thread's
-// prior writes at cluster scope.
-__device__ __forceinline__ void mbar_arrive_cluster(uint32_t cbar) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(cbar) : "memory");
+// One arrival on the peer's barrier at cluster address `cbar`: the CTA-scope release form (as
+// CUTLASS's cluster pipelines use for "buffer free"), which needs no GPU-scope fence; the consumer
+// wrote nothing the peer reads, its MMAs on the buffer completed before the arrival.
+__device__ __forceinline__ void mbar_arrive_remote(uint32_t cbar) {
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(cbar) : "memory");
 }
 // Wait for a phase of an own barrier that the peer CTA also arrives on (acquire at cluster scope).
 __device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
@@ -174,16 +176,16 @@ __device__ __forceinline__ void mbar_wait_sc(uint64_t* bar, uint32_t parity) {
   if constexpr (kCl) mbar_wait_cluster(bar, parity);
   else ptx::mbar_wait(bar, parity);
 }
-__device__ __forceinline__ void fence_proxy_async_cluster() {
-  asm volatile("fence.proxy.async.shared::cluster;\n" ::: "memory");
+// A key buffer is full: in a cluster half of it came from the peer's st.async stores, which the
+// reading thread orders before its wgmma (async proxy) reads with its own proxy fence.
+template <bool kCl>
+__device__ __forceinline__ void wait_full(uint64_t* bar, uint32_t parity) {
+  mbar_wait_sc<kCl>(bar, parity);
+  if constexpr (kCl) fence_proxy_async();
 }
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
-// Valid-key nibbles (16 bytes, byte i = keys 4i..4i+3) to 32 bits a half: vlo = keys 0..31.
-__device__ __forceinline__ uint32_t nibbles16(uint32_t x) {
-  x = (x | (x >> 4)) & 0x00FF00FFu;
-  return (x | (x >> 8)) & 0x0000FFFFu;
-}
+__device__ __forceinline__ uint32_t or4(uint4 v) { return (v.x | v.y) | (v.z | v.w); }
 
 __device__ __forceinline__ void wg_wait_1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 // A wgmma descriptor from its two 32-bit halves (no 64-bit arithmetic: offsets are added to the
@@ -192,7 +194,12 @@ __device__ __forceinline__ uint64_t desc_of(uint32_t lo, uint32_t hi) {
   return (static_cast<uint64_t>(hi) << 32) | lo;
 }
 // Low half of a 128-byte-swizzle descriptor: start address >> 4 and the leading byte offset.
-__device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) { return (addr >> 4) | ((lbo >> 4) << 16); }
+// The address is masked to the 18-bit shared window: in a cluster launch a CTA's shared addresses
+// carry its rank in bits 24 and up (the compiler builds them from SR_CgaCtaId), which would
+// otherwise spill into the LBO field (round 6: rank 1's O read the wrong 64-dim blocks).
+__device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) {
+  return ((addr & 0x3FFFFu) >> 4) | ((lbo >> 4) << 16);
+}
 // High half: stride byte offset 1024 (8-row atoms) and the 128-byte swizzle mode.
 inline constexpr uint32_t kDescHi = (1024u >> 4) | (1u << 30);
 
@@ -339,8 +346,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   if (tid == 0) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      // Cluster: full counts the peer's 256 producers too, empty the peer's 8 consumer warps.
-      ptx::mbar_init(bar_full + i, kCl ? 512 : 256);
+      // Cluster: full also waits for the peer's st.async bytes (announced by producer 0's
+      // arrival), empty counts the peer's 8 consumer warps too.
+      ptx::mbar_init(bar_full + i, 256);
       ptx::mbar_init(bar_empty + i, kCl ? 256 + 8 : 256);
       ptx::mbar_init(bar_pready + i, 128);
     }
@@ -390,8 +398,12 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     const int pt = tid - 256, q = pt & (kTpk - 1);
     const uint32_t crank = kCl ? cluster_rank() : 0u;
     const int key = (kCl ? 32 * static_cast<int>(crank) : 0) + (pt >> (kCl ? 3 : 2));
-    // The peer CTA's key buffers, scales, mask and full barriers (cluster addresses).
+    // The peer CTA's shared memory (cluster address of its aligned base) and its full barriers, on
+    // which every byte this thread stores there completes (st.async); the peer's own producer 0
+    // announces them (kPeerBytes) with its arrival.
     const uint32_t peer_base = kCl ? mapa_shared(sbase, crank ^ 1u) : 0u;
+    const uint32_t peer_full = peer_base + SmemWg::kOffBar;
+    constexpr uint32_t kPeerBytes = 32 * kDim * 2 + 8 * 4 + (kM1 ? 0 : 32 * 4);
     // Raw index of this thread's key of tile t (-1 past the length).
     auto load_index = [&](int t) -> int32_t {
       const bool main = t < sc.tiles_main;
@@ -466,14 +478,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         }
       }
     };
-    // 16 bytes at tile offset `off` of key buffer `buf`, into this CTA's buffer and (cluster) the peer's.
-    auto put = [&](int buf, uint32_t off, uint4 v) {
-      const uint32_t o = SmemWg::kOffK + buf * SmemWg::kKBytes + off;
-      sts128(sbase + o, v);
-      if constexpr (kCl) stc128(peer_base + o, v);
+    // 16 bytes at shared address `la` of this CTA and (cluster) the same place in the peer CTA.
+    const uint32_t pdelta = peer_base - sbase;
+    auto put = [&](int buf, uint32_t la, uint4 v) {
+      sts128(la, v);
+      if constexpr (kCl) st_async128(la + pdelta, v, peer_full + buf * 8);
     };
     auto store_half = [&](int t, const RawShare& r, int buf, bool hb) {
       const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
+      const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
       // Scale byte of chunk c = q + kTpk j is c / 4: byte j (4 threads a key) or 2 j + q / 4 (8).
       const uint2 scb = hb ? r.sc1 : r.sc;
       const uint64_t s64 = ((static_cast<uint64_t>(scb.y) << 32) | scb.x) >> (kCl ? 8 * (q >> 2) : 0);
@@ -482,7 +495,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         if ((j >= kJa) != hb) continue;
         if (!has_chunk(j, model1)) continue;
         if (is_fp8(j, model1)) {
-          const uint32_t o = 2048 * kTpk * j + kdst0;
+          // The XOR after the (1024-aligned) buffer base: offsets ^ 16 precomputed per slot would
+          // hold 2 x kNj registers for the whole loop.
+          const uint32_t o = dst + 2048 * kTpk * j + kdst0;
           if (model1) {
             const uint32_t s2 = ue8m0_bf16x2(static_cast<uint32_t>(s64 >> (8 * (kCl ? 2 * j : j))) & 0xFF);
             put(buf, o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
@@ -492,14 +507,14 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
             put(buf, o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
           }
         } else {
-          put(buf, tile_off<true>(key, 28 + q + kTpk * j), r.c[j]);
+          put(buf, dst + tile_off<true>(key, 28 + q + kTpk * j), r.c[j]);
         }
       }
       if (!kM1 && hb && q == 0) {
         const float v = model1 ? 1.0f : r.tscale;
         const uint32_t o = SmemWg::kOffKScale + (buf * 64 + key) * 4;
         sts32(sbase + o, __float_as_uint(v));
-        if constexpr (kCl) stc32(peer_base + o, __float_as_uint(v));
+        if constexpr (kCl) st_async32(peer_base + o, __float_as_uint(v), peer_full + buf * 8);
       }
     };
 
@@ -526,34 +541,31 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       store_half(t, raw, buf, false);
       if (tn < t_end) load_half(tn, dn, en, raw, false);
       store_half(t, raw, buf, true);
-      // Valid-key nibbles: byte i of the tile's 16 holds keys 4i .. 4i + 3.
+      // Valid-key bits: word i of the tile's 16 holds keys 4i .. 4i + 3 at bits 4 (i % 8).
       const uint32_t bal = __ballot_sync(0xffffffffu, d >= 0);
       if (lane == 0) {
         const int w = pt >> 5;
         if constexpr (kCl) {
-          // Lanes 8k .. 8k + 7 hold key 32 r + 4 w + k.
+          // Lanes 8k .. 8k + 7 hold key 32 r + 4 w + k: word 8 r + w.
           uint32_t m4 = 0;
 #pragma unroll
           for (int k = 0; k < 4; ++k) m4 |= ((bal >> (8 * k)) & 1u) << k;
-          const uint32_t o = SmemWg::kOffMask + buf * 16 + 8 * crank + w;
-          sts8(sbase + o, m4);
-          stc8(peer_base + o, m4);
+          const uint32_t o = SmemWg::kOffMask + buf * 64 + 4 * (8 * crank + w);
+          sts32(sbase + o, m4 << (4 * w));
+          st_async32(peer_base + o, m4 << (4 * w), peer_full + buf * 8);
         } else {
-          // Lanes 4k .. 4k + 3 hold key 8 w + k.
+          // Lanes 4k .. 4k + 3 hold key 8 w + k: words 2 w, 2 w + 1.
           uint32_t m8 = 0;
 #pragma unroll
           for (int k = 0; k < 8; ++k) m8 |= ((bal >> (4 * k)) & 1u) << k;
-          sts16(sbase + SmemWg::kOffMask + buf * 16 + 2 * w, (m8 & 0xFu) | ((m8 >> 4) << 8));
+          const int i = 2 * w;
+          sts64u(sbase + SmemWg::kOffMask + buf * 64 + 4 * i, (m8 & 0xFu) << (4 * (i & 7)),
+                 (m8 >> 4) << (4 * ((i + 1) & 7)));
         }
       }
       fence_proxy_async();
-      if constexpr (kCl) {
-        fence_proxy_async_cluster();
-        ptx::mbar_arrive(bar_full + buf);
-        mbar_arrive_cluster(peer_base + SmemWg::kOffBar + buf * 8);
-      } else {
-        ptx::mbar_arrive(bar_full + buf);
-      }
+      if (kCl && pt == 0) ptx::mbar_arrive_expect_tx(bar_full + buf, kPeerBytes);
+      else ptx::mbar_arrive(bar_full + buf);
       t = tn;
       d = dn;
       e = en;
@@ -630,7 +642,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   auto release = [&](int buf) {
     ptx::mbar_arrive(bar_empty + buf);
     if constexpr (kCl) {
-      if (lane == 0) mbar_arrive_cluster(peer_empty + buf * 8);
+      if (lane == 0) mbar_arrive_remote(peer_empty + buf * 8);
     }
   };
 
@@ -659,7 +671,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     };
     int t = next_live(t_begin);
     if (t < t_end) {
-      mbar_wait_sc<kCl>(bar_full + 0, 0);
+      wait_full<kCl>(bar_full + 0, 0);
       issue_s(0);
     }
     for (int it = 0; t < t_end; ++it) {
@@ -670,9 +682,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       wg_wait_all();  // S of tile it
       pin(sd);
       // Valid-key bits of the tile, shifted to this lane's key pairs 8 n + 2 (lane % 4) + {0, 1}.
-      const uint4 vm = lds128(sbase + SmemWg::kOffMask + buf * 16);
-      const uint32_t vlo = (nibbles16(vm.x) | (nibbles16(vm.y) << 16)) >> ((lane & 3) * 2);
-      const uint32_t vhi = (nibbles16(vm.z) | (nibbles16(vm.w) << 16)) >> ((lane & 3) * 2);
+      const uint32_t ma = sbase + SmemWg::kOffMask + buf * 64;
+      const uint32_t vlo = (or4(lds128(ma)) | or4(lds128(ma + 16))) >> ((lane & 3) * 2);
+      const uint32_t vhi = (or4(lds128(ma + 32)) | or4(lds128(ma + 48))) >> ((lane & 3) * 2);
       float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
       for (int n = 0; n < kSNt; ++n) {
@@ -739,7 +751,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       issue_o(acc0, acc1, buf);
       if (t1 < t_end) {
         // S of the next tile queues behind this O on the tensor cores.
-        mbar_wait_sc<kCl>(bar_full + (buf ^ 1), ((it + 1) >> 1) & 1);
+        wait_full<kCl>(bar_full + (buf ^ 1), ((it + 1) >> 1) & 1);
         issue_s(buf ^ 1);
         wg_wait_1();  // this tile's O (the older group)
       } else {
@@ -775,7 +787,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       const int buf = it & 1;
       const uint32_t par = (it >> 1) & 1;
       ptx::mbar_wait(bar_pready + buf, par);
-      mbar_wait_sc<kCl>(bar_full + buf, par);
+      wait_full<kCl>(bar_full + buf, par);
       rescale(acc0, acc1, s_alpha[buf * 64 + r0], s_alpha[buf * 64 + r0 + 8]);
       issue_o(acc0, acc1, buf);
       wg_wait_all();
