@@ -2,6 +2,8 @@
 // Nothing here allocates or synchronises; the only device queries (SM count, current device) are
 // not stream operations, so the call can be captured in a CUDA graph.
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 
 #include "backend/sparse_decode.h"
@@ -126,6 +128,7 @@ bool cluster_fits(K kernel, int device) {
   const cudaLaunchConfig_t lc = wg_config(2, nullptr, attr, true);
   int n = 0;
   const bool ok = cudaOccupancyMaxActiveClusters(&n, kernel, &lc) == cudaSuccess && n > 0;
+  if (std::getenv("DSV4_SD_PRINT")) std::fprintf(stderr, "[sparse_decode] max active clusters of 2: %d\n", n);
   if (!ok) (void)cudaGetLastError();  // a failed query is a fallback, not a sticky error
   if (device >= 0 && device < 64) cached[device].store(ok ? 1 : 2, std::memory_order_relaxed);
   return ok;
@@ -137,7 +140,19 @@ Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st, int device
   // each tile once between them. Grid order pairs head blocks 0 and 1 (ctas is even then).
   const auto kcl = sd::sparse_decode_wg_kernel<kM1, true>;
   const auto kernel = sd::sparse_decode_wg_kernel<kM1, false>;
-  if (a.sched.head_blocks == 2 && !g_no_cluster.load(std::memory_order_relaxed)) {
+  // Measurement switches: DSV4_SD_NO_CLUSTER (one-CTA kernel), DSV4_SD_CLUSTER_LAUNCH_ONLY (the
+  // one-CTA kernel launched in clusters of 2: the scheduling cost alone).
+  static const bool env_no_cluster = std::getenv("DSV4_SD_NO_CLUSTER") != nullptr;
+  static const bool env_launch_only = std::getenv("DSV4_SD_CLUSTER_LAUNCH_ONLY") != nullptr;
+  if (a.sched.head_blocks == 2 && env_launch_only) {
+    DSV4_CUDA_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes), kOp);
+    cudaLaunchAttribute attr[1];
+    const cudaLaunchConfig_t lc = wg_config(ctas, st, attr, true);
+    DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&lc, kernel, a), kOp);
+    return launch_status(kOp, "sparse_decode_wg_kernel (cluster launch only)");
+  }
+  if (a.sched.head_blocks == 2 && !g_no_cluster.load(std::memory_order_relaxed) && !env_no_cluster) {
     DSV4_CUDA_RETURN_IF_ERROR(
         cudaFuncSetAttribute(kcl, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes), kOp);
     if (cluster_fits(kcl, device)) {
