@@ -25,8 +25,6 @@ Status sparse_decode(const SparseDecodeParams& p, Stream stream);
 // Tests and benchmarks only: run every head block on the mma.sync kernel instead of the wgmma one
 // (process-wide, not for concurrent use).
 void sparse_decode_force_mma_sync(bool on);
-// Tests and benchmarks only: never run the 2-CTA cluster kernel (65..128 heads take the one-CTA path).
-void sparse_decode_force_no_cluster(bool on);
 // The softmax of the bench's unfused baseline: p[r, :] = bf16(softmax(scale * s[r, :])) for f32
 // s [rows, cols]. CUDA builds only.
 Status sparse_decode_baseline_softmax(const float* s, void* p_bf16, int64_t rows, int64_t cols, float scale,

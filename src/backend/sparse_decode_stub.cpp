@@ -4,7 +4,6 @@
 namespace dsv4::cuda {
 int64_t sparse_decode_workspace_size(const SparseDecodeParams&) { return 0; }
 void sparse_decode_force_mma_sync(bool) {}
-void sparse_decode_force_no_cluster(bool) {}
 Status sparse_decode(const SparseDecodeParams&, Stream) {
   return {StatusCode::kUnsupported, "sparse_decode: this dsv4 build has no CUDA backend (built without nvcc)"};
 }

@@ -287,26 +287,22 @@ void compare(const Problem& pr, const Reference& ref, const std::vector<uint16_t
 }
 
 // Every head count runs on the wgmma kernel; each case is also checked on the mma.sync kernel
-// (the test hook) so that both stay correct, and cases of 65..128 heads (the 2-CTA cluster kernel
-// by default) on the one-CTA wgmma kernel too (the cluster's fallback).
+// (the test hook) so that both stay correct.
 void run_case(const Case& c) {
   const std::string what = describe_case(c);
   Problem pr(c);
   pr.upload();
   const Reference ref = run_reference(pr);
-  const int variants = c.H > 64 ? 3 : 2;
-  for (int variant = 0; variant < variants; ++variant) {
+  for (int variant = 0; variant < 2; ++variant) {
     cuda::sparse_decode_force_mma_sync(variant == 1);
-    cuda::sparse_decode_force_no_cluster(variant == 2);
     SparseDecodeParams p = pr.device_params();
     const Status s = sparse_decode(p);
     cuda::sparse_decode_force_mma_sync(false);
-    cuda::sparse_decode_force_no_cluster(false);
     ASSERT_TRUE(s.ok()) << what << ": " << s.message();
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
     const int64_t rows = c.B * c.S * c.H;
     compare(pr, ref, pr.d_out->download<uint16_t>(rows * kKVDim), pr.d_lse->download<float>(rows),
-            what + (variant == 1 ? " [mma.sync]" : (variant == 2 ? " [wgmma, no cluster]" : " [wgmma]")));
+            what + (variant ? " [mma.sync]" : " [wgmma]"));
   }
 }
 
@@ -321,7 +317,7 @@ TEST(SparseDecodeCuda, SmallBatchSplitKV) {
   run_case({3, 2, 8, 128, 0, PT, 64, M1, 64, Sink::kNone, Len::kPerSeq, /*shared_idx=*/true});
   run_case({3, 2, 128, 128, 512, M1, 64, M1, 64, Sink::kMixed, Len::kPerSeq});
   run_case({3, 2, 64, 128, 512, PT, 64, PT, 2, Sink::kMixed, Len::kPerToken});  // per-token on wgmma
-  run_case({2, 2, 96, 128, 512, PT, 64, M1, 2, Sink::kMixed, Len::kPerToken});  // cluster, mixed layouts, padded block
+  run_case({2, 2, 96, 128, 512, PT, 64, M1, 2, Sink::kMixed, Len::kPerToken});  // 2 head blocks, mixed layouts, padded block
 }
 
 TEST(SparseDecodeCuda, LargeBatch) {

@@ -47,10 +47,8 @@ struct SmemWg {
   static constexpr int kOffAlpha = kOffVec + 512;     // f32 [2][64]: the tile's O rescale factors
   static constexpr int kOffM = kOffVec + 1024;        // f32 [64]: final row maxima (log2 domain)
   static constexpr int kOffL = kOffVec + 1280;        // f32 [64]: final row sums
-  // u32 [2][16]: valid-key bits, word i = the bits of keys 4i..4i+3 at bits 4 (i % 8) .. +3 (so the
-  // OR of words 0..7 is keys 0..31, of 8..15 keys 32..63): one word per 4-key group, written whole.
-  static constexpr int kOffMask = kOffVec + 1536;
-  static constexpr int kOffBar = kOffVec + 1664;      // u64 mbarriers: full[2], empty[2], pready[2]
+  static constexpr int kOffMask = kOffVec + 1536;     // u8 [2][8]: valid-key bits, byte w = keys 8w..8w+7
+  static constexpr int kOffBar = kOffVec + 1552;      // u64 mbarriers: full[2], empty[2], pready[2]
   static constexpr int kTotal = kOffBar + 6 * 8;
   static constexpr int kLaunchBytes = kTotal + 1024;
   static_assert(kOffK % 1024 == 0 && kKBytes % 1024 == 0 && kOffP % 1024 == 0 && kPBytes % 1024 == 0,
@@ -123,70 +121,6 @@ __device__ __forceinline__ void sts32(uint32_t addr, uint32_t v) {
 __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }
-// ---- 2-CTA cluster (kCl): distributed shared memory and cluster-scope barriers ----
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-// The address of the same shared-memory location in CTA `rank` of the cluster.
-__device__ __forceinline__ uint32_t mapa_shared(uint32_t addr, uint32_t rank) {
-  uint32_t d;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(d) : "r"(addr), "r"(rank));
-  return d;
-}
-// Stores into the peer CTA's shared memory (cluster addresses) that complete their bytes on the
-// peer's mbarrier `cbar` (st.async: no fence, no arrival; the barrier's phase waits for the bytes).
-__device__ __forceinline__ void st_async128(uint32_t caddr, uint4 v, uint32_t cbar) {
-  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(
-                   caddr),
-               "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(cbar)
-               : "memory");
-}
-__device__ __forceinline__ void st_async32(uint32_t caddr, uint32_t v, uint32_t cbar) {
-  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n" ::"r"(caddr), "r"(v),
-               "r"(cbar)
-               : "memory");
-}
-__device__ __forceinline__ void sts64u(uint32_t addr, uint32_t x, uint32_t y) {
-  asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(addr), "r"(x), "r"(y) : "memory");
-}
-// One arrival on the peer's barrier at cluster address `cbar`: the CTA-scope release form (as
-// CUTLASS's cluster pipelines use for "buffer free"), which needs no GPU-scope fence; the consumer
-// wrote nothing the peer reads, its MMAs on the buffer completed before the arrival.
-__device__ __forceinline__ void mbar_arrive_remote(uint32_t cbar) {
-  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(cbar) : "memory");
-}
-// Wait for a phase of an own barrier that the peer CTA also arrives on (acquire at cluster scope).
-__device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
-  const uint32_t a = smem_addr(bar);
-  uint32_t done;
-  do {
-    asm volatile(
-        "{\n\t.reg .pred p;\n\t"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
-        "selp.u32 %0, 1, 0, p;\n\t}"
-        : "=r"(done)
-        : "r"(a), "r"(parity)
-        : "memory");
-  } while (!done);
-}
-template <bool kCl>
-__device__ __forceinline__ void mbar_wait_sc(uint64_t* bar, uint32_t parity) {
-  if constexpr (kCl) mbar_wait_cluster(bar, parity);
-  else ptx::mbar_wait(bar, parity);
-}
-// A key buffer is full: in a cluster half of it came from the peer's st.async stores, which the
-// reading thread orders before its wgmma (async proxy) reads with its own proxy fence.
-template <bool kCl>
-__device__ __forceinline__ void wait_full(uint64_t* bar, uint32_t parity) {
-  mbar_wait_sc<kCl>(bar, parity);
-  if constexpr (kCl) fence_proxy_async();
-}
-__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
-__device__ __forceinline__ uint32_t or4(uint4 v) { return (v.x | v.y) | (v.z | v.w); }
-
 __device__ __forceinline__ void wg_wait_1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 // A wgmma descriptor from its two 32-bit halves (no 64-bit arithmetic: offsets are added to the
 // low half, whose 14-bit address field cannot carry for addresses inside the CTA's smem).
@@ -194,12 +128,7 @@ __device__ __forceinline__ uint64_t desc_of(uint32_t lo, uint32_t hi) {
   return (static_cast<uint64_t>(hi) << 32) | lo;
 }
 // Low half of a 128-byte-swizzle descriptor: start address >> 4 and the leading byte offset.
-// The address is masked to the 18-bit shared window: in a cluster launch a CTA's shared addresses
-// carry its rank in bits 24 and up (the compiler builds them from SR_CgaCtaId), which would
-// otherwise spill into the LBO field (round 6: rank 1's O read the wrong 64-dim blocks).
-__device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) {
-  return ((addr & 0x3FFFFu) >> 4) | ((lbo >> 4) << 16);
-}
+__device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) { return (addr >> 4) | ((lbo >> 4) << 16); }
 // High half: stride byte offset 1024 (8-row atoms) and the 128-byte swizzle mode.
 inline constexpr uint32_t kDescHi = (1024u >> 4) | (1u << 30);
 
@@ -289,11 +218,7 @@ __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[1
 
 // kM1: every key set is MODEL1 (the model's layout), so the per-token branches and the per-key
 // scale factors compile away; the general instance serves any mix of layouts.
-//
-// kCl: the two head blocks of a token (H in 65..128) run as a cluster of 2 CTAs whose producers
-// each dequantize half of every key tile into both CTAs' buffers (launch.cu decides; grid order
-// already pairs head blocks 0 and 1 of a token and split).
-template <bool kM1, bool kCl>
+template <bool kM1>
 __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const Args a) {
   constexpr int kONt = 16;  // 128 dims per O accumulator in 8-dim n-tiles
   constexpr int kSNt = 8;   // 64 keys of S in 8-key n-tiles
@@ -309,6 +234,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   float* s_alpha = reinterpret_cast<float*>(smem + SmemWg::kOffAlpha);    // [2][64]
   float* s_m = reinterpret_cast<float*>(smem + SmemWg::kOffM);
   float* s_l = reinterpret_cast<float*>(smem + SmemWg::kOffL);
+  uint8_t* s_vmask = smem + SmemWg::kOffMask;                             // [2][8]
   uint64_t* bar_full = reinterpret_cast<uint64_t*>(smem + SmemWg::kOffBar);
   uint64_t* bar_empty = bar_full + 2;
   uint64_t* bar_pready = bar_full + 4;
@@ -346,13 +272,10 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   if (tid == 0) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      // Cluster: full also waits for the peer's st.async bytes (announced by producer 0's
-      // arrival), empty counts the peer's 8 consumer warps too.
       ptx::mbar_init(bar_full + i, 256);
-      ptx::mbar_init(bar_empty + i, kCl ? 256 + 8 : 256);
+      ptx::mbar_init(bar_empty + i, 256);
       ptx::mbar_init(bar_pready + i, 128);
     }
-    if constexpr (kCl) ptx::fence_barrier_init();
   }
 
   // Effective lengths, as two scalars (an array indexed by the set would live in local memory).
@@ -380,30 +303,12 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
 
   cp_async_wait_all();
   fence_proxy_async();
-  // Q and the barriers are ready (in a cluster: the peer's barriers too); the last CTA-wide barrier.
-  if constexpr (kCl) {
-    cluster_arrive();
-    cluster_wait();
-  } else {
-    __syncthreads();
-  }
+  __syncthreads();  // Q and the barriers are ready; the last CTA-wide barrier
 
   if (dg >= 2) {
     // ======================= producers: gather + dequantize =======================
     ptx::setmaxnreg_dec<kRegsP>();
-    // kTpk threads a key, chunk c = q + kTpk j (j < kNj) of its 36 (MODEL1: 28 e4m3 + 8 rope) or 32
-    // (per-token) 16-byte chunks. Alone: 4 threads a key, all 64 keys. In a cluster: rank r does
-    // keys [32 r, 32 r + 32) with 8 threads a key and writes them into both CTAs' buffers.
-    constexpr int kTpk = kCl ? 8 : 4, kNj = kCl ? 5 : 9, kJa = kCl ? 3 : 5;
-    const int pt = tid - 256, q = pt & (kTpk - 1);
-    const uint32_t crank = kCl ? cluster_rank() : 0u;
-    const int key = (kCl ? 32 * static_cast<int>(crank) : 0) + (pt >> (kCl ? 3 : 2));
-    // The peer CTA's shared memory (cluster address of its aligned base) and its full barriers, on
-    // which every byte this thread stores there completes (st.async); the peer's own producer 0
-    // announces them (kPeerBytes) with its arrival.
-    const uint32_t peer_base = kCl ? mapa_shared(sbase, crank ^ 1u) : 0u;
-    const uint32_t peer_full = peer_base + SmemWg::kOffBar;
-    constexpr uint32_t kPeerBytes = 32 * kDim * 2 + 8 * 4 + (kM1 ? 0 : 32 * 4);
+    const int pt = tid - 256, key = pt >> 2, q = pt & 3;
     // Raw index of this thread's key of tile t (-1 past the length).
     auto load_index = [&](int t) -> int32_t {
       const bool main = t < sc.tiles_main;
@@ -434,21 +339,18 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       if (d < 0) return;
       const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
       const uint8_t* row = ks.data + d;
-      if (q < 4) prefetch_l2(row + 128 * q);
+      prefetch_l2(row + 128 * q);
       if (kM1 || ks.model1) {
-        constexpr int kQ = kCl ? 4 : 0;  // alone: threads 0..2 prefetch the tail after their row part
-        if (q == kQ) prefetch_l2(row + 512);
-        else if (q == kQ + 1) prefetch_l2(row + 575);
-        else if (q == kQ + 2) prefetch_l2(ks.data + e);
+        if (q == 0) prefetch_l2(row + 512);
+        else if (q == 1) prefetch_l2(row + 575);
+        else if (q == 2) prefetch_l2(ks.data + e);
       }
     };
-    // Whether slot j holds a chunk (the loop bounds fold for the 4-thread layout).
-    auto has_chunk = [&](int j, bool m1) { return kCl ? q + kTpk * j < (m1 ? 36 : 32) : (m1 || j < 8); };
-    auto is_fp8 = [&](int j, bool m1) { return kCl ? q + kTpk * j < (m1 ? 28 : 32) : (!m1 || j < 7); };
-    // FP8 chunk c goes to 16-byte columns 2c, 2c + 1 of row `key`: tile_off(key, 2c) =
-    // 2048 kTpk j + kdst0 and that ^ 16; MODEL1 rope chunk c (28..35) goes to column c + 28.
+    // FP8 chunk c = q + 4 j goes to 16-byte columns 2c, 2c + 1 of row `key`, i.e.
+    // tile_off(key, 2c) = 8192 j + kdst0 and that ^ 16; MODEL1 rope chunk c (j = 7, 8) goes to
+    // column c + 28 = 56 + q + 4 (j - 7).
     const uint32_t kdst0 = tile_off<true>(key, 2 * q);
-    // Split loads: half A = slots j < kJa (+ the scale bytes), half B = j >= kJa (+ the scale bytes
+    // Split loads: half A = slots j < 5 (+ the scale bytes), half B = j >= 5 (+ the scale bytes
     // again, or the per-token scale). Half A of tile t+1 is loaded while half B of tile t converts,
     // half B of tile t while half A of tile t converts, so each load has half a tile's conversion
     // to land in (the registers do not allow a whole second tile in flight).
@@ -456,8 +358,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
       const bool m1 = kM1 || ks.model1;
 #pragma unroll
-      for (int j = 0; j < kNj; ++j)
-        if ((j >= kJa) == hb) r.c[j] = make_uint4(0, 0, 0, 0);
+      for (int j = 0; j < 9; ++j)
+        if ((j >= 5) == hb) r.c[j] = make_uint4(0, 0, 0, 0);
       if (hb) {
         r.sc1 = make_uint2(0, 0);
         r.tscale = 0.0f;
@@ -467,8 +369,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       if (d >= 0) {
         const uint4* src = reinterpret_cast<const uint4*>(ks.data + d) + q;
 #pragma unroll
-        for (int j = 0; j < kNj; ++j)
-          if ((j >= kJa) == hb && has_chunk(j, m1)) r.c[j] = __ldg(src + kTpk * j);
+        for (int j = 0; j < 9; ++j)
+          if ((j >= 5) == hb && (m1 || j < 8)) r.c[j] = __ldg(src + 4 * j);
         if (m1) {
           const uint2 v = __ldg(reinterpret_cast<const uint2*>(ks.data + e));
           if (hb) r.sc1 = v;
@@ -478,44 +380,29 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         }
       }
     };
-    // 16 bytes at shared address `la` of this CTA and (cluster) the same place in the peer CTA.
-    const uint32_t pdelta = peer_base - sbase;
-    auto put = [&](int buf, uint32_t la, uint4 v) {
-      sts128(la, v);
-      if constexpr (kCl) st_async128(la + pdelta, v, peer_full + buf * 8);
-    };
     auto store_half = [&](int t, const RawShare& r, int buf, bool hb) {
       const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
       const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
-      // Scale byte of chunk c = q + kTpk j is c / 4: byte j (4 threads a key) or 2 j + q / 4 (8).
-      const uint2 scb = hb ? r.sc1 : r.sc;
-      const uint64_t s64 = ((static_cast<uint64_t>(scb.y) << 32) | scb.x) >> (kCl ? 8 * (q >> 2) : 0);
 #pragma unroll
-      for (int j = 0; j < kNj; ++j) {
-        if ((j >= kJa) != hb) continue;
-        if (!has_chunk(j, model1)) continue;
-        if (is_fp8(j, model1)) {
-          // The XOR after the (1024-aligned) buffer base: offsets ^ 16 precomputed per slot would
-          // hold 2 x kNj registers for the whole loop.
-          const uint32_t o = dst + 2048 * kTpk * j + kdst0;
-          if (model1) {
-            const uint32_t s2 = ue8m0_bf16x2(static_cast<uint32_t>(s64 >> (8 * (kCl ? 2 * j : j))) & 0xFF);
-            put(buf, o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
-            put(buf, o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
+      for (int j = 0; j < 9; ++j) {
+        if ((j >= 5) != hb) continue;
+        if (model1) {
+          if (j < 7) {
+            const uint2 scb = hb ? r.sc1 : r.sc;
+            const uint32_t s2 = ue8m0_bf16x2(((j < 4 ? scb.x : scb.y) >> (8 * (j & 3))) & 0xFF);
+            const uint32_t o = dst + 8192 * j + kdst0;
+            sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
+            sts128(o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
           } else {
-            put(buf, o, e4m3x8_to_bf16(r.c[j].x, r.c[j].y));
-            put(buf, o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
+            sts128(dst + tile_off<true>(key, 56 + q + 4 * (j - 7)), r.c[j]);
           }
-        } else {
-          put(buf, dst + tile_off<true>(key, 28 + q + kTpk * j), r.c[j]);
+        } else if (j < 8) {
+          const uint32_t o = dst + 8192 * j + kdst0;
+          sts128(o, e4m3x8_to_bf16(r.c[j].x, r.c[j].y));
+          sts128(o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
         }
       }
-      if (!kM1 && hb && q == 0) {
-        const float v = model1 ? 1.0f : r.tscale;
-        const uint32_t o = SmemWg::kOffKScale + (buf * 64 + key) * 4;
-        sts32(sbase + o, __float_as_uint(v));
-        if constexpr (kCl) st_async32(peer_base + o, __float_as_uint(v), peer_full + buf * 8);
-      }
+      if (!kM1 && hb && q == 0) s_kscale[buf * 64 + key] = model1 ? 1.0f : r.tscale;
     };
 
     int t = next_live(t_begin);
@@ -535,47 +422,26 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       }
       const int tnn = tn < t_end ? next_live(tn + 1) : t_end;
       const int32_t vnn = tnn < t_end ? load_index(tnn) : -1;
-      // Buffer `buf` was last used by tile it - 2: wait until both consumers' MMAs on it completed
-      // (in a cluster: the peer's consumers too, whose buffer this thread also writes).
-      if (it >= 2) mbar_wait_sc<kCl>(bar_empty + buf, ((it >> 1) - 1) & 1);
+      // Buffer `buf` was last used by tile it - 2: wait until both consumers' MMAs on it completed.
+      if (it >= 2) ptx::mbar_wait(bar_empty + buf, ((it >> 1) - 1) & 1);
       store_half(t, raw, buf, false);
       if (tn < t_end) load_half(tn, dn, en, raw, false);
       store_half(t, raw, buf, true);
-      // Valid-key bits: word i of the tile's 16 holds keys 4i .. 4i + 3 at bits 4 (i % 8).
+      // Valid-key bits: lanes 4k .. 4k + 3 of this warp hold key 8 w + k.
       const uint32_t bal = __ballot_sync(0xffffffffu, d >= 0);
       if (lane == 0) {
-        const int w = pt >> 5;
-        if constexpr (kCl) {
-          // Lanes 8k .. 8k + 7 hold key 32 r + 4 w + k: word 8 r + w.
-          uint32_t m4 = 0;
+        uint32_t m8 = 0;
 #pragma unroll
-          for (int k = 0; k < 4; ++k) m4 |= ((bal >> (8 * k)) & 1u) << k;
-          const uint32_t o = SmemWg::kOffMask + buf * 64 + 4 * (8 * crank + w);
-          sts32(sbase + o, m4 << (4 * w));
-          st_async32(peer_base + o, m4 << (4 * w), peer_full + buf * 8);
-        } else {
-          // Lanes 4k .. 4k + 3 hold key 8 w + k: words 2 w, 2 w + 1.
-          uint32_t m8 = 0;
-#pragma unroll
-          for (int k = 0; k < 8; ++k) m8 |= ((bal >> (4 * k)) & 1u) << k;
-          const int i = 2 * w;
-          sts64u(sbase + SmemWg::kOffMask + buf * 64 + 4 * i, (m8 & 0xFu) << (4 * (i & 7)),
-                 (m8 >> 4) << (4 * ((i + 1) & 7)));
-        }
+        for (int k = 0; k < 8; ++k) m8 |= ((bal >> (4 * k)) & 1u) << k;
+        s_vmask[buf * 8 + (pt >> 5)] = static_cast<uint8_t>(m8);
       }
       fence_proxy_async();
-      if (kCl && pt == 0) ptx::mbar_arrive_expect_tx(bar_full + buf, kPeerBytes);
-      else ptx::mbar_arrive(bar_full + buf);
+      ptx::mbar_arrive(bar_full + buf);
       t = tn;
       d = dn;
       e = en;
       tn = tnn;
       vn = vnn;
-    }
-    // In a cluster no CTA may exit while its peer can still arrive on its barriers.
-    if constexpr (kCl) {
-      cluster_arrive();
-      cluster_wait();
     }
     return;
   }
@@ -635,16 +501,6 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     pin(reinterpret_cast<float(&)[kONt * 4]>(acc0));
     pin(reinterpret_cast<float(&)[kONt * 4]>(acc1));
   };
-  // Key buffer `buf` is free for this thread (its MMAs on it completed). In a cluster the peer's
-  // producers write into it too: one arrival a warp on the peer's empty barrier (wgmma.wait_group
-  // is warp-synchronous, so lane 0 past it means the warp's MMAs completed).
-  const uint32_t peer_empty = kCl ? mapa_shared(sbase + SmemWg::kOffBar + 16, cluster_rank() ^ 1u) : 0u;
-  auto release = [&](int buf) {
-    ptx::mbar_arrive(bar_empty + buf);
-    if constexpr (kCl) {
-      if (lane == 0) mbar_arrive_remote(peer_empty + buf * 8);
-    }
-  };
 
   if (dg == 0) {
     // ---------------- warpgroup 0: S, softmax, O dims [0, 256) ----------------
@@ -671,7 +527,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     };
     int t = next_live(t_begin);
     if (t < t_end) {
-      wait_full<kCl>(bar_full + 0, 0);
+      ptx::mbar_wait(bar_full + 0, 0);
       issue_s(0);
     }
     for (int it = 0; t < t_end; ++it) {
@@ -682,9 +538,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       wg_wait_all();  // S of tile it
       pin(sd);
       // Valid-key bits of the tile, shifted to this lane's key pairs 8 n + 2 (lane % 4) + {0, 1}.
-      const uint32_t ma = sbase + SmemWg::kOffMask + buf * 64;
-      const uint32_t vlo = (or4(lds128(ma)) | or4(lds128(ma + 16))) >> ((lane & 3) * 2);
-      const uint32_t vhi = (or4(lds128(ma + 32)) | or4(lds128(ma + 48))) >> ((lane & 3) * 2);
+      const uint2 vm = *reinterpret_cast<const uint2*>(s_vmask + buf * 8);
+      const uint32_t vlo = vm.x >> ((lane & 3) * 2), vhi = vm.y >> ((lane & 3) * 2);
       float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
       for (int n = 0; n < kSNt; ++n) {
@@ -751,14 +606,14 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       issue_o(acc0, acc1, buf);
       if (t1 < t_end) {
         // S of the next tile queues behind this O on the tensor cores.
-        wait_full<kCl>(bar_full + (buf ^ 1), ((it + 1) >> 1) & 1);
+        ptx::mbar_wait(bar_full + (buf ^ 1), ((it + 1) >> 1) & 1);
         issue_s(buf ^ 1);
         wg_wait_1();  // this tile's O (the older group)
       } else {
         wg_wait_all();
       }
       pin_o(acc0, acc1);
-      release(buf);
+      ptx::mbar_arrive(bar_empty + buf);
       t = t1;
     }
     // Row sums over the four threads of a row; the final maxima and sums for both warpgroups.
@@ -773,10 +628,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       s_m[r0] = m_run;
       s_m[r0 + 8] = m_run1;
     }
-    if constexpr (kCl) cluster_arrive();  // its last remote arrival is behind it
     ptx::named_barrier_sync(1, 256);
     wg_epilogue(a, acc0, acc1, 0, sQa, s_m, s_l, ctid, r0);
-    if constexpr (kCl) cluster_wait();
   } else {
     // ---------------- warpgroup 1: O dims [256, 512) ----------------
     ptx::setmaxnreg_inc<kRegsO>();
@@ -787,18 +640,16 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       const int buf = it & 1;
       const uint32_t par = (it >> 1) & 1;
       ptx::mbar_wait(bar_pready + buf, par);
-      wait_full<kCl>(bar_full + buf, par);
+      ptx::mbar_wait(bar_full + buf, par);
       rescale(acc0, acc1, s_alpha[buf * 64 + r0], s_alpha[buf * 64 + r0 + 8]);
       issue_o(acc0, acc1, buf);
       wg_wait_all();
       pin_o(acc0, acc1);
-      release(buf);
+      ptx::mbar_arrive(bar_empty + buf);
       t = next_live(t + 1);
     }
-    if constexpr (kCl) cluster_arrive();
     ptx::named_barrier_sync(1, 256);
     wg_epilogue(a, acc0, acc1, 2, sQa, s_m, s_l, ctid, r0);
-    if constexpr (kCl) cluster_wait();
   }
 }
 

@@ -2,8 +2,6 @@
 // Nothing here allocates or synchronises; the only device queries (SM count, current device) are
 // not stream operations, so the call can be captured in a CUDA graph.
 #include <atomic>
-#include <cstdio>
-#include <cstdlib>
 #include <limits>
 
 #include "backend/sparse_decode.h"
@@ -87,7 +85,6 @@ class DeviceGuard {
 };
 
 std::atomic<bool> g_force_mma_sync{false};
-std::atomic<bool> g_no_cluster{false};
 
 template <int RG>
 Status launch_main(const sd::Args& a, int64_t ctas, cudaStream_t st) {
@@ -98,86 +95,24 @@ Status launch_main(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   return launch_status(kOp, "sparse_decode_kernel");
 }
 
-cudaLaunchConfig_t wg_config(int64_t ctas, cudaStream_t st, cudaLaunchAttribute* attr, bool cluster) {
-  cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3(static_cast<unsigned>(ctas));
-  lc.blockDim = dim3(sd::kWgThreads);
-  lc.dynamicSmemBytes = sd::SmemWg::kLaunchBytes;
-  lc.stream = st;
-  if (cluster) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 2;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    lc.attrs = attr;
-    lc.numAttrs = 1;
-  }
-  return lc;
-}
-
-// Whether `kernel` can run as clusters of 2 at one CTA an SM on `device` (a host query, cached:
-// not a stream operation, so graph capture is unaffected). 0 unknown, 1 yes, 2 no.
-template <typename K>
-bool cluster_fits(K kernel, int device) {
-  static std::atomic<int> cached[64];
-  if (device >= 0 && device < 64) {
-    const int c = cached[device].load(std::memory_order_relaxed);
-    if (c != 0) return c == 1;
-  }
-  cudaLaunchAttribute attr[1];
-  const cudaLaunchConfig_t lc = wg_config(2, nullptr, attr, true);
-  int n = 0;
-  const bool ok = cudaOccupancyMaxActiveClusters(&n, kernel, &lc) == cudaSuccess && n > 0;
-  if (std::getenv("DSV4_SD_PRINT")) std::fprintf(stderr, "[sparse_decode] max active clusters of 2: %d\n", n);
-  if (!ok) (void)cudaGetLastError();  // a failed query is a fallback, not a sticky error
-  if (device >= 0 && device < 64) cached[device].store(ok ? 1 : 2, std::memory_order_relaxed);
-  return ok;
-}
-
 template <bool kM1>
-Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st, int device) {
-  // The two head blocks of a token (65..128 heads) share their keys: a cluster of 2 dequantizes
-  // each tile once between them. Grid order pairs head blocks 0 and 1 (ctas is even then).
-  const auto kcl = sd::sparse_decode_wg_kernel<kM1, true>;
-  const auto kernel = sd::sparse_decode_wg_kernel<kM1, false>;
-  // Measurement switches: DSV4_SD_NO_CLUSTER (one-CTA kernel), DSV4_SD_CLUSTER_LAUNCH_ONLY (the
-  // one-CTA kernel launched in clusters of 2: the scheduling cost alone).
-  static const bool env_no_cluster = std::getenv("DSV4_SD_NO_CLUSTER") != nullptr;
-  static const bool env_launch_only = std::getenv("DSV4_SD_CLUSTER_LAUNCH_ONLY") != nullptr;
-  if (a.sched.head_blocks == 2 && env_launch_only) {
-    DSV4_CUDA_RETURN_IF_ERROR(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes), kOp);
-    cudaLaunchAttribute attr[1];
-    const cudaLaunchConfig_t lc = wg_config(ctas, st, attr, true);
-    DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&lc, kernel, a), kOp);
-    return launch_status(kOp, "sparse_decode_wg_kernel (cluster launch only)");
-  }
-  if (a.sched.head_blocks == 2 && !g_no_cluster.load(std::memory_order_relaxed) && !env_no_cluster) {
-    DSV4_CUDA_RETURN_IF_ERROR(
-        cudaFuncSetAttribute(kcl, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes), kOp);
-    if (cluster_fits(kcl, device)) {
-      cudaLaunchAttribute attr[1];
-      const cudaLaunchConfig_t lc = wg_config(ctas, st, attr, true);
-      DSV4_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&lc, kcl, a), kOp);
-      return launch_status(kOp, "sparse_decode_wg_kernel (cluster)");
-    }
-  }
+Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
+  const auto kernel = sd::sparse_decode_wg_kernel<kM1>;
   DSV4_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes), kOp);
   kernel<<<static_cast<unsigned>(ctas), sd::kWgThreads, sd::SmemWg::kLaunchBytes, st>>>(a);
   return launch_status(kOp, "sparse_decode_wg_kernel");
 }
 
-Status launch_wg(const sd::Args& a, int64_t ctas, cudaStream_t st, int device) {
+Status launch_wg(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   // An absent set (K = 0) never supplies a tile, whatever its layout field says.
   const bool all_model1 = (a.set[0].K == 0 || a.set[0].model1) && (a.set[1].K == 0 || a.set[1].model1);
-  return all_model1 ? launch_wg_as<true>(a, ctas, st, device) : launch_wg_as<false>(a, ctas, st, device);
+  return all_model1 ? launch_wg_as<true>(a, ctas, st) : launch_wg_as<false>(a, ctas, st);
 }
 
 }  // namespace
 
 void sparse_decode_force_mma_sync(bool on) { g_force_mma_sync.store(on, std::memory_order_relaxed); }
-void sparse_decode_force_no_cluster(bool on) { g_no_cluster.store(on, std::memory_order_relaxed); }
 
 int64_t sparse_decode_workspace_size(const SparseDecodeParams& p) {
   if (p.q.ndim != 4) return 0;
@@ -225,7 +160,7 @@ Status sparse_decode(const SparseDecodeParams& p, Stream stream) {
       default: DSV4_RETURN_IF_ERROR(launch_main<4>(a, s.ctas(), st)); break;
     }
   } else {
-    DSV4_RETURN_IF_ERROR(launch_wg(a, s.ctas(), st, p.q.device.index));
+    DSV4_RETURN_IF_ERROR(launch_wg(a, s.ctas(), st));
   }
   if (s.num_splits > 1) {
     const int64_t rows = s.tokens * H;
