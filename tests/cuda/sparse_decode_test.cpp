@@ -317,6 +317,7 @@ TEST(SparseDecodeCuda, SmallBatchSplitKV) {
   run_case({3, 2, 8, 128, 0, PT, 64, M1, 64, Sink::kNone, Len::kPerSeq, /*shared_idx=*/true});
   run_case({3, 2, 128, 128, 512, M1, 64, M1, 64, Sink::kMixed, Len::kPerSeq});
   run_case({3, 2, 64, 128, 512, PT, 64, PT, 2, Sink::kMixed, Len::kPerToken});  // per-token on wgmma
+  run_case({2, 2, 96, 128, 512, PT, 64, M1, 2, Sink::kMixed, Len::kPerToken});  // 2 head blocks, mixed layouts, padded block
 }
 
 TEST(SparseDecodeCuda, LargeBatch) {
