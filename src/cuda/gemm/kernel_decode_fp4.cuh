@@ -103,7 +103,7 @@ struct DecodeTraits {
   static_assert(kActBytes % 1024 == 0, "activation stages keep the 1024-byte swizzle alignment");
   static_assert(kSideBytes % 16 == 0 && kRedBytes % 16 == 0, "16-byte aligned side data");
   static_assert(kStages >= 4, "pipeline depth");
-  static_assert(1024 + 16 * kStages <= kDecodeFp4Reserved, "reserved smem too small");
+  static_assert(1024 + 16 * kStages + 16 * WR <= kDecodeFp4Reserved, "reserved smem too small");
   static_assert(kSmemBytes <= kSmemLimit, "shared memory");
   static_assert(kProducerRegs <= kLaunchRegs && kConsumerRegs >= kLaunchRegs, "setmaxnreg directions");
   static_assert(128 * (kLaunchRegs - kProducerRegs) >= 128 * kConsumerWGs * (kConsumerRegs - kLaunchRegs),
@@ -138,6 +138,12 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   float* s_red = reinterpret_cast<float*>(s_side + S * T::kSideBytes);
   uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(s_red) + T::kRedBytes);
   uint64_t* empty = full + S;
+  // K-lane reduction hand-off of slice r (WK > 1): red_full when lanes 1..WK-1 stored their sums,
+  // red_free when lane 0 has read them. mbarriers rather than named barriers: compute-sanitizer's
+  // racecheck models mbarrier arrive/wait but not barriers of part of the CTA (it flagged the
+  // named-barrier version; scripts/racecheck-named-barrier.cu shows the same on a race-free kernel).
+  uint64_t* red_full = empty + S;
+  uint64_t* red_free = red_full + WR;
 
   const int wg = threadIdx.x / 128;
   const int tid_wg = threadIdx.x % 128;
@@ -149,6 +155,10 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
     for (int s = 0; s < S; ++s) {
       ptx::mbar_init(&full[s], 1 + 32);       // TMA issuer + the loader warp's lanes
       ptx::mbar_init(&empty[s], 128 * WR);    // every thread of the K lane's warpgroups
+    }
+    for (int r = 0; r < WR && WK > 1; ++r) {
+      ptx::mbar_init(&red_full[r], 128 * (WK - 1));  // every thread of lanes 1..WK-1
+      ptx::mbar_init(&red_free[r], 128);             // every thread of lane 0
     }
     ptx::fence_barrier_init();
   }
@@ -474,7 +484,7 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   };
 
   int it_base = 0;  // stage index of the unit's first K block in the CTA's sequence
-  bool first_unit = true;
+  uint32_t red_phase = 0;  // parity of this warpgroup's next K-lane hand-off
   for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
     const DecodeUnit u = decode_unit(args, unit);
     const int n = u.kb1 - u.kb0;
@@ -536,22 +546,21 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
     }
     ptx::fence_accumulators(acc);
     it_base += n;
-    const bool more = unit + int(gridDim.x) < units;
 
     // K lanes 1..WK-1 hand their sums to lane 0 through shared memory (summed in lane order).
     if constexpr (WK > 1) {
       float* red = s_red + r * (WK - 1) * 1024;
-      const uint32_t bar_full = 1 + 2 * r, bar_free = 2 + 2 * r;
+      const uint32_t par = red_phase;
+      red_phase ^= 1;
       if (j > 0) {
-        if (!first_unit) ptx::named_barrier_sync(bar_free, 128 * WK);  // lane 0 read the last unit's
+        ptx::mbar_wait(&red_free[r], par ^ 1);  // lane 0 has read the previous unit's sums
         float4* dst = reinterpret_cast<float4*>(red + (j - 1) * 1024 + tid_wg * 8);
         dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
         dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
-        ptx::named_barrier_sync(bar_full, 128 * WK);
-        first_unit = false;
+        ptx::mbar_arrive(&red_full[r]);
         continue;
       }
-      ptx::named_barrier_sync(bar_full, 128 * WK);
+      ptx::mbar_wait(&red_full[r], par);
 #pragma unroll
       for (int l = 1; l < WK; ++l) {
         const float4* src = reinterpret_cast<const float4*>(red + (l - 1) * 1024 + tid_wg * 8);
@@ -559,9 +568,8 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
         acc[0] += p0.x, acc[1] += p0.y, acc[2] += p0.z, acc[3] += p0.w;
         acc[4] += p1.x, acc[5] += p1.y, acc[6] += p1.z, acc[7] += p1.w;
       }
-      if (more) asm volatile("bar.arrive %0, %1;" ::"r"(bar_free), "r"(128 * WK) : "memory");
+      ptx::mbar_arrive(&red_free[r]);
     }
-    first_unit = false;
 
     // Epilogue (K lane 0): accumulator i is D[token][col] transposed.
     const int col_base = u.ru * T::kRows + row0;
