@@ -52,6 +52,9 @@ struct Args {
   float* ws_o = nullptr;             // split partials (config.h)
   float* ws_lse = nullptr;
   Schedule sched;
+#ifdef DSV4_SD_PROFILE
+  int prof_var = 0;  // profile build only: variant bits (kernel_wg.cuh, DSV4_SD_VAR)
+#endif
 };
 
 // ---- small PTX wrappers ----

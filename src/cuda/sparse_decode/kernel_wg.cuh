@@ -29,6 +29,36 @@
 namespace dsv4::cuda::sdec {
 
 inline constexpr int kWgThreads = 512;
+
+#ifdef DSV4_SD_PROFILE
+// Profile build only (-DDSV4_SD_PROFILE): lane 0 of every warp adds the clock64 cycles of each phase
+// of its loop to g_sd_prof[spread][role][phase] (role 0 = warpgroup 0, 1 = warpgroup 1, 2 =
+// producers; column 14 counts warps started, 15 tiles); launch.cu prints the sums at exit.
+inline constexpr int kProfCols = 16;
+__device__ unsigned long long g_sd_prof[8][3][kProfCols];
+struct SdProf {
+  long long last;
+  unsigned long long* base;
+  __device__ __forceinline__ void begin(int role, long long t0) {
+    base = &g_sd_prof[blockIdx.x & 7][role][0];
+    last = t0;
+    if ((threadIdx.x & 31) == 0) atomicAdd(base + 14, 1ull);
+  }
+  __device__ __forceinline__ void at(int col) {
+    const long long now = clock64();
+    if ((threadIdx.x & 31) == 0) atomicAdd(base + col, static_cast<unsigned long long>(now - last));
+    last = now;
+  }
+  __device__ __forceinline__ void tile() {
+    if ((threadIdx.x & 31) == 0) atomicAdd(base + 15, 1ull);
+  }
+};
+#define SD_P(...) __VA_ARGS__
+#define SD_VAR(bit) ((a.prof_var >> (bit)) & 1)
+#else
+#define SD_P(...)
+#define SD_VAR(bit) false
+#endif
 // setmaxnreg targets: launched at 65536 / 512 = 128 a thread; the producers give back exactly what
 // the consumers take (setmaxnreg.inc waits until the registers are free).
 inline constexpr int kRegsS = 192;  // warpgroup 0: acc 128 + S accumulators 32 + softmax state
@@ -223,6 +253,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   constexpr int kONt = 16;  // 128 dims per O accumulator in 8-dim n-tiles
   constexpr int kSNt = 8;   // 64 keys of S in 8-key n-tiles
 
+  SD_P(const long long prof_t0 = clock64(); SdProf pf;)
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   // One aligned base for the whole kernel: every smem access below is base + a constant or a
   // per-thread offset computed once.
@@ -308,6 +339,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   if (dg >= 2) {
     // ======================= producers: gather + dequantize =======================
     ptx::setmaxnreg_dec<kRegsP>();
+    SD_P(pf.begin(2, prof_t0);)
     const int pt = tid - 256, key = pt >> 2, q = pt & 3;
     // Raw index of this thread's key of tile t (-1 past the length).
     auto load_index = [&](int t) -> int32_t {
@@ -411,10 +443,12 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     int tn = t < t_end ? next_live(t + 1) : t_end;
     int32_t vn = tn < t_end ? load_index(tn) : -1;
     RawShare raw;
-    if (t < t_end) load_half(t, d, e, raw, false);
+    if (t < t_end && !SD_VAR(1)) load_half(t, d, e, raw, false);
+    SD_P(pf.at(0);)
     for (int it = 0; t < t_end; ++it) {
       const int buf = it & 1;
-      load_half(t, d, e, raw, true);
+      SD_P(pf.tile();)
+      if (!SD_VAR(1)) load_half(t, d, e, raw, true);
       int64_t dn = -1, en = -1;
       if (tn < t_end) {
         offsets(tn, vn, dn, en);
@@ -422,11 +456,17 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       }
       const int tnn = tn < t_end ? next_live(tn + 1) : t_end;
       const int32_t vnn = tnn < t_end ? load_index(tnn) : -1;
+      SD_P(pf.at(1);)
       // Buffer `buf` was last used by tile it - 2: wait until both consumers' MMAs on it completed.
       if (it >= 2) ptx::mbar_wait(bar_empty + buf, ((it >> 1) - 1) & 1);
-      store_half(t, raw, buf, false);
-      if (tn < t_end) load_half(tn, dn, en, raw, false);
-      store_half(t, raw, buf, true);
+      SD_P(pf.at(2);)
+      if (!SD_VAR(1)) {
+        store_half(t, raw, buf, false);
+        if (tn < t_end) load_half(tn, dn, en, raw, false);
+      }
+      SD_P(pf.at(3);)
+      if (!SD_VAR(1)) store_half(t, raw, buf, true);
+      SD_P(pf.at(4);)
       // Valid-key bits: lanes 4k .. 4k + 3 of this warp hold key 8 w + k.
       const uint32_t bal = __ballot_sync(0xffffffffu, d >= 0);
       if (lane == 0) {
@@ -442,7 +482,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       e = en;
       tn = tnn;
       vn = vnn;
+      SD_P(pf.at(5);)
     }
+    SD_P(pf.at(10);)
     return;
   }
 
@@ -505,6 +547,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   if (dg == 0) {
     // ---------------- warpgroup 0: S, softmax, O dims [0, 256) ----------------
     ptx::setmaxnreg_inc<kRegsS>();
+    SD_P(pf.begin(0, prof_t0);)
     float acc0[kONt][4], acc1[kONt][4];
     zero_o(acc0, acc1);
     const uint32_t dq_lo = desc_lo(sQa, 16);
@@ -530,13 +573,16 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       ptx::mbar_wait(bar_full + 0, 0);
       issue_s(0);
     }
+    SD_P(pf.at(0);)
     for (int it = 0; t < t_end; ++it) {
       const int buf = it & 1;
+      SD_P(pf.tile();)
       const int t1 = next_live(t + 1);
       const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
       const float* kscale = s_kscale + buf * 64;
       wg_wait_all();  // S of tile it
       pin(sd);
+      SD_P(pf.at(1);)
       // Valid-key bits of the tile, shifted to this lane's key pairs 8 n + 2 (lane % 4) + {0, 1}.
       const uint2 vm = *reinterpret_cast<const uint2*>(s_vmask + buf * 8);
       const uint32_t vlo = vm.x >> ((lane & 3) * 2), vhi = vm.y >> ((lane & 3) * 2);
@@ -598,23 +644,33 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         s_alpha[buf * 64 + r0] = al0;
         s_alpha[buf * 64 + r0 + 8] = al1;
       }
+      SD_P(pf.at(2);)
       fence_proxy_async();
-      ptx::mbar_arrive(bar_pready + buf);
+      if (!SD_VAR(0)) ptx::mbar_arrive(bar_pready + buf);
+      SD_P(pf.at(3);)
       // This warpgroup's O reads P rows written by its other warps: a warpgroup barrier (id 2).
       ptx::named_barrier_sync(2, 128);
+      SD_P(pf.at(4);)
       rescale(acc0, acc1, al0, al1);
       issue_o(acc0, acc1, buf);
+      SD_P(pf.at(5);)
       if (t1 < t_end) {
         // S of the next tile queues behind this O on the tensor cores.
         ptx::mbar_wait(bar_full + (buf ^ 1), ((it + 1) >> 1) & 1);
+        SD_P(pf.at(6);)
         issue_s(buf ^ 1);
+        if (SD_VAR(0)) ptx::mbar_arrive(bar_pready + buf);
+        SD_P(pf.at(7);)
         wg_wait_1();  // this tile's O (the older group)
       } else {
+        if (SD_VAR(0)) ptx::mbar_arrive(bar_pready + buf);
         wg_wait_all();
       }
+      SD_P(pf.at(8);)
       pin_o(acc0, acc1);
       ptx::mbar_arrive(bar_empty + buf);
       t = t1;
+      SD_P(pf.at(9);)
     }
     // Row sums over the four threads of a row; the final maxima and sums for both warpgroups.
 #pragma unroll
@@ -630,26 +686,38 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     }
     ptx::named_barrier_sync(1, 256);
     wg_epilogue(a, acc0, acc1, 0, sQa, s_m, s_l, ctid, r0);
+    SD_P(pf.at(10);)
   } else {
     // ---------------- warpgroup 1: O dims [256, 512) ----------------
     ptx::setmaxnreg_inc<kRegsO>();
+    SD_P(pf.begin(1, prof_t0);)
     float acc0[kONt][4], acc1[kONt][4];
     zero_o(acc0, acc1);
     int t = next_live(t_begin);
+    SD_P(pf.at(0);)
     for (int it = 0; t < t_end; ++it) {
       const int buf = it & 1;
       const uint32_t par = (it >> 1) & 1;
+      SD_P(pf.tile();)
       ptx::mbar_wait(bar_pready + buf, par);
+      SD_P(pf.at(1);)
       ptx::mbar_wait(bar_full + buf, par);
-      rescale(acc0, acc1, s_alpha[buf * 64 + r0], s_alpha[buf * 64 + r0 + 8]);
-      issue_o(acc0, acc1, buf);
+      SD_P(pf.at(2);)
+      if (!SD_VAR(2)) {
+        rescale(acc0, acc1, s_alpha[buf * 64 + r0], s_alpha[buf * 64 + r0 + 8]);
+        issue_o(acc0, acc1, buf);
+      }
+      SD_P(pf.at(3);)
       wg_wait_all();
+      SD_P(pf.at(4);)
       pin_o(acc0, acc1);
       ptx::mbar_arrive(bar_empty + buf);
       t = next_live(t + 1);
+      SD_P(pf.at(5);)
     }
     ptx::named_barrier_sync(1, 256);
     wg_epilogue(a, acc0, acc1, 2, sQa, s_m, s_l, ctid, r0);
+    SD_P(pf.at(10);)
   }
 }
 

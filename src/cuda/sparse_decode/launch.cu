@@ -3,6 +3,10 @@
 // not stream operations, so the call can be captured in a CUDA graph.
 #include <atomic>
 #include <limits>
+#ifdef DSV4_SD_PROFILE
+#include <cstdio>
+#include <cstdlib>
+#endif
 
 #include "backend/sparse_decode.h"
 #include "core/validate.h"
@@ -95,9 +99,49 @@ Status launch_main(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   return launch_status(kOp, "sparse_decode_kernel");
 }
 
+#ifdef DSV4_SD_PROFILE
+// Profile build only: prints the per-phase cycle sums of kernel_wg.cuh at process exit, as the
+// average per tile (per warp) of each role's loop phases, and per warp for prologue / epilogue.
+void print_profile() {
+  unsigned long long h[8][3][sd::kProfCols];
+  if (cudaDeviceSynchronize() != cudaSuccess || cudaMemcpyFromSymbol(h, sd::g_sd_prof, sizeof h) != cudaSuccess) {
+    std::fprintf(stderr, "sd-prof: readback failed\n");
+    return;
+  }
+  static const char* names[3][11] = {
+      {"prologue", "S wait", "softmax+P", "fence+pready", "bar2", "resc+O issue", "wait full", "S issue",
+       "O wait", "empty+loop", "epilogue"},
+      {"prologue", "wait pready", "wait full", "resc+O issue", "O wait", "empty+loop", "", "", "", "", "epilogue"},
+      {"prologue", "ldB+idx+pf", "wait empty", "cvtA+ldA'", "cvtB", "mask+arrive", "", "", "", "", "end"}};
+  static const char* roles[3] = {"wg0 (S, softmax, O lo)", "wg1 (O hi)", "producers"};
+  const char* var = std::getenv("DSV4_SD_VAR");
+  std::fprintf(stderr, "sd-prof: DSV4_SD_VAR=%s, clock64 cycles per warp (tile phases: per tile)\n", var ? var : "0");
+  for (int r = 0; r < 3; ++r) {
+    unsigned long long v[sd::kProfCols] = {};
+    for (int sp = 0; sp < 8; ++sp)
+      for (int c = 0; c < sd::kProfCols; ++c) v[c] += h[sp][r][c];
+    const double warps = v[14] ? static_cast<double>(v[14]) : 1.0, tiles = v[15] ? static_cast<double>(v[15]) : 1.0;
+    double loop = 0;
+    std::fprintf(stderr, "sd-prof: %s: warps %llu, tiles/warp %.2f\n", roles[r], v[14], tiles / warps);
+    for (int c = 0; c <= 10; ++c) {
+      if (names[r][c][0] == 0) continue;
+      const bool per_warp = c == 0 || c == 10;
+      const double x = static_cast<double>(v[c]) / (per_warp ? warps : tiles);
+      if (!per_warp) loop += x;
+      std::fprintf(stderr, "sd-prof:   %-14s %9.1f%s\n", names[r][c], x, per_warp ? " (per warp)" : "");
+    }
+    std::fprintf(stderr, "sd-prof:   %-14s %9.1f\n", "loop total", loop);
+  }
+}
+#endif
+
 template <bool kM1>
 Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   const auto kernel = sd::sparse_decode_wg_kernel<kM1>;
+#ifdef DSV4_SD_PROFILE
+  static std::atomic<bool> registered{false};
+  if (!registered.exchange(true)) std::atexit(print_profile);
+#endif
   DSV4_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes), kOp);
   kernel<<<static_cast<unsigned>(ctas), sd::kWgThreads, sd::SmemWg::kLaunchBytes, st>>>(a);
@@ -145,6 +189,9 @@ Status sparse_decode(const SparseDecodeParams& p, Stream stream) {
   a.out = static_cast<__nv_bfloat16*>(p.out.data);
   a.lse = p.lse.defined() ? static_cast<float*>(p.lse.data) : nullptr;
   a.sched = s;
+#ifdef DSV4_SD_PROFILE
+  if (const char* v = std::getenv("DSV4_SD_VAR")) a.prof_var = std::atoi(v);
+#endif
   if (s.num_splits > 1) {
     a.ws_o = static_cast<float*>(p.workspace.data);
     a.ws_lse = a.ws_o + sd::workspace_o_floats(s, H);
