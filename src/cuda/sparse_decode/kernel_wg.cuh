@@ -289,26 +289,6 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   const int head0 = hb * kMaxRowsPerCta;
   const int nh = min(kMaxRowsPerCta, a.H - head0);
 
-  // ---- Q rows into smem (zeros past the last head), barriers initialised ----
-  {
-    const __nv_bfloat16* qrow0 = a.q + b * a.q_sb + s * a.q_ss + static_cast<int64_t>(head0) * a.q_sh;
-    for (int i = tid; i < kMaxRowsPerCta * 64; i += kWgThreads) {
-      const int r = i >> 6, c = i & 63;
-      uint8_t* dst = smem + tile_off<true>(r, c);
-      if (r < nh) cp_async16(dst, qrow0 + r * a.q_sh + c * 8);
-      else sts128(sQa + tile_off<true>(r, c), make_uint4(0, 0, 0, 0));
-    }
-    cp_async_commit();
-  }
-  if (tid == 0) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      ptx::mbar_init(bar_full + i, 256);
-      ptx::mbar_init(bar_empty + i, 256);
-      ptx::mbar_init(bar_pready + i, 128);
-    }
-  }
-
   // Effective lengths, as two scalars (an array indexed by the set would live in local memory).
   auto eff_len = [&](const KeySet& ks) {
     int n = ks.K;
@@ -332,6 +312,142 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     return ((t - sc.tiles_main) * kTileKeys < len1) ? t : t_end;
   };
 
+  // ======================= producer state (warpgroups 2, 3) =======================
+  // Defined before the Q load: the producers issue the first tiles' index loads before their share
+  // of Q, and the first half-tile of key bytes before the barrier, so the index -> key-load chain of
+  // the first tile overlaps the Q load instead of following it.
+  const int pt = tid - 256, key = pt >> 2, q = pt & 3;
+  // Raw index of this thread's key of tile t (-1 past the length).
+  auto load_index = [&](int t) -> int32_t {
+    const bool main = t < sc.tiles_main;
+    const KeySet& ks = a.set[main ? 0 : 1];
+    const int pos = (main ? t : t - sc.tiles_main) * kTileKeys + key;
+    if (pos >= (main ? len0 : len1)) return -1;
+    return __ldg(ks.idx + b * ks.idx_sb + s * ks.idx_ss + static_cast<int64_t>(pos) * ks.idx_sk);
+  };
+  // Byte offsets of the key's data and scale(s) in its set's cache, -1 when the index is invalid.
+  auto offsets = [&](int t, int32_t v, int64_t& d, int64_t& e) {
+    const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
+    d = -1;
+    e = -1;
+    if (v >= 0 && v < ks.num_slots) {
+      if (kM1 || ks.model1) {
+        const int page = v / ks.page_size, off = v - page * ks.page_size;
+        const int64_t pb = static_cast<int64_t>(page) * ks.page_bytes;
+        d = pb + off * 576;
+        e = pb + static_cast<int64_t>(ks.page_size) * 576 + off * 8;
+      } else {
+        d = static_cast<int64_t>(v) * 512;
+        e = v;
+      }
+    }
+  };
+  // The key's 576-byte row (and its scale bytes) into L2, a tile ahead of the loads.
+  auto prefetch = [&](int t, int64_t d, int64_t e) {
+    if (d < 0) return;
+    const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
+    const uint8_t* row = ks.data + d;
+    prefetch_l2(row + 128 * q);
+    if (kM1 || ks.model1) {
+      if (q == 0) prefetch_l2(row + 512);
+      else if (q == 1) prefetch_l2(row + 575);
+      else if (q == 2) prefetch_l2(ks.data + e);
+    }
+  };
+  // FP8 chunk c = q + 4 j goes to 16-byte columns 2c, 2c + 1 of row `key`, i.e.
+  // tile_off(key, 2c) = 8192 j + kdst0 and that ^ 16; MODEL1 rope chunk c (j = 7, 8) goes to
+  // column c + 28 = 56 + q + 4 (j - 7).
+  const uint32_t kdst0 = tile_off<true>(key, 2 * q);
+  // Split loads: half A = slots j < 5 (+ the scale bytes), half B = j >= 5 (+ the scale bytes
+  // again, or the per-token scale). Half A of tile t+1 is loaded while half B of tile t converts,
+  // half B of tile t while half A of tile t converts, so each load has half a tile's conversion
+  // to land in (the registers do not allow a whole second tile in flight).
+  auto load_half = [&](int t, int64_t d, int64_t e, RawShare& r, bool hb) {
+    const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
+    const bool m1 = kM1 || ks.model1;
+#pragma unroll
+    for (int j = 0; j < 9; ++j)
+      if ((j >= 5) == hb) r.c[j] = make_uint4(0, 0, 0, 0);
+    if (hb) {
+      r.sc1 = make_uint2(0, 0);
+      r.tscale = 0.0f;
+    } else {
+      r.sc = make_uint2(0, 0);
+    }
+    if (d >= 0) {
+      const uint4* src = reinterpret_cast<const uint4*>(ks.data + d) + q;
+#pragma unroll
+      for (int j = 0; j < 9; ++j)
+        if ((j >= 5) == hb && (m1 || j < 8)) r.c[j] = __ldg(src + 4 * j);
+      if (m1) {
+        const uint2 v = __ldg(reinterpret_cast<const uint2*>(ks.data + e));
+        if (hb) r.sc1 = v;
+        else r.sc = v;
+      } else if (hb && q == 0) {
+        r.tscale = __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + e)));
+      }
+    }
+  };
+  auto store_half = [&](int t, const RawShare& r, int buf, bool hb) {
+    const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
+    const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
+#pragma unroll
+    for (int j = 0; j < 9; ++j) {
+      if ((j >= 5) != hb) continue;
+      if (model1) {
+        if (j < 7) {
+          const uint2 scb = hb ? r.sc1 : r.sc;
+          const uint32_t s2 = ue8m0_bf16x2(((j < 4 ? scb.x : scb.y) >> (8 * (j & 3))) & 0xFF);
+          const uint32_t o = dst + 8192 * j + kdst0;
+          sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
+          sts128(o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
+        } else {
+          sts128(dst + tile_off<true>(key, 56 + q + 4 * (j - 7)), r.c[j]);
+        }
+      } else if (j < 8) {
+        const uint32_t o = dst + 8192 * j + kdst0;
+        sts128(o, e4m3x8_to_bf16(r.c[j].x, r.c[j].y));
+        sts128(o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
+      }
+    }
+    if (!kM1 && hb && q == 0) s_kscale[buf * 64 + key] = model1 ? 1.0f : r.tscale;
+  };
+
+  int t_p = t_end, tn_p = t_end;
+  int64_t d_p = -1, e_p = -1;
+  int32_t v_p = -1, vn_p = -1;
+  RawShare raw;
+  if (dg >= 2) {
+    t_p = next_live(t_begin);
+    if (t_p < t_end) v_p = load_index(t_p);
+    tn_p = t_p < t_end ? next_live(t_p + 1) : t_end;
+    vn_p = tn_p < t_end ? load_index(tn_p) : -1;
+  }
+
+  // ---- Q rows into smem (zeros past the last head), barriers initialised ----
+  {
+    const __nv_bfloat16* qrow0 = a.q + b * a.q_sb + s * a.q_ss + static_cast<int64_t>(head0) * a.q_sh;
+    for (int i = tid; i < kMaxRowsPerCta * 64; i += kWgThreads) {
+      const int r = i >> 6, c = i & 63;
+      uint8_t* dst = smem + tile_off<true>(r, c);
+      if (r < nh) cp_async16(dst, qrow0 + r * a.q_sh + c * 8);
+      else sts128(sQa + tile_off<true>(r, c), make_uint4(0, 0, 0, 0));
+    }
+    cp_async_commit();
+  }
+  if (tid == 0) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      ptx::mbar_init(bar_full + i, 256);
+      ptx::mbar_init(bar_empty + i, 256);
+      ptx::mbar_init(bar_pready + i, 128);
+    }
+  }
+
+  if (dg >= 2 && t_p < t_end) {
+    offsets(t_p, v_p, d_p, e_p);
+    if (!SD_VAR(1)) load_half(t_p, d_p, e_p, raw, false);
+  }
   cp_async_wait_all();
   fence_proxy_async();
   __syncthreads();  // Q and the barriers are ready; the last CTA-wide barrier
@@ -340,110 +456,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     // ======================= producers: gather + dequantize =======================
     ptx::setmaxnreg_dec<kRegsP>();
     SD_P(pf.begin(2, prof_t0);)
-    const int pt = tid - 256, key = pt >> 2, q = pt & 3;
-    // Raw index of this thread's key of tile t (-1 past the length).
-    auto load_index = [&](int t) -> int32_t {
-      const bool main = t < sc.tiles_main;
-      const KeySet& ks = a.set[main ? 0 : 1];
-      const int pos = (main ? t : t - sc.tiles_main) * kTileKeys + key;
-      if (pos >= (main ? len0 : len1)) return -1;
-      return __ldg(ks.idx + b * ks.idx_sb + s * ks.idx_ss + static_cast<int64_t>(pos) * ks.idx_sk);
-    };
-    // Byte offsets of the key's data and scale(s) in its set's cache, -1 when the index is invalid.
-    auto offsets = [&](int t, int32_t v, int64_t& d, int64_t& e) {
-      const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
-      d = -1;
-      e = -1;
-      if (v >= 0 && v < ks.num_slots) {
-        if (kM1 || ks.model1) {
-          const int page = v / ks.page_size, off = v - page * ks.page_size;
-          const int64_t pb = static_cast<int64_t>(page) * ks.page_bytes;
-          d = pb + off * 576;
-          e = pb + static_cast<int64_t>(ks.page_size) * 576 + off * 8;
-        } else {
-          d = static_cast<int64_t>(v) * 512;
-          e = v;
-        }
-      }
-    };
-    // The key's 576-byte row (and its scale bytes) into L2, a tile ahead of the loads.
-    auto prefetch = [&](int t, int64_t d, int64_t e) {
-      if (d < 0) return;
-      const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
-      const uint8_t* row = ks.data + d;
-      prefetch_l2(row + 128 * q);
-      if (kM1 || ks.model1) {
-        if (q == 0) prefetch_l2(row + 512);
-        else if (q == 1) prefetch_l2(row + 575);
-        else if (q == 2) prefetch_l2(ks.data + e);
-      }
-    };
-    // FP8 chunk c = q + 4 j goes to 16-byte columns 2c, 2c + 1 of row `key`, i.e.
-    // tile_off(key, 2c) = 8192 j + kdst0 and that ^ 16; MODEL1 rope chunk c (j = 7, 8) goes to
-    // column c + 28 = 56 + q + 4 (j - 7).
-    const uint32_t kdst0 = tile_off<true>(key, 2 * q);
-    // Split loads: half A = slots j < 5 (+ the scale bytes), half B = j >= 5 (+ the scale bytes
-    // again, or the per-token scale). Half A of tile t+1 is loaded while half B of tile t converts,
-    // half B of tile t while half A of tile t converts, so each load has half a tile's conversion
-    // to land in (the registers do not allow a whole second tile in flight).
-    auto load_half = [&](int t, int64_t d, int64_t e, RawShare& r, bool hb) {
-      const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
-      const bool m1 = kM1 || ks.model1;
-#pragma unroll
-      for (int j = 0; j < 9; ++j)
-        if ((j >= 5) == hb) r.c[j] = make_uint4(0, 0, 0, 0);
-      if (hb) {
-        r.sc1 = make_uint2(0, 0);
-        r.tscale = 0.0f;
-      } else {
-        r.sc = make_uint2(0, 0);
-      }
-      if (d >= 0) {
-        const uint4* src = reinterpret_cast<const uint4*>(ks.data + d) + q;
-#pragma unroll
-        for (int j = 0; j < 9; ++j)
-          if ((j >= 5) == hb && (m1 || j < 8)) r.c[j] = __ldg(src + 4 * j);
-        if (m1) {
-          const uint2 v = __ldg(reinterpret_cast<const uint2*>(ks.data + e));
-          if (hb) r.sc1 = v;
-          else r.sc = v;
-        } else if (hb && q == 0) {
-          r.tscale = __bfloat162float(__ushort_as_bfloat16(__ldg(ks.scales + e)));
-        }
-      }
-    };
-    auto store_half = [&](int t, const RawShare& r, int buf, bool hb) {
-      const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
-      const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
-#pragma unroll
-      for (int j = 0; j < 9; ++j) {
-        if ((j >= 5) != hb) continue;
-        if (model1) {
-          if (j < 7) {
-            const uint2 scb = hb ? r.sc1 : r.sc;
-            const uint32_t s2 = ue8m0_bf16x2(((j < 4 ? scb.x : scb.y) >> (8 * (j & 3))) & 0xFF);
-            const uint32_t o = dst + 8192 * j + kdst0;
-            sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
-            sts128(o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
-          } else {
-            sts128(dst + tile_off<true>(key, 56 + q + 4 * (j - 7)), r.c[j]);
-          }
-        } else if (j < 8) {
-          const uint32_t o = dst + 8192 * j + kdst0;
-          sts128(o, e4m3x8_to_bf16(r.c[j].x, r.c[j].y));
-          sts128(o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
-        }
-      }
-      if (!kM1 && hb && q == 0) s_kscale[buf * 64 + key] = model1 ? 1.0f : r.tscale;
-    };
-
-    int t = next_live(t_begin);
-    int64_t d = -1, e = -1;
-    if (t < t_end) offsets(t, load_index(t), d, e);
-    int tn = t < t_end ? next_live(t + 1) : t_end;
-    int32_t vn = tn < t_end ? load_index(tn) : -1;
-    RawShare raw;
-    if (t < t_end && !SD_VAR(1)) load_half(t, d, e, raw, false);
+    int t = t_p, tn = tn_p;
+    int64_t d = d_p, e = e_p;
+    int32_t vn = vn_p;
     SD_P(pf.at(0);)
     for (int it = 0; t < t_end; ++it) {
       const int buf = it & 1;
