@@ -601,58 +601,30 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       // Valid-key bits of the tile, shifted to this lane's key pairs 8 n + 2 (lane % 4) + {0, 1}.
       const uint2 vm = *reinterpret_cast<const uint2*>(s_vmask + buf * 8);
       const uint32_t vlo = vm.x >> ((lane & 3) * 2), vhi = vm.y >> ((lane & 3) * 2);
-      // MODEL1 with a positive scale (the usual case): the scale goes into the exponent's FFMA,
-      // exp2(s * scale - m), instead of a multiply of every logit first; the maximum of the raw
-      // logits times the scale is the maximum of the scaled ones (rounding is monotone), so m and
-      // the row's largest weight (exactly 1 in bf16) are unchanged. The masking selects are skipped
-      // when the whole tile is valid.
-      const bool fold = model1 && a.scale_log2 > 0.0f;
-      const float sl = fold ? a.scale_log2 : 1.0f;
       float mx0 = -INFINITY, mx1 = -INFINITY;
-      if (fold) {
-        if ((vm.x & vm.y) != 0xFFFFFFFFu) {
 #pragma unroll
-          for (int n = 0; n < kSNt; ++n) {
-            const uint32_t vw = n < 4 ? vlo : vhi;
-            const bool v0 = (vw >> ((n & 3) * 8)) & 1, v1 = (vw >> ((n & 3) * 8 + 1)) & 1;
-            sacc[n][0] = v0 ? sacc[n][0] : -INFINITY;
-            sacc[n][1] = v1 ? sacc[n][1] : -INFINITY;
-            sacc[n][2] = v0 ? sacc[n][2] : -INFINITY;
-            sacc[n][3] = v1 ? sacc[n][3] : -INFINITY;
-          }
+      for (int n = 0; n < kSNt; ++n) {
+        const int k0 = n * 8 + (lane & 3) * 2;
+        const uint32_t vw = n < 4 ? vlo : vhi;
+        const bool v0 = (vw >> ((n & 3) * 8)) & 1, v1 = (vw >> ((n & 3) * 8 + 1)) & 1;
+        float f0 = a.scale_log2, f1 = a.scale_log2;
+        if (!model1) {
+          const float2 c = *reinterpret_cast<const float2*>(kscale + k0);
+          f0 *= c.x;
+          f1 *= c.y;
         }
-#pragma unroll
-        for (int n = 0; n < kSNt; ++n) {
-          mx0 = fmaxf(mx0, fmaxf(sacc[n][0], sacc[n][1]));
-          mx1 = fmaxf(mx1, fmaxf(sacc[n][2], sacc[n][3]));
-        }
-      } else {
-#pragma unroll
-        for (int n = 0; n < kSNt; ++n) {
-          const int k0 = n * 8 + (lane & 3) * 2;
-          const uint32_t vw = n < 4 ? vlo : vhi;
-          const bool v0 = (vw >> ((n & 3) * 8)) & 1, v1 = (vw >> ((n & 3) * 8 + 1)) & 1;
-          float f0 = a.scale_log2, f1 = a.scale_log2;
-          if (!model1) {
-            const float2 c = *reinterpret_cast<const float2*>(kscale + k0);
-            f0 *= c.x;
-            f1 *= c.y;
-          }
-          sacc[n][0] = v0 ? sacc[n][0] * f0 : -INFINITY;
-          sacc[n][1] = v1 ? sacc[n][1] * f1 : -INFINITY;
-          sacc[n][2] = v0 ? sacc[n][2] * f0 : -INFINITY;
-          sacc[n][3] = v1 ? sacc[n][3] * f1 : -INFINITY;
-          mx0 = fmaxf(mx0, fmaxf(sacc[n][0], sacc[n][1]));
-          mx1 = fmaxf(mx1, fmaxf(sacc[n][2], sacc[n][3]));
-        }
+        sacc[n][0] = v0 ? sacc[n][0] * f0 : -INFINITY;
+        sacc[n][1] = v1 ? sacc[n][1] * f1 : -INFINITY;
+        sacc[n][2] = v0 ? sacc[n][2] * f0 : -INFINITY;
+        sacc[n][3] = v1 ? sacc[n][3] * f1 : -INFINITY;
+        mx0 = fmaxf(mx0, fmaxf(sacc[n][0], sacc[n][1]));
+        mx1 = fmaxf(mx1, fmaxf(sacc[n][2], sacc[n][3]));
       }
 #pragma unroll
       for (int o = 1; o <= 2; o <<= 1) {
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o));
       }
-      mx0 *= sl;  // -inf stays -inf (sl > 0)
-      mx1 *= sl;
       // The exact running maximum (no lazy rescaling): the largest weight of a row is then exactly
       // 1 in bf16, which the output tolerance relies on for rows dominated by one key.
       const float mn0 = fmaxf(m_run, mx0), mn1 = fmaxf(m_run1, mx1);
@@ -663,8 +635,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
 #pragma unroll
       for (int n = 0; n < kSNt; ++n) {
         const int k0 = n * 8 + (lane & 3) * 2;
-        float p0 = fast_exp2(fmaf(sacc[n][0], sl, -mu0)), p1 = fast_exp2(fmaf(sacc[n][1], sl, -mu0));
-        float p2 = fast_exp2(fmaf(sacc[n][2], sl, -mu1)), p3 = fast_exp2(fmaf(sacc[n][3], sl, -mu1));
+        float p0 = fast_exp2(sacc[n][0] - mu0), p1 = fast_exp2(sacc[n][1] - mu0);
+        float p2 = fast_exp2(sacc[n][2] - mu1), p3 = fast_exp2(sacc[n][3] - mu1);
         sum0 += p0 + p1;
         sum1 += p2 + p3;
         if (!model1) {
