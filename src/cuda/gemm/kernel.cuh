@@ -146,7 +146,8 @@ struct Traits {
   static_assert(BM == 64 || BM == 128 || BM == 256, "one or two consumer warpgroups of 64 or 128 rows");
   static_assert(BM != 256 || (F == GemmFormat::kFP8Block && BN == kBN && !kPreB),
                 "256-row tiles are the large-M FP8 kernel's only");
-  static_assert(BN == kBN || ((BN == kBNDecode || BN == 2 * kBNDecode) && F == GemmFormat::kFP8Block && BM == 64) ||
+  static_assert(BN == kBN || (BN == kBNWide && F == GemmFormat::kFP8Block && BM == 128 && !kPreB) ||  // diagnostics
+                    ((BN == kBNDecode || BN == 2 * kBNDecode) && F == GemmFormat::kFP8Block && BM == 64) ||
                     (BN == kBNWide && kBF16 && kPreB && BM == 128),
                 "32-column tiles are the FP8 decode kernel's only, 256-column ones pre-expanded W4A16's");
   static_assert(!kPreB || (F != GemmFormat::kFP8Block && BM == 128 && (BN == kBN || BN == kBNWide) && !kMXFP8A),
@@ -799,8 +800,10 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
 #pragma unroll
           for (int h = 0; h < kHalves; ++h)
 #pragma unroll
-            for (int k = 0; k < 4; ++k)
-              ptx::wgmma_m64n128k32_e4m3(accs[h], desc_at(da, h * 64 * 128 + k * 32), desc_at(db, k * 32), 1);
+            for (int k = 0; k < 4; ++k) {
+              if constexpr (BN == kBNWide) ptx::wgmma_m64n256k32_e4m3(accs[h], desc_at(da, k * 32), desc_at(db, k * 32), 1);
+              else ptx::wgmma_m64n128k32_e4m3(accs[h], desc_at(da, h * 64 * 128 + k * 32), desc_at(db, k * 32), 1);
+            }
           ptx::wgmma_commit();
           ptx::wgmma_wait<1>();
           if (prev >= 0) ptx::mbar_arrive(&empty[prev]);

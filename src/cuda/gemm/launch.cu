@@ -64,6 +64,16 @@ Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUt
   return launch_status(kOp, "gemm_kernel");
 }
 
+// Diagnostic FP8 variants (kernel.cuh, kVar): DSV4_GEMM_FP8_VAR=1 promotion-free, 2 single
+// scratch, 3 promotion-free on 128 x 256 tiles (m64n256k32). Wrong numbers for 1 and 3: bench only.
+int fp8_var() {
+  static const int var = [] {
+    const char* e = std::getenv("DSV4_GEMM_FP8_VAR");
+    return e ? std::atoi(e) : 0;
+  }();
+  return var;
+}
+
 template <GemmFormat F, bool kMXFP8A = false>
 Status launch_bm(int bm, int bn, bool pre, const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
                  const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
@@ -76,11 +86,9 @@ Status launch_bm(int bm, int bn, bool pre, const CUtensorMap& tm_a, const CUtens
   }
   if (bm == 64) return launch_kernel<F, 64, kMXFP8A>(tm_a, tm_b, tm_d, args, grid, stream);
   if constexpr (F == GemmFormat::kFP8Block) {
-    // Diagnostic variants (kernel.cuh, kVar): DSV4_GEMM_FP8_VAR=1 promotion-free, 2 single scratch.
-    static const int var = [] {
-      const char* e = std::getenv("DSV4_GEMM_FP8_VAR");
-      return e ? std::atoi(e) : 0;
-    }();
+    const int var = fp8_var();
+    if (bn == gemm_detail::kBNWide)
+      return launch_kernel<F, 128, false, gemm_detail::kBNWide, false, 1>(tm_a, tm_b, tm_d, args, grid, stream);
     if (bm == gemm_detail::kBMBig) {
       if (var == 1) return launch_kernel<F, gemm_detail::kBMBig, false, gemm_detail::kBN, false, 1>(tm_a, tm_b, tm_d, args, grid, stream);
       return launch_kernel<F, gemm_detail::kBMBig, false>(tm_a, tm_b, tm_d, args, grid, stream);
@@ -164,6 +172,12 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   if (f == GemmFormat::kFP8Block && cfg.bm >= 128 && cfg.splits == 1 && (force_bm == 128 || force_bm == 256) &&
       force_bm != cfg.bm) {
     cfg.bm = force_bm;
+    cfg.stages = gemm_detail::max_stages(f, cfg.bm, cfg.bn);
+    cfg.tiles = (std::max<int64_t>(M / num_groups, 1) + cfg.bm - 1) / cfg.bm * (N / cfg.bn);
+    cfg.grid = static_cast<int>(std::min<int64_t>(cfg.tiles, sms));
+  }
+  if (f == GemmFormat::kFP8Block && cfg.bm == 128 && cfg.splits == 1 && fp8_var() == 3 && N % gemm_detail::kBNWide == 0) {
+    cfg.bn = gemm_detail::kBNWide;
     cfg.stages = gemm_detail::max_stages(f, cfg.bm, cfg.bn);
     cfg.tiles = (std::max<int64_t>(M / num_groups, 1) + cfg.bm - 1) / cfg.bm * (N / cfg.bn);
     cfg.grid = static_cast<int>(std::min<int64_t>(cfg.tiles, sms));
