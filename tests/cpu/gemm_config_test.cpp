@@ -27,13 +27,8 @@ TEST(GemmConfig, InvariantsOverSweep) {
                                               << " sms=" << sm << " ws=" << ws);
               ASSERT_EQ(c.stage_k, is_w4a16(f) && c.bn == kBNWide ? 64 : kBK);
               const int kblocks = static_cast<int>(K / c.stage_k);
-              ASSERT_TRUE(c.bm == 64 || c.bm == 128 || c.bm == kBMBig);
-              // FP8 at large M: 256-row tiles where their waves (x 2, discounted) are no more.
-              const int64_t sm1 = sm, nt = N / kBN;
-              const bool big = f == GemmFormat::kFP8Block && M > 256 &&
-                               2 * (((M + 255) / 256 * nt + sm1 - 1) / sm1) * kBigTileGainNum <=
-                                   ((M + 127) / 128 * nt + sm1 - 1) / sm1 * kBigTileGainDen;
-              ASSERT_EQ(c.bm, big ? kBMBig : M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128);
+              ASSERT_TRUE(c.bm == 64 || c.bm == 128);
+              ASSERT_EQ(c.bm, M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128);
               const int64_t mt = (M + 127) / 128;
               const bool wide = is_w4a16(f) && c.pre_expand && N % 256 == 0 &&
                                 (mt * (N / 256) + sm - 1) / sm < (mt * (N / 128) + sm - 1) / sm;
@@ -96,7 +91,7 @@ TEST(GemmConfig, LargeProblemsDoNotSplit) {
   for (GemmFormat f : kFormats) {
     const GemmConfig c = choose_gemm_config(4096, 4096, 7168, f, 132, kHuge);
     EXPECT_EQ(c.splits, 1);
-    EXPECT_EQ(c.bm, f == GemmFormat::kFP8Block ? kBMBig : 128);
+    EXPECT_EQ(c.bm, 128);
     EXPECT_EQ(c.grid, 132);
     // FP4 weights: the workspace holds B expanded once (W4A8: e4m3 + f32 scales a row and 128-block;
     // W4A16: bf16).
@@ -245,24 +240,6 @@ TEST(GemmConfig, DecodeFp4IssueShapes) {
     EXPECT_EQ(c.splits, 1);
     EXPECT_EQ(c.workspace_bytes, 0);
   }
-}
-
-TEST(GemmConfig, Fp8BigTilesAtLargeM) {
-  // The big-M shapes on an H100 take 256 x 128 tiles; 512 x 4096 would leave half the SMs
-  // idle with them (64 tiles) and keeps 128 x 128.
-  const GemmFormat f = GemmFormat::kFP8Block;
-  for (const int64_t nk : {int64_t(4096), int64_t(7168), int64_t(24576)}) {
-    const GemmConfig c = choose_gemm_config(4096, nk, 2048, f, 132, kHuge);
-    EXPECT_EQ(c.bm, kBMBig) << nk;
-    EXPECT_EQ(c.splits, 1);
-    EXPECT_EQ(c.tiles, 16 * (nk / 128));
-    EXPECT_GE(c.stages, 3);
-  }
-  EXPECT_EQ(choose_gemm_config(1024, 4096, 7168, f, 132, kHuge).bm, kBMBig);
-  EXPECT_EQ(choose_gemm_config(512, 4096, 7168, f, 132, kHuge).bm, 128);
-  EXPECT_EQ(choose_gemm_config(256, 4096, 7168, f, 132, kHuge).bm, 128);
-  EXPECT_EQ(choose_gemm_config(4096, 4096, 7168, GemmFormat::kW4A8MXFP4, 132, kHuge).bm, 128);
-  EXPECT_LE(smem_bytes(f, kBMBig, max_stages(f, kBMBig)), kSmemLimit);
 }
 
 }  // namespace

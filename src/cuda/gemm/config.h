@@ -3,8 +3,7 @@
 //
 // Tiles are BM x BN output elements, BK = 128 K elements a pipeline stage (one scale block of the
 // FP8 formats, four of MXFP4). BM is 64 (one consumer warpgroup, decode-sized M) or 128 (two
-// consumer warpgroups), or 256 for FP8 at large M (two consumer warpgroups of 128 rows: see
-// big_tiles_for). BN is 128, except FP8 decode (8 <= M <= 128, BM = 64): 32- or 64-row
+// consumer warpgroups). BN is 128, except FP8 decode (8 <= M <= 128, BM = 64): 32- or 64-row
 // weight tiles, the narrowest whose tiles cover the SMs in one round without split-K (no
 // partials, no reduction kernel), each CTA streaming its weight rows with up to 16 stages in
 // flight; and pre-expanded W4A16, 256 (see bn_for). Other
@@ -82,8 +81,7 @@ constexpr int converted_b_bytes(GemmFormat f, bool pre = false) {
 // The bf16 output tile staged for its TMA store (so the consumers start the next tile's wgmmas
 // while the store drains): BM rows x 128 columns (256-wide tiles go through it in two halves).
 // Decode tiles (BN = 32) store directly.
-// BM = 256 tiles (two warpgroups of 128 rows) stage each warpgroup's rows in two 64-row passes.
-constexpr int epilogue_bytes(int bm, int bn = kBN) { return bn >= kBN ? (bm > 128 ? 128 : bm) * kBN * 2 : 0; }
+constexpr int epilogue_bytes(int bm, int bn = kBN) { return bn >= kBN ? bm * kBN * 2 : 0; }
 constexpr int max_stages(GemmFormat f, int bm, int bn = kBN, bool pre = false) {
   const int cap = bn < kBN ? kMaxStagesDecode : kMaxStages;
   const int s = (kSmemLimit - reserved_bytes(f, pre) - converted_b_bytes(f, pre) - epilogue_bytes(bm, bn)) /
@@ -133,22 +131,7 @@ inline constexpr int kFoldMaxSpan = 14;  // e2m1 * 2^(s - smax + 6) stays exact 
 // tiles sharing each B tile through L2 beat one 128-row tile (H100, 128x4096x7168, same-run A/B:
 // 22.7/22.3 vs 24.3/23.9 us); with FP4 weights the doubled expansion makes BM = 64 slower there
 // (W4A16 44.6 vs 36.5 us).
-// FP8 at large M takes 256 x 128 tiles (two consumer warpgroups of 128 rows, each block's B stage
-// shared by both 64-row halves of a warpgroup): a quarter fewer bytes a MAC than 128 x 128. Only
-// where their waves (in 128-row tile times, discounted by kBigTileGain) are no more than those of
-// 128-row tiles: at 512 x 4096 their 64 tiles would leave half the SMs idle.
-inline constexpr int kBMBig = 256;
-inline constexpr int kBigTileGainNum = 9, kBigTileGainDen = 10;
-constexpr bool big_tiles_for(int64_t M, int64_t N, GemmFormat f, int sm_count) {
-  if (f != GemmFormat::kFP8Block || M <= 256 || N <= 0) return false;
-  const int64_t sms = sm_count > 0 ? sm_count : 1, nt = N / kBN;
-  const int64_t w_big = ((M + kBMBig - 1) / kBMBig * nt + sms - 1) / sms, w = ((M + 127) / 128 * nt + sms - 1) / sms;
-  return 2 * w_big * kBigTileGainNum <= w * kBigTileGainDen;
-}
-constexpr int bm_for(int64_t M, GemmFormat f, int64_t N = 0, int sm_count = 1) {
-  if (big_tiles_for(M, N, f, sm_count)) return kBMBig;
-  return M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128;
-}
+constexpr int bm_for(int64_t M, GemmFormat f) { return M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128; }
 
 // FP8 at decode sizes takes 32-row weight tiles (see the top of this file) when they make one round
 // of CTAs, else 64-row ones if those do: with more tiles than SMs each CTA walks several short
@@ -177,7 +160,7 @@ constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool pre 
 }
 
 struct GemmConfig {
-  int bm = 128;          // 64, 128, or 256 (FP8 at large M)
+  int bm = 128;          // 64 or 128
   int bn = kBN;          // 128, 32 for FP8 decode, 256 for pre-expanded W4A16
   int stage_k = kBK;     // K elements a stage (64 with bn = 256)
   int stages = 1;        // TMA pipeline depth
@@ -199,7 +182,7 @@ inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat
   sm_count = std::max(sm_count, 1);
   if (b_rows <= 0) b_rows = N;
   c.pre_expand = pre_expand_for(M, f) && pre_expand_bytes(f, b_rows, K) <= workspace_limit;
-  c.bm = bm_for(M, f, N, sm_count);
+  c.bm = bm_for(M, f);
   c.bn = bn_for(M, N, f, sm_count, c.pre_expand);
   c.stage_k = stage_k(f, c.bn, c.pre_expand);
   c.stages = max_stages(f, c.bm, c.bn, c.pre_expand);

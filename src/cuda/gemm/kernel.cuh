@@ -93,11 +93,7 @@ struct Traits {
   static constexpr bool kConvertB = F != GemmFormat::kFP8Block && !kPreB;
   static constexpr bool kColScales = F == GemmFormat::kW4A8MXFP4 && kPreB;  // per-row B scales in the stage
   static constexpr bool kPer32 = kMXFP8A;  // W4A8 with MXFP8 activations: promote every k32
-  // BM = 256 (FP8 only): two consumer warpgroups of 128 rows, each running its rows as two m64
-  // halves that share the stage's B tile (acc 2 x 64 registers + one 64-register scratch tile).
-  static constexpr int kConsumerWGs = BM == 256 ? 2 : BM / 64;
-  static constexpr int kWGRows = BM / kConsumerWGs;  // rows of the tile a consumer warpgroup owns
-  static constexpr int kHalves = kWGRows / 64;        // its m64 wgmma row blocks
+  static constexpr int kConsumerWGs = BM / 64;
   static constexpr int kConsumerThreads = 128 * kConsumerWGs;
   // FP4 weights at BM = 64 (decode-sized M): two warpgroups expand packed B into the converted-B
   // ring while the consumer runs only wgmma and promotion. The expansion is what bounds decode:
@@ -143,11 +139,8 @@ struct Traits {
   static constexpr int kScaleRowFloats = F == GemmFormat::kW4A8MXFP4 && !kPreB ? 4 * kBN : 0;  // per buffer
   static constexpr int kEpiBytes = epilogue_bytes(BM, BN);  // 16 KiB a consumer warpgroup, or 0
   static constexpr int kSmemBytes = smem_bytes(F, BM, kStages, BN, kPreB);
-  static_assert(BM == 64 || BM == 128 || BM == 256, "one or two consumer warpgroups of 64 or 128 rows");
-  static_assert(BM != 256 || (F == GemmFormat::kFP8Block && BN == kBN && !kPreB),
-                "256-row tiles are the large-M FP8 kernel's only");
-  static_assert(BN == kBN || (BN == kBNWide && F == GemmFormat::kFP8Block && BM == 128 && !kPreB) ||  // diagnostics
-                    ((BN == kBNDecode || BN == 2 * kBNDecode) && F == GemmFormat::kFP8Block && BM == 64) ||
+  static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups of 64 rows");
+  static_assert(BN == kBN || ((BN == kBNDecode || BN == 2 * kBNDecode) && F == GemmFormat::kFP8Block && BM == 64) ||
                     (BN == kBNWide && kBF16 && kPreB && BM == 128),
                 "32-column tiles are the FP8 decode kernel's only, 256-column ones pre-expanded W4A16's");
   static_assert(!kPreB || (F != GemmFormat::kFP8Block && BM == 128 && (BN == kBN || BN == kBNWide) && !kMXFP8A),
@@ -433,10 +426,7 @@ __global__ void __launch_bounds__(256) pre_expand_kernel(const uint8_t* __restri
   }
 }
 
-// kVar (FP8 diagnostics, bench only): 1 = the wgmmas accumulate straight into acc, no promotion
-// (wrong numbers: the promotion-free upper bound); 2 = one scratch tile, wait<0> after each block's
-// wgmmas, then promote (BM = 128 only).
-template <GemmFormat F, int BM, bool kMXFP8A, int BN = kBN, bool kPreB = false, int kVar = 0>
+template <GemmFormat F, int BM, bool kMXFP8A, int BN = kBN, bool kPreB = false>
 __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
                 const __grid_constant__ CUtensorMap tm_d, const KernelArgs args) {
@@ -691,29 +681,26 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
   // Consumers.
   ptx::setmaxnreg_inc<T::kConsumerRegs>();
   const int cw = wg - 1 - T::kExpanderWGs;
-  constexpr int kHalves = T::kHalves;
-  const int row_in_tile = cw * T::kWGRows + warp * 16 + lane / 4;  // in the warpgroup's first m64 half
+  const int row_in_tile = cw * 64 + warp * 16 + lane / 4;
   int stage = 0;
   uint32_t phase = 0;
   [[maybe_unused]] int slot = 0, buf = 0;
   [[maybe_unused]] uint32_t cphase = 0;
   [[maybe_unused]] const int ctid = threadIdx.x - 128 * (1 + T::kExpanderWGs);  // consumer thread index
-  float accs[kHalves][kAcc];  // one m64 x BN accumulator a half (one half unless BM = 256)
-  float(&acc)[kAcc] = accs[0];
+  float acc[kAcc];
   [[maybe_unused]] float tmp[kAcc];
   const float global = F == GemmFormat::kW4A16NVFP4 ? __ldg(args.b_global) : 1.f;
   // Descriptors of stage 0 / buffer 0; a stage, buffer or K slice is a byte offset, added in
   // 16-byte units to the address field (shared addresses < 256 KiB never carry out of it).
-  const uint64_t desc_a0 = ptx::wgmma_desc_sw128(ptx::smem_addr(s_a + cw * T::kWGRows * 128));
+  const uint64_t desc_a0 = ptx::wgmma_desc_sw128(ptx::smem_addr(s_a + cw * 64 * 128));
   const uint64_t desc_b0 = ptx::wgmma_desc_sw128(ptx::smem_addr(T::kConvertB ? s_bconv : s_b));
   auto desc_at = [](uint64_t d, uint32_t bytes) { return d + (bytes >> 4); };
 
   Tile t;
   for (int unit = blockIdx.x; get_tile<BM, BN>(args, unit, t); unit += gridDim.x) {
 #pragma unroll
-    for (int h = 0; h < kHalves; ++h)
-#pragma unroll
-      for (int i = 0; i < kAcc; ++i) accs[h][i] = 0.f;
+    for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
+    const int r_lo = t.m0 + row_in_tile, r_hi = r_lo + 8;
 
     // acc += d * a_scale[row] * b_scale[col] with b_scale per column from shared memory.
     // The FP4 paths' helpers (BN = 128 only). They are generic lambdas so that their 64-register
@@ -784,59 +771,6 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
       ptx::wgmma_wait<0>();
       ptx::fence_accumulators(acc);
       if (prev >= 0) ptx::mbar_arrive(&empty[prev]);
-    } else if constexpr (!T::kConvertB && (kHalves == 2 || kVar != 0)) {
-      // FP8 on 256-row tiles (and the diagnostic variants at 128): one scratch tile. For each m64
-      // half of the warpgroup's rows the block's 4 wgmmas run into it, then it is promoted into the
-      // half's accumulator; the two consumer warpgroups take turns on the tensor pipe (one
-      // promotes while the other's wgmmas run). Both halves read the stage's B tile.
-      [[maybe_unused]] int prev = -1;
-      for (int kb = t.kb0; kb < t.kb1; ++kb) {
-        ptx::mbar_wait(&full[stage], phase);
-        const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
-        const float sb = sa[T::kAScaleFloats];
-        const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, stage * T::kBBytes);
-        if constexpr (kVar == 1) {
-          ptx::wgmma_fence();
-#pragma unroll
-          for (int h = 0; h < kHalves; ++h)
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-              if constexpr (BN == kBNWide) ptx::wgmma_m64n256k32_e4m3(accs[h], desc_at(da, k * 32), desc_at(db, k * 32), 1);
-              else ptx::wgmma_m64n128k32_e4m3(accs[h], desc_at(da, h * 64 * 128 + k * 32), desc_at(db, k * 32), 1);
-            }
-          ptx::wgmma_commit();
-          ptx::wgmma_wait<1>();
-          if (prev >= 0) ptx::mbar_arrive(&empty[prev]);
-          prev = stage;
-        } else {
-#pragma unroll
-          for (int h = 0; h < kHalves; ++h) {
-            const float s_lo = sa[row_in_tile + 64 * h] * sb, s_hi = sa[row_in_tile + 64 * h + 8] * sb;
-            ptx::wgmma_fence();
-#pragma unroll
-            for (int k = 0; k < 4; ++k)
-              ptx::wgmma_m64n128k32_e4m3(tmp, desc_at(da, h * 64 * 128 + k * 32), desc_at(db, k * 32), k > 0);
-            ptx::wgmma_commit();
-            ptx::wgmma_wait<0>();
-            ptx::fence_accumulators(tmp);
-            if (h == kHalves - 1) ptx::mbar_arrive(&empty[stage]);
-#pragma unroll
-            for (int j = 0; j < kJ; ++j) {
-              accs[h][4 * j + 0] += tmp[4 * j + 0] * s_lo;
-              accs[h][4 * j + 1] += tmp[4 * j + 1] * s_lo;
-              accs[h][4 * j + 2] += tmp[4 * j + 2] * s_hi;
-              accs[h][4 * j + 3] += tmp[4 * j + 3] * s_hi;
-            }
-          }
-        }
-        if (++stage == S) stage = 0, phase ^= 1;
-      }
-      if constexpr (kVar == 1) {
-        ptx::wgmma_wait<0>();
-#pragma unroll
-        for (int h = 0; h < kHalves; ++h) ptx::fence_accumulators(accs[h]);
-        if (prev >= 0) ptx::mbar_arrive(&empty[prev]);
-      }
     } else if constexpr (!T::kConvertB) {
       // FP8: B feeds wgmma straight from the TMA stage. Two scratch tiles, so the wgmmas of block
       // kb+1 run while block kb is promoted: the tensor pipe always has this warpgroup's next
@@ -1023,70 +957,63 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
     // warpgroup starts the next tile's wgmmas while the store drains. Rows past a group's end that
     // belong to the next group (grouped GEMM) must not be written: those tiles, split-K partials,
     // bias and residual take the direct path below.
-    // A 256-row tile's warpgroup stores its two 64-row halves one after the other through its buffer.
+    const int wg_row0 = t.m0 + cw * 64;
+    if constexpr (BN >= kBN) {  // decode tiles (BN = 32 / 64) are small: direct stores (the host agrees)
+      if (args.tma_store_d && wg_row0 < t.m_end && (wg_row0 + 64 <= t.m_end || t.m_end == args.M)) {
+        uint8_t* ebuf = s_epi + cw * (64 * 128 * 2);
+        // 128 columns at a time through the buffer (256-wide tiles in two passes).
 #pragma unroll
-    for (int h = 0; h < kHalves; ++h) {
-      const float(&a)[kAcc] = accs[h];
-      const int wg_row0 = t.m0 + cw * T::kWGRows + 64 * h;
-      if constexpr (BN >= kBN) {  // decode tiles (BN = 32 / 64) are small: direct stores (the host agrees)
-        if (args.tma_store_d && wg_row0 < t.m_end && (wg_row0 + 64 <= t.m_end || t.m_end == args.M)) {
-          uint8_t* ebuf = s_epi + cw * (64 * 128 * 2);
-          // 128 columns at a time through the buffer (256-wide tiles in two passes).
+        for (int c0 = 0; c0 < BN; c0 += kBN) {
+          // The previous store must be done reading the buffer (long since, in practice, except
+          // between the two passes of a wide tile).
+          if (tid_wg == 0) ptx::bulk_wait_group_read<0>();
+          ptx::named_barrier_sync(2 + cw, 128);
 #pragma unroll
-          for (int c0 = 0; c0 < BN; c0 += kBN) {
-            // The previous store must be done reading the buffer (long since, in practice, except
-            // between the two passes of a wide tile or the two halves of a 256-row one).
-            if (tid_wg == 0) ptx::bulk_wait_group_read<0>();
-            ptx::named_barrier_sync(2 + cw, 128);
+          for (int jj = 0; jj < 16; ++jj) {
+            const int j = c0 / 8 + jj;
 #pragma unroll
-            for (int jj = 0; jj < 16; ++jj) {
-              const int j = c0 / 8 + jj;
-#pragma unroll
-              for (int hh = 0; hh < 2; ++hh) {
-                const int row = warp * 16 + lane / 4 + 8 * hh;  // inside the half's 64 rows
-                const __nv_bfloat162 v =
-                    __floats2bfloat162_rn(a[4 * j + 2 * hh] * global, a[4 * j + 2 * hh + 1] * global);
-                // Box jj / 8 (64 columns), 16-byte chunk jj % 8 of the row, swizzled by row % 8.
-                uint8_t* dst = ebuf + (jj >> 3) * (64 * 128) + row * 128 + (((jj & 7) ^ (row & 7)) << 4) + (lane % 4) * 4;
-                *reinterpret_cast<__nv_bfloat162*>(dst) = v;
-              }
-            }
-            ptx::fence_proxy_async_smem();  // each thread's stores, before the TMA (async proxy) reads them
-            ptx::named_barrier_sync(2 + cw, 128);
-            if (tid_wg == 0) {
-              ptx::tma_store_2d(&tm_d, ebuf, t.n0 + c0, wg_row0);
-              ptx::tma_store_2d(&tm_d, ebuf + 64 * 128, t.n0 + c0 + 64, wg_row0);
-              ptx::bulk_commit_group();
+            for (int h = 0; h < 2; ++h) {
+              const int row = warp * 16 + lane / 4 + 8 * h;  // inside the warpgroup's 64 rows
+              const __nv_bfloat162 v = __floats2bfloat162_rn(acc[4 * j + 2 * h] * global, acc[4 * j + 2 * h + 1] * global);
+              // Box jj / 8 (64 columns), 16-byte chunk jj % 8 of the row, swizzled by row % 8.
+              uint8_t* dst = ebuf + (jj >> 3) * (64 * 128) + row * 128 + (((jj & 7) ^ (row & 7)) << 4) + (lane % 4) * 4;
+              *reinterpret_cast<__nv_bfloat162*>(dst) = v;
             }
           }
+          ptx::fence_proxy_async_smem();  // each thread's stores, before the TMA (async proxy) reads them
+          ptx::named_barrier_sync(2 + cw, 128);
+          if (tid_wg == 0) {
+            ptx::tma_store_2d(&tm_d, ebuf, t.n0 + c0, wg_row0);
+            ptx::tma_store_2d(&tm_d, ebuf + 64 * 128, t.n0 + c0 + 64, wg_row0);
+            ptx::bulk_commit_group();
+          }
+        }
+        continue;
+      }
+    }
+    // Direct path, straight from the accumulators.
+#pragma unroll
+    for (int j = 0; j < kJ; ++j) {
+      const int col = t.n0 + j * 8 + (lane % 4) * 2;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = h ? r_hi : r_lo;
+        if (row >= t.m_end) continue;
+        float v0 = acc[4 * j + 2 * h] * global, v1 = acc[4 * j + 2 * h + 1] * global;
+        if (args.splits > 1) {
+          float* p = args.partial + (static_cast<int64_t>(t.split) * args.M + row) * args.N + col;
+          *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
           continue;
         }
-      }
-      // Direct path, straight from the accumulators.
-      const int r_lo = wg_row0 + warp * 16 + lane / 4, r_hi = r_lo + 8;
-#pragma unroll
-      for (int j = 0; j < kJ; ++j) {
-        const int col = t.n0 + j * 8 + (lane % 4) * 2;
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const int row = hh ? r_hi : r_lo;
-          if (row >= t.m_end) continue;
-          float v0 = a[4 * j + 2 * hh] * global, v1 = a[4 * j + 2 * hh + 1] * global;
-          if (args.splits > 1) {
-            float* p = args.partial + (static_cast<int64_t>(t.split) * args.M + row) * args.N + col;
-            *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
-            continue;
-          }
-          if (args.bias) {
-            const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162*>(args.bias + col);
-            v0 += __bfloat162float(b.x), v1 += __bfloat162float(b.y);
-          }
-          if (args.residual) {
-            const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(args.residual + row * args.res_ld + col);
-            v0 += __bfloat162float(r.x), v1 += __bfloat162float(r.y);
-          }
-          *reinterpret_cast<__nv_bfloat162*>(args.d + row * args.d_ld + col) = __floats2bfloat162_rn(v0, v1);
+        if (args.bias) {
+          const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162*>(args.bias + col);
+          v0 += __bfloat162float(b.x), v1 += __bfloat162float(b.y);
         }
+        if (args.residual) {
+          const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(args.residual + row * args.res_ld + col);
+          v0 += __bfloat162float(r.x), v1 += __bfloat162float(r.y);
+        }
+        *reinterpret_cast<__nv_bfloat162*>(args.d + row * args.d_ld + col) = __floats2bfloat162_rn(v0, v1);
       }
     }
   }

@@ -2,7 +2,6 @@
 // maps, launches the persistent kernel (and the split-K reduction) on the caller's stream. Nothing
 // here allocates or synchronises, so the op can be captured in a CUDA graph.
 #include <atomic>
-#include <cstdlib>
 #include <mutex>
 #include <string>
 
@@ -53,25 +52,15 @@ class DeviceGuard {
   int prev_ = -1;
 };
 
-template <GemmFormat F, int BM, bool kMXFP8A, int BN = gemm_detail::kBN, bool kPreB = false, int kVar = 0>
+template <GemmFormat F, int BM, bool kMXFP8A, int BN = gemm_detail::kBN, bool kPreB = false>
 Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
                      const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
   using T = gemm_detail::Traits<F, BM, kMXFP8A, BN, kPreB>;
-  auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A, BN, kPreB, kVar>;
+  auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A, BN, kPreB>;
   static std::atomic<uint64_t> smem_set{0};
   DSV4_RETURN_IF_ERROR(opt_in_smem(kernel, T::kSmemBytes, smem_set, kOp));
   kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(tm_a, tm_b, tm_d, args);
   return launch_status(kOp, "gemm_kernel");
-}
-
-// Diagnostic FP8 variants (kernel.cuh, kVar): DSV4_GEMM_FP8_VAR=1 promotion-free, 2 single
-// scratch, 3 promotion-free on 128 x 256 tiles (m64n256k32). Wrong numbers for 1 and 3: bench only.
-int fp8_var() {
-  static const int var = [] {
-    const char* e = std::getenv("DSV4_GEMM_FP8_VAR");
-    return e ? std::atoi(e) : 0;
-  }();
-  return var;
 }
 
 template <GemmFormat F, bool kMXFP8A = false>
@@ -85,17 +74,6 @@ Status launch_bm(int bm, int bn, bool pre, const CUtensorMap& tm_a, const CUtens
     if (pre) return launch_kernel<F, 128, false, gemm_detail::kBN, true>(tm_a, tm_b, tm_d, args, grid, stream);
   }
   if (bm == 64) return launch_kernel<F, 64, kMXFP8A>(tm_a, tm_b, tm_d, args, grid, stream);
-  if constexpr (F == GemmFormat::kFP8Block) {
-    const int var = fp8_var();
-    if (bn == gemm_detail::kBNWide)
-      return launch_kernel<F, 128, false, gemm_detail::kBNWide, false, 1>(tm_a, tm_b, tm_d, args, grid, stream);
-    if (bm == gemm_detail::kBMBig) {
-      if (var == 1) return launch_kernel<F, gemm_detail::kBMBig, false, gemm_detail::kBN, false, 1>(tm_a, tm_b, tm_d, args, grid, stream);
-      return launch_kernel<F, gemm_detail::kBMBig, false>(tm_a, tm_b, tm_d, args, grid, stream);
-    }
-    if (var == 1) return launch_kernel<F, 128, false, gemm_detail::kBN, false, 1>(tm_a, tm_b, tm_d, args, grid, stream);
-    if (var == 2) return launch_kernel<F, 128, false, gemm_detail::kBN, false, 2>(tm_a, tm_b, tm_d, args, grid, stream);
-  }
   return launch_kernel<F, 128, kMXFP8A>(tm_a, tm_b, tm_d, args, grid, stream);
 }
 
@@ -164,24 +142,6 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
   // W4A8 with MXFP8 activations promotes every 32 along K; it keeps the in-kernel expansion.
   const bool mx_a = f == GemmFormat::kW4A8MXFP4 && p.a_scales.shape[1] == K / 32;
   const bool pre = cfg.pre_expand && !mx_a;
-  // DSV4_GEMM_FP8_BM=128|256 overrides the FP8 large-tile choice (same-binary A/Bs, test coverage).
-  static const int force_bm = [] {
-    const char* e = std::getenv("DSV4_GEMM_FP8_BM");
-    return e ? std::atoi(e) : 0;
-  }();
-  if (f == GemmFormat::kFP8Block && cfg.bm >= 128 && cfg.splits == 1 && (force_bm == 128 || force_bm == 256) &&
-      force_bm != cfg.bm) {
-    cfg.bm = force_bm;
-    cfg.stages = gemm_detail::max_stages(f, cfg.bm, cfg.bn);
-    cfg.tiles = (std::max<int64_t>(M / num_groups, 1) + cfg.bm - 1) / cfg.bm * (N / cfg.bn);
-    cfg.grid = static_cast<int>(std::min<int64_t>(cfg.tiles, sms));
-  }
-  if (f == GemmFormat::kFP8Block && cfg.bm == 128 && cfg.splits == 1 && fp8_var() == 3 && N % gemm_detail::kBNWide == 0) {
-    cfg.bn = gemm_detail::kBNWide;
-    cfg.stages = gemm_detail::max_stages(f, cfg.bm, cfg.bn);
-    cfg.tiles = (std::max<int64_t>(M / num_groups, 1) + cfg.bm - 1) / cfg.bm * (N / cfg.bn);
-    cfg.grid = static_cast<int>(std::min<int64_t>(cfg.tiles, sms));
-  }
   if (group_rows) {
     // Group sizes live on the device: bound the tile count (each group wastes at most one M tile).
     const int64_t units = ((M + cfg.bm - 1) / cfg.bm + num_groups) * (N / cfg.bn);
