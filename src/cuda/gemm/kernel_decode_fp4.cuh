@@ -59,6 +59,7 @@ struct DecodeArgs {
   __nv_bfloat16* d = nullptr;
   int64_t d_ld = 0;
   float* partial = nullptr;  // [splits, M, N] f32 when splits > 1
+  bool skip_permute = false;  // timing experiments only (wrong results): DSV4_DECODE_FP4_NOPERM
 };
 
 // Four e2m1 codes (low 16 bits of x, element 0 lowest) to four bf16 (two bf16x2 words), the same
@@ -343,7 +344,7 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
       const int slot = it % S;
       // The TMA of this round was issued after the stage went free, so its landing implies both.
       ptx::mbar_wait(&tma_full[slot], (it / S) & 1);
-      permute(slot);
+      if (!args.skip_permute) permute(slot);
       uint8_t* side = s_side + slot * T::kSideBytes;
 #pragma unroll
       for (int q = 0; q < kBRows; ++q) {
