@@ -60,11 +60,6 @@ struct DecodeArgs {
   int64_t d_ld = 0;
   float* partial = nullptr;  // [splits, M, N] f32 when splits > 1
   bool skip_permute = false;  // timing experiments only (wrong results): DSV4_DECODE_FP4_NOPERM
-  // Experiment (DSV4_DECODE_FP4_PF=1): at a unit's start the TMA lane asks L2 for each weight row's
-  // whole K range of the unit (cp.async.bulk.prefetch.L2), one contiguous request a row.
-  const uint8_t* w = nullptr;
-  int64_t w_ld = 0;  // bytes a weight row
-  bool prefetch = false;
 };
 
 // Four e2m1 codes (low 16 bits of x, element 0 lowest) to four bf16 (two bf16x2 words), the same
@@ -216,12 +211,6 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
       uint32_t phase = 0;
       for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
         const DecodeUnit u = decode_unit(args, unit);
-        if (args.prefetch) {
-          const uint8_t* w0 = args.w + int64_t(u.ru) * T::kRows * args.w_ld + int64_t(u.kb0) * (kBK / 2);
-          const uint32_t bytes = uint32_t(u.kb1 - u.kb0) * (kBK / 2);
-          for (int row = 0; row < T::kRows; ++row)
-            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(w0 + row * args.w_ld), "r"(bytes) : "memory");
-        }
         for (int kb = u.kb0; kb < u.kb1; ++kb) {
           ptx::mbar_wait(&empty[slot], phase ^ 1);
           ptx::mbar_arrive_expect_tx(&tma_full[slot], T::kActBytes + T::kWBytes);

@@ -106,13 +106,6 @@ Status gemm_decode_fp4(const GemmParams& p, const gemm_detail::DecodeFp4Config& 
   if (cfg.splits > 1) args.partial = static_cast<float*>(p.workspace.data);
   static const bool env_noperm = std::getenv("DSV4_DECODE_FP4_NOPERM") != nullptr;
   args.skip_permute = env_noperm;
-  static const bool env_pf = [] {
-    const char* e = std::getenv("DSV4_DECODE_FP4_PF");
-    return e && std::atoi(e) != 0;
-  }();
-  args.prefetch = env_pf;
-  args.w = static_cast<const uint8_t*>(p.b.data);
-  args.w_ld = row_bytes(p.b);
 
   switch (f) {
     case GemmFormat::kW4A16MXFP4:
