@@ -9,21 +9,22 @@
 //    (64 bytes a row, no swizzle), into a ring of up to 32 stages;
 //  - warps 1-3 ("loaders") take the stages in turn and write their scales next to the tiles,
 //    converted once: W4A16 block scales as bf16x2, W4A8's B exponents and token scales as f32;
+//  - the loader warp of a stage also permutes its activation tile's K order in place (see
+//    `permute`), so that each consumer thread's weight codes are whole words;
 //  - WR x WK consumer warpgroups: warpgroup (r, j) owns rows [64r, 64r + 64) of the unit and the
-//    unit's K blocks j, j + WK, ... Each thread loads its two weight rows of a stage (64 bytes each,
-//    four 16-byte LDS), builds the wgmma A fragments in registers (thread (g = lane / 4,
-//    c = lane % 4) of warp w holds rows 16w + g and 16w + g + 8 at K slots {2c, 2c+1, 2c+8, 2c+9} of
-//    a k16 step (bf16) or {4c..4c+3, 4c+16..4c+19} of a k32 step (e4m3): one byte_perm gathers
-//    those nibbles from the row's words), and issues wgmma with A from registers. Conversion of
-//    stage q+1 runs while the wgmmas of stage q are in flight (two fragment sets).
+//    unit's K blocks j, j + WK, ... Each thread loads its words of its two weight rows (thread
+//    (g = lane / 4, c = lane % 4) of warp w holds rows 16w + g and 16w + g + 8), decodes them
+//    straight into the wgmma A fragments (subnormal e2m1 decode, see e2m1x8_to_bf16_sub) and
+//    issues wgmma with A from registers. Conversion of the next half/stage runs while the
+//    wgmmas of the previous one are in flight (two fragment sets).
 //
 // Numerics (the same products as kernel.cuh's paths):
-//  - W4A16: e2m1 x block scale in bf16 (exact), bf16 wgmma accumulating in f32, NVFP4's global
-//    scale on the f32 result.
-//  - W4A8: e2m1 as exact e4m3 (no exponent folding), one k32 wgmma a 32-element sub-block into its
-//    own f32 scratch tile, promoted with B's ue8m0 scale of that sub-block times the token's scale
+//  - W4A16: e2m1 x block scale in bf16 (exact, scaled by 2^-kDecodeBf16Fold), bf16 wgmma
+//    accumulating in f32, NVFP4's global scale and 2^kDecodeBf16Fold on the f32 result.
+//  - W4A8: e2m1 as exact e4m3 times 2^-6 (2^6 in the epilogue), one k32 wgmma a 32-element
+//    sub-block into its own f32 scratch tile, promoted with B's ue8m0 scale of that sub-block times the token's scale
 //    (1x128: once a 128-block; MXFP8: its per-32 scale). Exact wherever the old path was, and for
-//    every scale span.
+//    every scale span (W4A16 MXFP4: block scales 2^-100 .. 2^33, see kDecodeBf16Fold).
 //  - K lanes are summed through shared memory in lane order, splits by splitk_reduce_kernel.
 #pragma once
 #include <cuda.h>
@@ -61,19 +62,6 @@ struct DecodeArgs {
   float* partial = nullptr;  // [splits, M, N] f32 when splits > 1
   bool skip_permute = false;  // timing experiments only (wrong results): DSV4_DECODE_FP4_NOPERM
 };
-
-// Four e2m1 codes (low 16 bits of x, element 0 lowest) to four bf16 (two bf16x2 words), the same
-// bits as kernel.cuh's e2m1x4_to_bf16 with 8 integer-pipe ops instead of 10 (the decode kernel is
-// bound by them): one byte_perm maps each magnitude to a pair of byte positions (lo, hi) in an
-// 8-byte table of bf16 bytes {00, 3F, 40, -, 80, BF, C0, -}, a second byte_perm per output word
-// reads the table with those positions, and the sign bits move to bits 15 / 31 by multiplies
-// (IMAD, the FMA pipe; the masked sign bits never carry into the bits kept).
-__device__ __forceinline__ void e2m1x4_to_bf16_fast(uint32_t x, uint32_t& w0, uint32_t& w1) {
-  const uint32_t sel = __byte_perm(0x16141000u, 0x26242220u, x & 0x7777u);  // (hi << 4 | lo) per element
-  const uint32_t xs = x & 0x8888u;
-  w0 = __byte_perm(0x00403F00u, 0x00C0BF80u, sel) | ((xs * 0x01001000u) & 0x80008000u);
-  w1 = __byte_perm(0x00403F00u, 0x00C0BF80u, sel >> 16) | ((xs * 0x00010010u) & 0x80008000u);
-}
 
 // The consumers' e2m1 decode places a code's three magnitude bits (e1 e0 m) at the low exponent
 // bits and the top mantissa bit of the target format and its sign at the sign bit: every code
