@@ -19,12 +19,13 @@
 //    wgmmas of the previous one are in flight (two fragment sets).
 //
 // Numerics (the same products as kernel.cuh's paths):
-//  - W4A16: e2m1 x block scale in bf16 (exact, scaled by 2^-kDecodeBf16Fold), bf16 wgmma
-//    accumulating in f32, NVFP4's global scale and 2^kDecodeBf16Fold on the f32 result.
+//  - W4A16: e2m1 x block scale in bf16 (exact), bf16 wgmma accumulating in f32. NVFP4 folds
+//    the decode's 2^-126 into its scale (scaled by 2^-kDecodeBf16Fold, undone with the global
+//    scale on the f32 result); MXFP4 multiplies by 2^126 first, so every ue8m0 scale stays exact.
 //  - W4A8: e2m1 as exact e4m3 times 2^-6 (2^6 in the epilogue), one k32 wgmma a 32-element
 //    sub-block into its own f32 scratch tile, promoted with B's ue8m0 scale of that sub-block times the token's scale
 //    (1x128: once a 128-block; MXFP8: its per-32 scale). Exact wherever the old path was, and for
-//    every scale span (W4A16 MXFP4: block scales 2^-100 .. 2^33, see kDecodeBf16Fold).
+//    every scale span.
 //  - K lanes are summed through shared memory in lane order, splits by splitk_reduce_kernel.
 #pragma once
 #include <cuda.h>
@@ -85,12 +86,15 @@ __device__ __forceinline__ void e2m1x8_to_e4m3_sub(uint32_t x, uint32_t& lo, uin
   lo = ((x << 2) & 0x1C1C1C1Cu) | ((x << 4) & 0x80808080u);
   hi = ((x >> 2) & 0x1C1C1C1Cu) | (x & 0x80808080u);
 }
-// W4A16: the loader warps store each block scale times 2^(126 - kDecodeBf16Fold) in bf16, so one
-// bf16 multiply turns a decoded code into value x scale x 2^-kDecodeBf16Fold (exact, the same
-// product as the reference scaled by a power of two); the epilogue multiplies by 2^kDecodeBf16Fold.
-// Exact for every NVFP4 scale and for MXFP4 exponents 2^-100 .. 2^33 (the reference's range is
-// 2^-127 .. 2^127; weights' block scales sit far inside this one).
+// W4A16 NVFP4: the loader warps store each block scale times 2^(126 - kDecodeBf16Fold) in bf16, so
+// one bf16 multiply turns a decoded code into value x scale x 2^-kDecodeBf16Fold (exact: e4m3 scales
+// span 2^-9 .. 448); the epilogue multiplies by 2^kDecodeBf16Fold. MXFP4 cannot fold: its scales
+// span 2^-127 .. 2^127 and a folded scale of 2^(s - 1 - fold) leaves bf16's range at one end or
+// the other (fold 32 lost every scale above 2^33 to inf and below 2^-100 to zero). So MXFP4 codes
+// go through value = code x 2^126 (exact, the subnormal codes included) and then x 2^(s - 127),
+// the same single rounding-free product as the reference: one more multiply a register.
 inline constexpr int kDecodeBf16Fold = 32;
+inline constexpr uint32_t kBf16x2Pow126 = 0x7E807E80u;  // 2^126 in both halves
 
 template <GemmFormat F, bool kMXFP8A, int WR, int WK>
 struct DecodeTraits {
@@ -355,10 +359,10 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
                 o[e + 1] = __byte_perm(bb, 0, 0x3232);
               }
             } else {
-              // 2^(s - 127) x 2^(126 - fold) as bf16 bits; NaN for 0xFF, inf past bf16's range.
+              // 2^(s - 127) as bf16 bits (the same exponent bias): NaN for 0xFF, the subnormal
+              // 2^-127 for 0.
               const uint32_t sb = (r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFF;
-              const uint32_t ex = sb + (126 - kDecodeBf16Fold);  // biased exponent
-              const uint32_t bits = sb == 0xFF ? 0x7FC0u : ex >= 255 ? 0x7F80u : ex << 7;
+              const uint32_t bits = sb == 0xFF ? 0x7FC0u : sb == 0 ? 0x0040u : sb << 7;
               o[e] = bits | (bits << 16);
             }
           }
@@ -418,10 +422,9 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   const int r = cw % WR, j = cw / WR;
   const int g = lane / 4, c = lane % 4;
   const int row0 = r * 64 + warp * 16 + g;  // this thread's rows in the unit: row0, row0 + 8
-  // The epilogue's factor: NVFP4's global scale; the decode's power of two (kDecodeBf16Fold for
-  // W4A16, 2^6 for W4A8's e4m3 codes).
-  const float global = (T::kNV ? __ldg(args.b_global) : 1.f) *
-                       (T::kBF16 ? float(1ull << kDecodeBf16Fold) : 64.f);
+  // The epilogue's factor: NVFP4's global scale times its fold 2^kDecodeBf16Fold; 2^6 for W4A8's
+  // e4m3 codes; 1 for MXFP4 (no fold).
+  const float global = T::kNV ? __ldg(args.b_global) * float(1ull << kDecodeBf16Fold) : T::kBF16 ? 1.f : 64.f;
   const uint64_t desc_act0 = ptx::wgmma_desc_sw128(ptx::smem_addr(s_act));
 
   // A fragments of four wgmma K steps: W4A16 half a stage (k16 steps 4h..4h+3, activation box h),
@@ -469,7 +472,14 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
           uint32_t o[4];
           e2m1x8_to_bf16_sub(u ? wv.y : wv.x, o);
 #pragma unroll
-          for (int i = 0; i < 4; ++i) f.x[2 * u + (i >> 1)][2 * (i & 1) + h] = bf16x2_mul(o[i], s2);
+          for (int i = 0; i < 4; ++i) {
+            uint32_t v = o[i];
+            if constexpr (!T::kNV) {
+              const uint32_t p126 = kBf16x2Pow126;
+              v = bf16x2_mul(v, *reinterpret_cast<const __nv_bfloat162*>(&p126));
+            }
+            f.x[2 * u + (i >> 1)][2 * (i & 1) + h] = bf16x2_mul(v, s2);
+          }
         }
       } else {
         const uint32_t* wrow = reinterpret_cast<const uint32_t*>(wbase + row * 64);
