@@ -9,19 +9,21 @@
 //    (64 bytes a row, no swizzle), into a ring of up to 32 stages;
 //  - warps 1-3 ("loaders") take the stages in turn and write their scales next to the tiles,
 //    converted once: W4A16 block scales as bf16x2, W4A8's B exponents and token scales as f32;
+//  - the loader warp of a stage also permutes its activation tile's K order in place (see
+//    `permute`), so that each consumer thread's weight codes are whole words;
 //  - WR x WK consumer warpgroups: warpgroup (r, j) owns rows [64r, 64r + 64) of the unit and the
-//    unit's K blocks j, j + WK, ... Each thread loads its two weight rows of a stage (64 bytes each,
-//    four 16-byte LDS), builds the wgmma A fragments in registers (thread (g = lane / 4,
-//    c = lane % 4) of warp w holds rows 16w + g and 16w + g + 8 at K slots {2c, 2c+1, 2c+8, 2c+9} of
-//    a k16 step (bf16) or {4c..4c+3, 4c+16..4c+19} of a k32 step (e4m3): one byte_perm gathers
-//    those nibbles from the row's words), and issues wgmma with A from registers. Conversion of
-//    stage q+1 runs while the wgmmas of stage q are in flight (two fragment sets).
+//    unit's K blocks j, j + WK, ... Each thread loads its words of its two weight rows (thread
+//    (g = lane / 4, c = lane % 4) of warp w holds rows 16w + g and 16w + g + 8), decodes them
+//    straight into the wgmma A fragments (subnormal e2m1 decode, see e2m1x8_to_bf16_sub) and
+//    issues wgmma with A from registers. Conversion of the next half/stage runs while the
+//    wgmmas of the previous one are in flight (two fragment sets).
 //
 // Numerics (the same products as kernel.cuh's paths):
-//  - W4A16: e2m1 x block scale in bf16 (exact), bf16 wgmma accumulating in f32, NVFP4's global
-//    scale on the f32 result.
-//  - W4A8: e2m1 as exact e4m3 (no exponent folding), one k32 wgmma a 32-element sub-block into its
-//    own f32 scratch tile, promoted with B's ue8m0 scale of that sub-block times the token's scale
+//  - W4A16: e2m1 x block scale in bf16 (exact), bf16 wgmma accumulating in f32. NVFP4 folds
+//    the decode's 2^-126 into its scale (scaled by 2^-kDecodeBf16Fold, undone with the global
+//    scale on the f32 result); MXFP4 multiplies by 2^126 first, so every ue8m0 scale stays exact.
+//  - W4A8: e2m1 as exact e4m3 times 2^-6 (2^6 in the epilogue), one k32 wgmma a 32-element
+//    sub-block into its own f32 scratch tile, promoted with B's ue8m0 scale of that sub-block times the token's scale
 //    (1x128: once a 128-block; MXFP8: its per-32 scale). Exact wherever the old path was, and for
 //    every scale span.
 //  - K lanes are summed through shared memory in lane order, splits by splitk_reduce_kernel.
@@ -59,20 +61,40 @@ struct DecodeArgs {
   __nv_bfloat16* d = nullptr;
   int64_t d_ld = 0;
   float* partial = nullptr;  // [splits, M, N] f32 when splits > 1
+  bool skip_permute = false;  // timing experiments only (wrong results): DSV4_DECODE_FP4_NOPERM
 };
 
-// Four e2m1 codes (low 16 bits of x, element 0 lowest) to four bf16 (two bf16x2 words), the same
-// bits as kernel.cuh's e2m1x4_to_bf16 with 8 integer-pipe ops instead of 10 (the decode kernel is
-// bound by them): one byte_perm maps each magnitude to a pair of byte positions (lo, hi) in an
-// 8-byte table of bf16 bytes {00, 3F, 40, -, 80, BF, C0, -}, a second byte_perm per output word
-// reads the table with those positions, and the sign bits move to bits 15 / 31 by multiplies
-// (IMAD, the FMA pipe; the masked sign bits never carry into the bits kept).
-__device__ __forceinline__ void e2m1x4_to_bf16_fast(uint32_t x, uint32_t& w0, uint32_t& w1) {
-  const uint32_t sel = __byte_perm(0x16141000u, 0x26242220u, x & 0x7777u);  // (hi << 4 | lo) per element
-  const uint32_t xs = x & 0x8888u;
-  w0 = __byte_perm(0x00403F00u, 0x00C0BF80u, sel) | ((xs * 0x01001000u) & 0x80008000u);
-  w1 = __byte_perm(0x00403F00u, 0x00C0BF80u, sel >> 16) | ((xs * 0x00010010u) & 0x80008000u);
+// The consumers' e2m1 decode places a code's three magnitude bits (e1 e0 m) at the low exponent
+// bits and the top mantissa bit of the target format and its sign at the sign bit: every code
+// then reads as exactly 2^-126 (bf16) or 2^-6 (e4m3) times its value, the codes with e = 0 (0 and
+// 0.5) as subnormals. The factor is folded into the block scale (W4A16) or the epilogue (W4A8).
+//
+// Eight e2m1 codes (a word, code i in bits 4i..4i+3) to four bf16x2 of 2^-126 x value: o[i] holds
+// codes i (low half) and i + 4 (high half). Masking two codes 16 bits apart and multiplying by
+// 2^a + 2^b writes two disjoint copies of each (no carries): the first copy puts the magnitude at
+// bits 6..8, the second the sign at bit 15; the final mask keeps those.
+__device__ __forceinline__ void e2m1x8_to_bf16_sub(uint32_t x, uint32_t (&o)[4]) {
+  const uint32_t y = x >> 8;
+  o[0] = ((x & 0x000F000Fu) * 0x1040u) & 0x81C081C0u;
+  o[1] = ((x & 0x00F000F0u) * 0x0104u) & 0x81C081C0u;
+  o[2] = ((y & 0x000F000Fu) * 0x1040u) & 0x81C081C0u;
+  o[3] = ((y & 0x00F000F0u) * 0x0104u) & 0x81C081C0u;
 }
+// Eight e2m1 codes to two e4m3x4 words of 2^-6 x value: lo byte q = code 2q (the byte's low
+// nibble), hi byte q = code 2q + 1 (the high nibble, whose sign is at bit 7 already).
+__device__ __forceinline__ void e2m1x8_to_e4m3_sub(uint32_t x, uint32_t& lo, uint32_t& hi) {
+  lo = ((x << 2) & 0x1C1C1C1Cu) | ((x << 4) & 0x80808080u);
+  hi = ((x >> 2) & 0x1C1C1C1Cu) | (x & 0x80808080u);
+}
+// W4A16 NVFP4: the loader warps store each block scale times 2^(126 - kDecodeBf16Fold) in bf16, so
+// one bf16 multiply turns a decoded code into value x scale x 2^-kDecodeBf16Fold (exact: e4m3 scales
+// span 2^-9 .. 448); the epilogue multiplies by 2^kDecodeBf16Fold. MXFP4 cannot fold: its scales
+// span 2^-127 .. 2^127 and a folded scale of 2^(s - 1 - fold) leaves bf16's range at one end or
+// the other (fold 32 lost every scale above 2^33 to inf and below 2^-100 to zero). So MXFP4 codes
+// go through value = code x 2^126 (exact, the subnormal codes included) and then x 2^(s - 127),
+// the same single rounding-free product as the reference: one more multiply a register.
+inline constexpr int kDecodeBf16Fold = 32;
+inline constexpr uint32_t kBf16x2Pow126 = 0x7E807E80u;  // 2^126 in both halves
 
 template <GemmFormat F, bool kMXFP8A, int WR, int WK>
 struct DecodeTraits {
@@ -89,21 +111,24 @@ struct DecodeTraits {
   static constexpr int kRedBytes = decode_fp4_red_bytes(WR, WK);
   static constexpr int kSmemBytes = decode_fp4_smem_bytes(F, kMXFP8A, WR, WK);
   static constexpr int kLaunchRegs = (65536 / kThreads) / 8 * 8 > 232 ? 232 : (65536 / kThreads) / 8 * 8;
-  // The producer warpgroup (TMA issuer + loader warps with their register ring) keeps 56, or 40
-  // with four consumer warpgroups; the consumers take what it frees.
-  static constexpr int kProducerRegs = kConsumerWGs >= 4 ? 40 : 56;
+  // The producer warpgroup (TMA issuer + loader warps with their register ring and the activation
+  // permutation) keeps 72, 96 with two 64-row slices (twice the scale rows a lane); the consumers
+  // take what it frees (144 with three consumer warpgroups, 96 with four, 200 for WR = 2).
+  static constexpr int kProducerRegs = WR == 2 ? 96 : 72;
   static constexpr int kConsumerRegsFree = ((128 + 128 * kConsumerWGs) * kLaunchRegs - 128 * kProducerRegs) /
                                            (128 * kConsumerWGs) / 8 * 8;
   static constexpr int kConsumerRegs = kConsumerRegsFree > 232 ? 232 : kConsumerRegsFree;
   static constexpr int kLoaderWarps = 3;
-  static constexpr int kLoaderDepth = 3;  // stages of scale loads in flight a loader warp
+  // Stages of scale loads in flight a loader warp (2 with four consumer warpgroups, where the
+  // permutation's registers leave no room for a third in 72).
+  static constexpr int kLoaderDepth = kConsumerWGs >= 4 ? 2 : 3;
   static_assert(WR == 1 || WR == 2, "one or two 64-row slices a CTA");
   static_assert(WK >= 1 && WK <= 4, "at most four K lanes");
   static_assert(!kMXFP8A || F == GemmFormat::kW4A8MXFP4, "MXFP8 activations are W4A8's");
   static_assert(kActBytes % 1024 == 0, "activation stages keep the 1024-byte swizzle alignment");
   static_assert(kSideBytes % 16 == 0 && kRedBytes % 16 == 0, "16-byte aligned side data");
   static_assert(kStages >= 4, "pipeline depth");
-  static_assert(1024 + 16 * kStages + 16 * WR <= kDecodeFp4Reserved, "reserved smem too small");
+  static_assert(1024 + 24 * kStages + 16 * WR <= kDecodeFp4Reserved, "reserved smem too small");
   static_assert(kSmemBytes <= kSmemLimit, "shared memory");
   static_assert(kProducerRegs <= kLaunchRegs && kConsumerRegs >= kLaunchRegs, "setmaxnreg directions");
   static_assert(128 * (kLaunchRegs - kProducerRegs) >= 128 * kConsumerWGs * (kConsumerRegs - kLaunchRegs),
@@ -144,6 +169,9 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   // named-barrier version; scripts/racecheck-named-barrier.cu shows the same on a race-free kernel).
   uint64_t* red_full = empty + S;
   uint64_t* red_free = red_full + WR;
+  // tma_full[s]: the stage's TMA bytes landed (the loader warp of the stage waits for it, permutes
+  // the activations in place and then arrives on full[s], which the consumers wait for).
+  uint64_t* tma_full = red_free + WR;
 
   const int wg = threadIdx.x / 128;
   const int tid_wg = threadIdx.x % 128;
@@ -153,7 +181,8 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) {
-      ptx::mbar_init(&full[s], 1 + 32);       // TMA issuer + the loader warp's lanes
+      ptx::mbar_init(&full[s], 32);           // the loader warp's lanes
+      ptx::mbar_init(&tma_full[s], 1);        // TMA issuer (+ transaction bytes)
       ptx::mbar_init(&empty[s], 128 * WR);    // every thread of the K lane's warpgroups
     }
     for (int r = 0; r < WR && WK > 1; ++r) {
@@ -176,15 +205,15 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
         const DecodeUnit u = decode_unit(args, unit);
         for (int kb = u.kb0; kb < u.kb1; ++kb) {
           ptx::mbar_wait(&empty[slot], phase ^ 1);
-          ptx::mbar_arrive_expect_tx(&full[slot], T::kActBytes + T::kWBytes);
+          ptx::mbar_arrive_expect_tx(&tma_full[slot], T::kActBytes + T::kWBytes);
           uint8_t* act = s_act + slot * T::kActBytes;
           if constexpr (T::kBF16) {
-            ptx::tma_load_2d(act, &tm_act, &full[slot], kb * kBK, 0);
-            ptx::tma_load_2d(act + 16 * 128, &tm_act, &full[slot], kb * kBK + 64, 0);
+            ptx::tma_load_2d(act, &tm_act, &tma_full[slot], kb * kBK, 0);
+            ptx::tma_load_2d(act + 16 * 128, &tm_act, &tma_full[slot], kb * kBK + 64, 0);
           } else {
-            ptx::tma_load_2d(act, &tm_act, &full[slot], kb * kBK, 0);
+            ptx::tma_load_2d(act, &tm_act, &tma_full[slot], kb * kBK, 0);
           }
-          ptx::tma_load_2d(s_w + slot * T::kWBytes, &tm_w, &full[slot], kb * (kBK / 2), u.ru * T::kRows);
+          ptx::tma_load_2d(s_w + slot * T::kWBytes, &tm_w, &tma_full[slot], kb * (kBK / 2), u.ru * T::kRows);
           if (++slot == S) slot = 0, phase ^= 1;
         }
       }
@@ -257,9 +286,57 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
         }
       }
     };
+    // The activation K permutation (in place, 128B-swizzled rows: chunk j of token row t at 16-byte
+    // position j ^ (t & 7)); logical K order = the order the consumers' fragments use:
+    //  - bf16 (per 64-K box): logical chunk 4b + j' takes, for c = 0..3, the bf16 pair (o, o + 4) of
+    //    natural chunk 2c + b, o = 2 (j' >> 1) + (j' & 1): lane (t, b) reads four chunks and writes
+    //    four, the box's reads finished warp-wide before its writes;
+    //  - e4m3 (per 32-K step s): logical chunk 2s takes the even bytes of natural chunks 2s, 2s + 1,
+    //    chunk 2s + 1 the odd bytes (lane-local).
+    auto permute = [&](int slot) {
+      uint8_t* act = s_act + slot * T::kActBytes;
+      const int t = lane & 15, b = lane >> 4;
+      const uint32_t sw = t & 7;
+      if constexpr (T::kBF16) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          uint8_t* rowp = act + h * 16 * 128 + t * 128;
+          uint32_t in[4][4];
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const uint4 v = *reinterpret_cast<const uint4*>(rowp + ((uint32_t(2 * c + b) ^ sw) << 4));
+            in[c][0] = v.x, in[c][1] = v.y, in[c][2] = v.z, in[c][3] = v.w;
+          }
+          __syncwarp();
+#pragma unroll
+          for (int jp = 0; jp < 4; ++jp) {
+            const uint32_t sel = jp & 1 ? 0x7632u : 0x5410u;
+            const int q = jp >> 1;
+            *reinterpret_cast<uint4*>(rowp + ((uint32_t(4 * b + jp) ^ sw) << 4)) =
+                make_uint4(__byte_perm(in[0][q], in[0][q + 2], sel), __byte_perm(in[1][q], in[1][q + 2], sel),
+                           __byte_perm(in[2][q], in[2][q + 2], sel), __byte_perm(in[3][q], in[3][q + 2], sel));
+          }
+        }
+      } else {
+        uint8_t* rowp = act + t * 128;
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const int s = 2 * b + q;
+          uint4* p0 = reinterpret_cast<uint4*>(rowp + ((uint32_t(2 * s) ^ sw) << 4));
+          uint4* p1 = reinterpret_cast<uint4*>(rowp + ((uint32_t(2 * s + 1) ^ sw) << 4));
+          const uint4 i0 = *p0, i1 = *p1;
+          *p0 = make_uint4(__byte_perm(i0.x, i0.y, 0x6420u), __byte_perm(i0.z, i0.w, 0x6420u),
+                           __byte_perm(i1.x, i1.y, 0x6420u), __byte_perm(i1.z, i1.w, 0x6420u));
+          *p1 = make_uint4(__byte_perm(i0.x, i0.y, 0x7531u), __byte_perm(i0.z, i0.w, 0x7531u),
+                           __byte_perm(i1.x, i1.y, 0x7531u), __byte_perm(i1.z, i1.w, 0x7531u));
+        }
+      }
+    };
     auto store = [&](int it, const Regs& r) {
       const int slot = it % S;
-      ptx::mbar_wait(&empty[slot], ((it / S) & 1) ^ 1);
+      // The TMA of this round was issued after the stage went free, so its landing implies both.
+      ptx::mbar_wait(&tma_full[slot], (it / S) & 1);
+      if (!args.skip_permute) permute(slot);
       uint8_t* side = s_side + slot * T::kSideBytes;
 #pragma unroll
       for (int q = 0; q < kBRows; ++q) {
@@ -274,15 +351,19 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
               if (e % 2 == 0) {
                 const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
                     static_cast<__nv_fp8x2_storage_t>((r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFFFF), __NV_E4M3);
-                const float2 f2 = __half22float2(*reinterpret_cast<const __half2*>(&h));
-                const __nv_bfloat162 b2 = __floats2bfloat162_rn(f2.x, f2.y);
+              const float2 f2 = __half22float2(*reinterpret_cast<const __half2*>(&h));
+              constexpr float kUp = float(1ull << 62) * float(1ull << (126 - kDecodeBf16Fold - 62));
+              const __nv_bfloat162 b2 = __floats2bfloat162_rn(f2.x * kUp, f2.y * kUp);
                 const uint32_t bb = *reinterpret_cast<const uint32_t*>(&b2);
                 o[e] = __byte_perm(bb, 0, 0x1010);
                 o[e + 1] = __byte_perm(bb, 0, 0x3232);
               }
             } else {
-              const __nv_bfloat162 s2 = w4a16_scale2<F>((r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFF);
-              o[e] = *reinterpret_cast<const uint32_t*>(&s2);
+              // 2^(s - 127) as bf16 bits (the same exponent bias): NaN for 0xFF, the subnormal
+              // 2^-127 for 0.
+              const uint32_t sb = (r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFF;
+              const uint32_t bits = sb == 0xFF ? 0x7FC0u : sb == 0 ? 0x0040u : sb << 7;
+              o[e] = bits | (bits << 16);
             }
           }
 #pragma unroll
@@ -307,6 +388,8 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
           }
         }
       }
+      // The permuted activations are read by wgmma (the async proxy).
+      ptx::fence_proxy_async_smem();
       ptx::mbar_arrive(&full[slot]);  // release: the stores above are visible to the waiters
     };
     Pos pos[kD];
@@ -339,66 +422,69 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   const int r = cw % WR, j = cw / WR;
   const int g = lane / 4, c = lane % 4;
   const int row0 = r * 64 + warp * 16 + g;  // this thread's rows in the unit: row0, row0 + 8
-  const float global = T::kNV ? __ldg(args.b_global) : 1.f;
+  // The epilogue's factor: NVFP4's global scale times its fold 2^kDecodeBf16Fold; 2^6 for W4A8's
+  // e4m3 codes; 1 for MXFP4 (no fold).
+  const float global = T::kNV ? __ldg(args.b_global) * float(1ull << kDecodeBf16Fold) : T::kBF16 ? 1.f : 64.f;
   const uint64_t desc_act0 = ptx::wgmma_desc_sw128(ptx::smem_addr(s_act));
-  // Byte selectors of the fragment gather: bf16 step s takes byte c of words 2s and 2s + 1 (K
-  // 16s + 2c + {0, 1} and 16s + 8 + 2c + {0, 1}); e4m3 step s bytes 2c, 2c + 1 of the word pairs
-  // (4s, 4s + 1) and (4s + 2, 4s + 3) (K 32s + 4c + {0..3} and 32s + 16 + 4c + {0..3}).
-  const uint32_t sel = T::kBF16 ? uint32_t(c | ((c + 4) << 4)) : uint32_t((2 * c) | ((2 * c + 1) << 4));
 
   // A fragments of four wgmma K steps: W4A16 half a stage (k16 steps 4h..4h+3, activation box h),
-  // W4A8 a whole stage (k32 steps 0..3).
+  // W4A8 a whole stage (k32 steps 0..3). The K order inside a stage is the loader warps' permutation
+  // (permute above), chosen so that a thread's codes come as whole words:
+  //  - bf16, half h: thread c's 16 codes of a row are bytes 32h + 8c .. 32h + 8c + 7 (one 8-byte
+  //    load; one MXFP4 sub-block / NVFP4 block, so one scale); word u's codes (i, i + 4) make the
+  //    register of step 4h + 2u + (i >> 1), slots 2c + 8 (i & 1) + {0, 1};
+  //  - e4m3, step s: thread c's 8 codes of a row are word 4s + c (32-K sub-block s stays one step,
+  //    so the promotion by its scale is unchanged); low nibbles make slots 4c..4c+3, high nibbles
+  //    slots 16 + 4c .. 16 + 4c + 3.
   struct Frag {
     uint32_t x[4][4];
   };
-  // Waits for stage `it`, loads this thread's two weight rows (the words the four steps use) and
-  // their scales, and builds the fragments.
-  auto convert = [&](int it, int half, Frag& f) {
-    const int slot = it % S;
-    ptx::mbar_wait(&full[slot], (it / S) & 1);
+  // Waits for stage `it`, loads this thread's words of its two weight rows and their scales, and
+  // builds the fragments.
+  // A stage of this K lane: ring slot and barrier parity, advanced by WK stages at a time.
+  struct Stg {
+    int slot;
+    uint32_t phase;
+  };
+  auto next = [&](Stg st) {
+    st.slot += WK;
+    if (st.slot >= S) st.slot -= S, st.phase ^= 1;
+    return st;
+  };
+  auto convert = [&](Stg st, int half, Frag& f) {
+    const int slot = st.slot;
+    if (half == 0) {
+      ptx::mbar_wait(&full[slot], st.phase);
+      ptx::mbar_wait(&tma_full[slot], st.phase);  // (complete already: the TMA bytes' visibility)
+    }
     const uint8_t* wbase = s_w + slot * T::kWBytes;
     const uint8_t* side = s_side + slot * T::kSideBytes;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = row0 + 8 * h;
-      const uint4* wrow = reinterpret_cast<const uint4*>(wbase + row * 64);
       if constexpr (T::kBF16) {
-        uint32_t w[8];  // words 8 * half .. 8 * half + 7 of the row
+        const uint2 wv = *reinterpret_cast<const uint2*>(wbase + row * 64 + 32 * half + 8 * c);
+        const uint32_t sc = *reinterpret_cast<const uint32_t*>(
+            side + row * T::kScaleRowBytes + 4 * (T::kNV ? 4 * half + c : 2 * half + (c >> 1)));
+        const __nv_bfloat162 s2 = *reinterpret_cast<const __nv_bfloat162*>(&sc);
 #pragma unroll
-        for (int v = 0; v < 2; ++v) {
-          const uint4 q4 = wrow[2 * half + v];
-          w[4 * v] = q4.x, w[4 * v + 1] = q4.y, w[4 * v + 2] = q4.z, w[4 * v + 3] = q4.w;
-        }
-        uint32_t sc[4];  // MXFP4: scales of sub-blocks 2 * half, 2 * half + 1; NVFP4: of 16-blocks 4 * half + 0..3
-        if constexpr (T::kNV) {
-          const uint4 s4 = reinterpret_cast<const uint4*>(side + row * T::kScaleRowBytes)[half];
-          sc[0] = s4.x, sc[1] = s4.y, sc[2] = s4.z, sc[3] = s4.w;
-        } else {
-          const uint2 s2 = reinterpret_cast<const uint2*>(side + row * T::kScaleRowBytes)[half];
-          sc[0] = sc[1] = s2.x, sc[2] = sc[3] = s2.y;
-        }
+        for (int u = 0; u < 2; ++u) {
+          uint32_t o[4];
+          e2m1x8_to_bf16_sub(u ? wv.y : wv.x, o);
 #pragma unroll
-        for (int s = 0; s < 4; ++s) {
-          const uint32_t x = __byte_perm(w[2 * s], w[2 * s + 1], sel);
-          uint32_t lo, hi;
-          e2m1x4_to_bf16_fast(x, lo, hi);
-          const __nv_bfloat162 s2 = *reinterpret_cast<const __nv_bfloat162*>(&sc[s]);
-          f.x[s][h] = bf16x2_mul(lo, s2);
-          f.x[s][2 + h] = bf16x2_mul(hi, s2);
+          for (int i = 0; i < 4; ++i) {
+            uint32_t v = o[i];
+            if constexpr (!T::kNV) {
+              const uint32_t p126 = kBf16x2Pow126;
+              v = bf16x2_mul(v, *reinterpret_cast<const __nv_bfloat162*>(&p126));
+            }
+            f.x[2 * u + (i >> 1)][2 * (i & 1) + h] = bf16x2_mul(v, s2);
+          }
         }
       } else {
-        uint32_t w[16];
+        const uint32_t* wrow = reinterpret_cast<const uint32_t*>(wbase + row * 64);
 #pragma unroll
-        for (int v = 0; v < 4; ++v) {
-          const uint4 q4 = wrow[v];
-          w[4 * v] = q4.x, w[4 * v + 1] = q4.y, w[4 * v + 2] = q4.z, w[4 * v + 3] = q4.w;
-        }
-#pragma unroll
-        for (int s = 0; s < 4; ++s) {
-          // e2m1 codes as exact e4m3 (the shift-0 table of e4m3_table).
-          f.x[s][h] = e2m1x4_lookup(__byte_perm(w[4 * s], w[4 * s + 1], sel), 0x3C383000u, 0x4C484440u);
-          f.x[s][2 + h] = e2m1x4_lookup(__byte_perm(w[4 * s + 2], w[4 * s + 3], sel), 0x3C383000u, 0x4C484440u);
-        }
+        for (int s = 0; s < 4; ++s) e2m1x8_to_e4m3_sub(wrow[4 * s + c], f.x[s][h], f.x[s][2 + h]);
       }
     }
   };
@@ -415,8 +501,8 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   // never carrying out of its 14 bits): built before the fence, so no descriptor arithmetic sits
   // between the wgmmas of a group.
   const uint32_t desc_lo0 = static_cast<uint32_t>(desc_act0), desc_hi = static_cast<uint32_t>(desc_act0 >> 32);
-  auto issue = [&](int it, int half, Frag& f) {
-    const uint32_t lo = desc_lo0 + ((uint32_t(it % S) * T::kActBytes + (T::kBF16 ? half * 16 * 128 : 0)) >> 4);
+  auto issue = [&](Stg st, int half, Frag& f) {
+    const uint32_t lo = desc_lo0 + ((uint32_t(st.slot) * T::kActBytes + (T::kBF16 ? half * 16 * 128 : 0)) >> 4);
     uint64_t db[4];
 #pragma unroll
     for (int s = 0; s < 4; ++s)
@@ -441,8 +527,8 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   };
   // After wgmma_wait<0>: stage it's wgmmas are done; W4A8 promotes its sub-block tiles, then the
   // stage goes back to the producer.
-  auto retire = [&](int it) {
-    const int slot = it % S;
+  auto retire = [&](Stg st) {
+    const int slot = st.slot;
     if constexpr (!T::kBF16) {
 #pragma unroll
       for (int s = 0; s < 4; ++s) ptx::fence_accumulators(scr[s]);
@@ -492,56 +578,63 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
     for (int i = 0; i < 8; ++i) acc[i] = 0.f;
     ptx::fence_accumulators(acc);
     const int cnt = n > j ? (n - j + WK - 1) / WK : 0;  // this K lane's stages
-    auto at = [&](int q) { return it_base + j + WK * q; };
     if (cnt > 0) {
+      const int it0 = it_base + j;  // this K lane's first stage of the unit
       Frag f0, f1;
       if constexpr (T::kBF16) {
         // Half-stage groups H0(q), H1(q) in the two fragment sets: each half converts while the
         // previous one's wgmmas run, then waits for them before it issues (ptxas serialises every
         // wgmma (C7513) when a group is issued from freshly written registers while another is
         // still in flight; two full-stage sets need 64 registers and hit C7512 at 512 threads).
-        convert(at(0), 0, f0);
-        issue(at(0), 0, f0);
+        Stg cur{it0 % S, uint32_t(it0 / S) & 1};
+        convert(cur, 0, f0);
+        issue(cur, 0, f0);
         int q = 0;
         for (; q + 1 < cnt; ++q) {
-          convert(at(q), 1, f1);
+          const Stg nxt = next(cur);
+          convert(cur, 1, f1);
           ptx::wgmma_wait<0>();  // H0(q) done: f0 free
-          issue(at(q), 1, f1);
-          convert(at(q + 1), 0, f0);
+          issue(cur, 1, f1);
+          convert(nxt, 0, f0);
           ptx::wgmma_wait<0>();  // H1(q) done: f1 free, stage q read
-          retire(at(q));
-          issue(at(q + 1), 0, f0);
+          retire(cur);
+          issue(nxt, 0, f0);
+          cur = nxt;
         }
-        convert(at(q), 1, f1);
+        convert(cur, 1, f1);
         ptx::wgmma_wait<0>();
-        issue(at(q), 1, f1);
+        issue(cur, 1, f1);
         ptx::wgmma_wait<0>();
-        retire(at(q));
+        retire(cur);
       } else {
         // Two fragment sets: stage q + 1 converts while stage q's wgmmas run. Fixed wait counts
         // in a two-stage steady state, the odd stage peeled.
-        convert(at(0), 0, f0);
-        issue(at(0), 0, f0);
+        Stg prev{it0 % S, uint32_t(it0 / S) & 1};
+        convert(prev, 0, f0);
+        issue(prev, 0, f0);
         int q = 1;
         for (; q + 1 < cnt; q += 2) {
-          convert(at(q), 0, f1);
+          const Stg a = next(prev), b = next(a);
+          convert(a, 0, f1);
           ptx::wgmma_wait<0>();
-          retire(at(q - 1));
-          issue(at(q), 0, f1);
-          convert(at(q + 1), 0, f0);
+          retire(prev);
+          issue(a, 0, f1);
+          convert(b, 0, f0);
           ptx::wgmma_wait<0>();
-          retire(at(q));
-          issue(at(q + 1), 0, f0);
+          retire(a);
+          issue(b, 0, f0);
+          prev = b;
         }
         if (q < cnt) {
-          convert(at(q), 0, f1);
+          const Stg a = next(prev);
+          convert(a, 0, f1);
           ptx::wgmma_wait<0>();
-          retire(at(q - 1));
-          issue(at(q), 0, f1);
-          ++q;
+          retire(prev);
+          issue(a, 0, f1);
+          prev = a;
         }
         ptx::wgmma_wait<0>();
-        retire(at(q - 1));
+        retire(prev);
       }
     }
     ptx::fence_accumulators(acc);

@@ -104,6 +104,8 @@ Status gemm_decode_fp4(const GemmParams& p, const gemm_detail::DecodeFp4Config& 
   const int64_t per = f == GemmFormat::kW4A16NVFP4 ? 8 : 4;  // scale bytes a row a 128-K block
   args.b_vec = args.bs_s1 == 1 && args.bs_s0 % per == 0 && reinterpret_cast<uintptr_t>(args.b_scales) % per == 0;
   if (cfg.splits > 1) args.partial = static_cast<float*>(p.workspace.data);
+  static const bool env_noperm = std::getenv("DSV4_DECODE_FP4_NOPERM") != nullptr;
+  args.skip_permute = env_noperm;
 
   switch (f) {
     case GemmFormat::kW4A16MXFP4:
