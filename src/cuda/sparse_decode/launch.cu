@@ -135,9 +135,18 @@ void print_profile() {
 }
 #endif
 
-template <bool kM1>
-Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
-  const auto kernel = sd::sparse_decode_wg_kernel<kM1>;
+// Experiment switch (round 8): DSV4_SD_KV = the kernel's kV bits (0, 1, 2, 3, 7).
+int wg_variant() {
+  static const int v = [] {
+    const char* e = std::getenv("DSV4_SD_KV");
+    return e ? std::atoi(e) : 0;
+  }();
+  return v;
+}
+
+template <bool kM1, int kV>
+Status launch_wg_v(const sd::Args& a, int64_t ctas, cudaStream_t st) {
+  const auto kernel = sd::sparse_decode_wg_kernel<kM1, kV>;
 #ifdef DSV4_SD_PROFILE
   static std::atomic<bool> registered{false};
   if (!registered.exchange(true)) std::atexit(print_profile);
@@ -146,6 +155,17 @@ Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes), kOp);
   kernel<<<static_cast<unsigned>(ctas), sd::kWgThreads, sd::SmemWg::kLaunchBytes, st>>>(a);
   return launch_status(kOp, "sparse_decode_wg_kernel");
+}
+
+template <bool kM1>
+Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
+  switch (wg_variant()) {
+    case 1: return launch_wg_v<kM1, 1>(a, ctas, st);
+    case 2: return launch_wg_v<kM1, 2>(a, ctas, st);
+    case 3: return launch_wg_v<kM1, 3>(a, ctas, st);
+    case 7: return launch_wg_v<kM1, 7>(a, ctas, st);
+    default: return launch_wg_v<kM1, 0>(a, ctas, st);
+  }
 }
 
 Status launch_wg(const sd::Args& a, int64_t ctas, cudaStream_t st) {
