@@ -255,7 +255,8 @@ __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[1
 // scale factors compile away; the general instance serves any mix of layouts.
 // kV (experiment bits): 1 = producer fast paths (power-of-two page size, bulk L2 prefetch of the
 // row), 2 = the softmax folds the scale into the exponent FFMA (MODEL1, scale > 0), 4 = with 2, the
-// masking selects are skipped on all-valid tiles.
+// masking selects are skipped on all-valid tiles, 8 = the fold decided at compile time (the host
+// launches this instance only for MODEL1 with scale > 0: no fallback code in the softmax).
 template <bool kM1, int kV = 0>
 __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const Args a) {
   constexpr int kONt = 16;  // 128 dims per O accumulator in 8-dim n-tiles
@@ -629,7 +630,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       // FFMA, exp2(s * scale - m), instead of a multiply of every logit first; the maximum of the
       // raw logits times the scale is the maximum of the scaled ones (rounding is monotone), so m
       // and the row's largest weight (exactly 1 in bf16) are unchanged.
-      const bool fold = (kV & 2) && model1 && a.scale_log2 > 0.0f;
+      const bool fold = (kV & 8) ? true : ((kV & 2) && model1 && a.scale_log2 > 0.0f);
       const float sl = fold ? a.scale_log2 : 1.0f;
       float mx0 = -INFINITY, mx1 = -INFINITY;
       if (fold) {
@@ -674,7 +675,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o));
       }
-      if (kV & 2) {
+      if (kV & 10) {
         mx0 *= sl;  // -inf stays -inf (sl > 0)
         mx1 *= sl;
       }
@@ -689,7 +690,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       for (int n = 0; n < kSNt; ++n) {
         const int k0 = n * 8 + (lane & 3) * 2;
         float p0, p1, p2, p3;
-        if (kV & 2) {
+        if (kV & 10) {
           p0 = fast_exp2(fmaf(sacc[n][0], sl, -mu0));
           p1 = fast_exp2(fmaf(sacc[n][1], sl, -mu0));
           p2 = fast_exp2(fmaf(sacc[n][2], sl, -mu1));

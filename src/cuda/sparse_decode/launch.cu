@@ -159,7 +159,21 @@ Status launch_wg_v(const sd::Args& a, int64_t ctas, cudaStream_t st) {
 
 template <bool kM1>
 Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
-  switch (wg_variant()) {
+  int v = wg_variant();
+  if (v & 8) {
+    // Compile-time fold: MODEL1 with a positive scale only.
+    if constexpr (kM1) {
+      if (a.scale_log2 > 0.0f) {
+        switch (v) {
+          case 9: return launch_wg_v<true, 9>(a, ctas, st);
+          case 12: return launch_wg_v<true, 12>(a, ctas, st);
+          default: return launch_wg_v<true, 8>(a, ctas, st);
+        }
+      }
+    }
+    v &= 1;
+  }
+  switch (v) {
     case 1: return launch_wg_v<kM1, 1>(a, ctas, st);
     case 2: return launch_wg_v<kM1, 2>(a, ctas, st);
     case 3: return launch_wg_v<kM1, 3>(a, ctas, st);
