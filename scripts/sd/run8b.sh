@@ -22,7 +22,7 @@ timeout 100 python3 $R/scripts/ab-bench --rounds 6 $BINS --case 'sparse_decode -
 cat $OUT/ab.txt
 P=/tmp/bp82/bin/dsv4
 for v in 0 2 8 0 2 8; do
-  echo "=== prof B=1 kV=$v"; DSV4_SD_KV=$v timeout 20 $P bench sparse_decode --no-baseline --batch 1 --heads 128 --sq 1 --extra 1024 --iters 30 2>&1 | grep -E "sd-prof|fused" | grep -vE "warps|DSV4_SD_VAR" | awk '{$1=$1};1' | tr '\n' ';' | sed 's/sd-prof: //g'; echo
+  echo "=== prof B=1 kV=$v"; DSV4_SD_KV=$v timeout 20 $P bench sparse_decode --no-baseline --batch 1 --heads 128 --sq 1 --extra 1024 --iters 30 2>&1 | grep -E "sd-prof|fused" | grep -vE "DSV4_SD_VAR" | awk '{$1=$1};1' | tr '\n' ';' | sed 's/sd-prof: //g'; echo
 done > $OUT/prof.txt 2>&1
 cat $OUT/prof.txt | cut -c1-1500
 tar czf $OUT/logs.tgz -C $OUT $(cd $OUT && ls *.log) 2>/dev/null; rm -f $OUT/*.log
