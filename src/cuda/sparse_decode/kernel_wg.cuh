@@ -151,6 +151,11 @@ __device__ __forceinline__ void sts32(uint32_t addr, uint32_t v) {
 __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }
+// `bytes` (a multiple of 16) from the 16-byte aligned `p` into L2 through the bulk-copy unit: one
+// instruction a row instead of one L1TEX line request a line.
+__device__ __forceinline__ void prefetch_l2_bulk(const void* p, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
+}
 __device__ __forceinline__ void wg_wait_1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 // A wgmma descriptor from its two 32-bit halves (no 64-bit arithmetic: offsets are added to the
 // low half, whose 14-bit address field cannot carry for addresses inside the CTA's smem).
@@ -248,7 +253,11 @@ __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[1
 
 // kM1: every key set is MODEL1 (the model's layout), so the per-token branches and the per-key
 // scale factors compile away; the general instance serves any mix of layouts.
-template <bool kM1>
+// kV (experiment bits): 1 = producer fast paths (power-of-two page size, bulk L2 prefetch of the
+// row), 2 = the softmax folds the scale into the exponent FFMA (MODEL1, scale > 0), 4 = with 2, the
+// masking selects are skipped on all-valid tiles, 8 = the fold decided at compile time (the host
+// launches this instance only for MODEL1 with scale > 0: no fallback code in the softmax).
+template <bool kM1, int kV = 0>
 __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const Args a) {
   constexpr int kONt = 16;  // 128 dims per O accumulator in 8-dim n-tiles
   constexpr int kSNt = 8;   // 64 keys of S in 8-key n-tiles
@@ -332,7 +341,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     e = -1;
     if (v >= 0 && v < ks.num_slots) {
       if (kM1 || ks.model1) {
-        const int page = v / ks.page_size, off = v - page * ks.page_size;
+        const int ps = ks.page_size;
+        int page, off;
+        if ((kV & 1) && (ps & (ps - 1)) == 0) {  // warp-uniform: a shift and a mask
+          page = v >> (__popc(ps - 1));
+          off = v & (ps - 1);
+        } else {
+          page = v / ps;
+          off = v - page * ps;
+        }
         const int64_t pb = static_cast<int64_t>(page) * ks.page_bytes;
         d = pb + off * 576;
         e = pb + static_cast<int64_t>(ks.page_size) * 576 + off * 8;
@@ -347,6 +364,14 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     if (d < 0) return;
     const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
     const uint8_t* row = ks.data + d;
+    if ((kV & 1) && (kM1 || ks.model1) &&
+        ((reinterpret_cast<uintptr_t>(ks.data) | static_cast<uintptr_t>(ks.page_bytes)) & 15) == 0) {
+      // The 576-byte row (16-byte aligned: offsets are multiples of 64 in a page) by one bulk
+      // prefetch, the key's eight scale bytes by a second thread.
+      if (q == 0) prefetch_l2_bulk(row, 576);
+      else if (q == 1) prefetch_l2(ks.data + e);
+      return;
+    }
     prefetch_l2(row + 128 * q);
     if (kM1 || ks.model1) {
       if (q == 0) prefetch_l2(row + 512);
@@ -601,29 +626,58 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       // Valid-key bits of the tile, shifted to this lane's key pairs 8 n + 2 (lane % 4) + {0, 1}.
       const uint2 vm = *reinterpret_cast<const uint2*>(s_vmask + buf * 8);
       const uint32_t vlo = vm.x >> ((lane & 3) * 2), vhi = vm.y >> ((lane & 3) * 2);
+      // kV & 2: MODEL1 with a positive scale (the usual case): the scale goes into the exponent's
+      // FFMA, exp2(s * scale - m), instead of a multiply of every logit first; the maximum of the
+      // raw logits times the scale is the maximum of the scaled ones (rounding is monotone), so m
+      // and the row's largest weight (exactly 1 in bf16) are unchanged.
+      const bool fold = (kV & 8) ? true : ((kV & 2) && model1 && a.scale_log2 > 0.0f);
+      const float sl = fold ? a.scale_log2 : 1.0f;
       float mx0 = -INFINITY, mx1 = -INFINITY;
+      if (fold) {
+        if (!(kV & 4) || (vm.x & vm.y) != 0xFFFFFFFFu) {
 #pragma unroll
-      for (int n = 0; n < kSNt; ++n) {
-        const int k0 = n * 8 + (lane & 3) * 2;
-        const uint32_t vw = n < 4 ? vlo : vhi;
-        const bool v0 = (vw >> ((n & 3) * 8)) & 1, v1 = (vw >> ((n & 3) * 8 + 1)) & 1;
-        float f0 = a.scale_log2, f1 = a.scale_log2;
-        if (!model1) {
-          const float2 c = *reinterpret_cast<const float2*>(kscale + k0);
-          f0 *= c.x;
-          f1 *= c.y;
+          for (int n = 0; n < kSNt; ++n) {
+            const uint32_t vw = n < 4 ? vlo : vhi;
+            const bool v0 = (vw >> ((n & 3) * 8)) & 1, v1 = (vw >> ((n & 3) * 8 + 1)) & 1;
+            sacc[n][0] = v0 ? sacc[n][0] : -INFINITY;
+            sacc[n][1] = v1 ? sacc[n][1] : -INFINITY;
+            sacc[n][2] = v0 ? sacc[n][2] : -INFINITY;
+            sacc[n][3] = v1 ? sacc[n][3] : -INFINITY;
+          }
         }
-        sacc[n][0] = v0 ? sacc[n][0] * f0 : -INFINITY;
-        sacc[n][1] = v1 ? sacc[n][1] * f1 : -INFINITY;
-        sacc[n][2] = v0 ? sacc[n][2] * f0 : -INFINITY;
-        sacc[n][3] = v1 ? sacc[n][3] * f1 : -INFINITY;
-        mx0 = fmaxf(mx0, fmaxf(sacc[n][0], sacc[n][1]));
-        mx1 = fmaxf(mx1, fmaxf(sacc[n][2], sacc[n][3]));
+#pragma unroll
+        for (int n = 0; n < kSNt; ++n) {
+          mx0 = fmaxf(mx0, fmaxf(sacc[n][0], sacc[n][1]));
+          mx1 = fmaxf(mx1, fmaxf(sacc[n][2], sacc[n][3]));
+        }
+      } else {
+#pragma unroll
+        for (int n = 0; n < kSNt; ++n) {
+          const int k0 = n * 8 + (lane & 3) * 2;
+          const uint32_t vw = n < 4 ? vlo : vhi;
+          const bool v0 = (vw >> ((n & 3) * 8)) & 1, v1 = (vw >> ((n & 3) * 8 + 1)) & 1;
+          float f0 = a.scale_log2, f1 = a.scale_log2;
+          if (!model1) {
+            const float2 c = *reinterpret_cast<const float2*>(kscale + k0);
+            f0 *= c.x;
+            f1 *= c.y;
+          }
+          sacc[n][0] = v0 ? sacc[n][0] * f0 : -INFINITY;
+          sacc[n][1] = v1 ? sacc[n][1] * f1 : -INFINITY;
+          sacc[n][2] = v0 ? sacc[n][2] * f0 : -INFINITY;
+          sacc[n][3] = v1 ? sacc[n][3] * f1 : -INFINITY;
+          mx0 = fmaxf(mx0, fmaxf(sacc[n][0], sacc[n][1]));
+          mx1 = fmaxf(mx1, fmaxf(sacc[n][2], sacc[n][3]));
+        }
       }
 #pragma unroll
       for (int o = 1; o <= 2; o <<= 1) {
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o));
+      }
+      if (kV & 10) {
+        mx0 *= sl;  // -inf stays -inf (sl > 0)
+        mx1 *= sl;
       }
       // The exact running maximum (no lazy rescaling): the largest weight of a row is then exactly
       // 1 in bf16, which the output tolerance relies on for rows dominated by one key.
@@ -635,8 +689,18 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
 #pragma unroll
       for (int n = 0; n < kSNt; ++n) {
         const int k0 = n * 8 + (lane & 3) * 2;
-        float p0 = fast_exp2(sacc[n][0] - mu0), p1 = fast_exp2(sacc[n][1] - mu0);
-        float p2 = fast_exp2(sacc[n][2] - mu1), p3 = fast_exp2(sacc[n][3] - mu1);
+        float p0, p1, p2, p3;
+        if (kV & 10) {
+          p0 = fast_exp2(fmaf(sacc[n][0], sl, -mu0));
+          p1 = fast_exp2(fmaf(sacc[n][1], sl, -mu0));
+          p2 = fast_exp2(fmaf(sacc[n][2], sl, -mu1));
+          p3 = fast_exp2(fmaf(sacc[n][3], sl, -mu1));
+        } else {
+          p0 = fast_exp2(sacc[n][0] - mu0);
+          p1 = fast_exp2(sacc[n][1] - mu0);
+          p2 = fast_exp2(sacc[n][2] - mu1);
+          p3 = fast_exp2(sacc[n][3] - mu1);
+        }
         sum0 += p0 + p1;
         sum1 += p2 + p3;
         if (!model1) {

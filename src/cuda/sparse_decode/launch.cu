@@ -135,9 +135,22 @@ void print_profile() {
 }
 #endif
 
-template <bool kM1>
-Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
-  const auto kernel = sd::sparse_decode_wg_kernel<kM1>;
+// Kernel instance (round 8). Default: MODEL1 with a positive scale and at least two tiles a CTA
+// runs kV = 12 (the softmax fold, decided at compile time, plus the all-valid select skip: -5..9%
+// on Pro / HCA); everything else kV = 0. The fold made Pro B=1 (one tile a CTA) ~15% slower in every
+// A/B, from outside the CTA's own clocks (docs/notes/sparse_decode.md, round 8), hence the
+// tiles_per_split condition. DSV4_SD_KV=N forces kV = N (0, 1, 12) for A/B runs.
+int wg_variant() {
+  static const int v = [] {
+    const char* e = std::getenv("DSV4_SD_KV");
+    return e ? std::atoi(e) : -1;
+  }();
+  return v;
+}
+
+template <bool kM1, int kV>
+Status launch_wg_v(const sd::Args& a, int64_t ctas, cudaStream_t st) {
+  const auto kernel = sd::sparse_decode_wg_kernel<kM1, kV>;
 #ifdef DSV4_SD_PROFILE
   static std::atomic<bool> registered{false};
   if (!registered.exchange(true)) std::atexit(print_profile);
@@ -146,6 +159,16 @@ Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sd::SmemWg::kLaunchBytes), kOp);
   kernel<<<static_cast<unsigned>(ctas), sd::kWgThreads, sd::SmemWg::kLaunchBytes, st>>>(a);
   return launch_status(kOp, "sparse_decode_wg_kernel");
+}
+
+template <bool kM1>
+Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
+  int v = wg_variant();
+  if (v < 0) v = a.sched.tiles_per_split >= 2 ? 12 : 0;
+  if constexpr (kM1) {
+    if (v == 12 && a.scale_log2 > 0.0f) return launch_wg_v<true, 12>(a, ctas, st);
+  }
+  return v == 1 ? launch_wg_v<kM1, 1>(a, ctas, st) : launch_wg_v<kM1, 0>(a, ctas, st);
 }
 
 Status launch_wg(const sd::Args& a, int64_t ctas, cudaStream_t st) {
