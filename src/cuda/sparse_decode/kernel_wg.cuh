@@ -151,11 +151,6 @@ __device__ __forceinline__ void sts32(uint32_t addr, uint32_t v) {
 __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
 }
-// `bytes` (a multiple of 16) from the 16-byte aligned `p` into L2 through the bulk-copy unit: one
-// instruction a row instead of one L1TEX line request a line.
-__device__ __forceinline__ void prefetch_l2_bulk(const void* p, uint32_t bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
-}
 __device__ __forceinline__ void wg_wait_1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 // A wgmma descriptor from its two 32-bit halves (no 64-bit arithmetic: offsets are added to the
 // low half, whose 14-bit address field cannot carry for addresses inside the CTA's smem).
@@ -253,8 +248,8 @@ __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[1
 
 // kM1: every key set is MODEL1 (the model's layout), so the per-token branches and the per-key
 // scale factors compile away; the general instance serves any mix of layouts.
-// kV (experiment bits): 1 = producer fast paths (power-of-two page size, bulk L2 prefetch of the
-// row), 2 = the softmax folds the scale into the exponent FFMA (MODEL1, scale > 0), 4 = with 2, the
+// kV (variant bits; round 8 of docs/notes/sparse_decode.md): 2 = the softmax folds the scale into
+// the exponent FFMA (MODEL1, scale > 0), 4 = with 2, the
 // masking selects are skipped on all-valid tiles, 8 = the fold decided at compile time (the host
 // launches this instance only for MODEL1 with scale > 0: no fallback code in the softmax).
 template <bool kM1, int kV = 0>
@@ -341,15 +336,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     e = -1;
     if (v >= 0 && v < ks.num_slots) {
       if (kM1 || ks.model1) {
-        const int ps = ks.page_size;
-        int page, off;
-        if ((kV & 1) && (ps & (ps - 1)) == 0) {  // warp-uniform: a shift and a mask
-          page = v >> (__popc(ps - 1));
-          off = v & (ps - 1);
-        } else {
-          page = v / ps;
-          off = v - page * ps;
-        }
+        const int page = v / ks.page_size, off = v - page * ks.page_size;
         const int64_t pb = static_cast<int64_t>(page) * ks.page_bytes;
         d = pb + off * 576;
         e = pb + static_cast<int64_t>(ks.page_size) * 576 + off * 8;
@@ -364,14 +351,6 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     if (d < 0) return;
     const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
     const uint8_t* row = ks.data + d;
-    if ((kV & 1) && (kM1 || ks.model1) &&
-        ((reinterpret_cast<uintptr_t>(ks.data) | static_cast<uintptr_t>(ks.page_bytes)) & 15) == 0) {
-      // The 576-byte row (16-byte aligned: offsets are multiples of 64 in a page) by one bulk
-      // prefetch, the key's eight scale bytes by a second thread.
-      if (q == 0) prefetch_l2_bulk(row, 576);
-      else if (q == 1) prefetch_l2(ks.data + e);
-      return;
-    }
     prefetch_l2(row + 128 * q);
     if (kM1 || ks.model1) {
       if (q == 0) prefetch_l2(row + 512);

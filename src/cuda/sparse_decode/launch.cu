@@ -139,7 +139,8 @@ void print_profile() {
 // runs kV = 12 (the softmax fold, decided at compile time, plus the all-valid select skip: -5..9%
 // on Pro / HCA); everything else kV = 0. The fold made Pro B=1 (one tile a CTA) ~15% slower in every
 // A/B, from outside the CTA's own clocks (docs/notes/sparse_decode.md, round 8), hence the
-// tiles_per_split condition. DSV4_SD_KV=N forces kV = N (0, 1, 12) for A/B runs.
+// tiles_per_split condition. DSV4_SD_KV=N forces kV = N (0 or 12) for A/B runs. (kV = 1, producer
+// shortcuts, measured no change: docs/notes/sparse_decode_r8_producer_shortcuts.patch.)
 int wg_variant() {
   static const int v = [] {
     const char* e = std::getenv("DSV4_SD_KV");
@@ -168,7 +169,7 @@ Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   if constexpr (kM1) {
     if (v == 12 && a.scale_log2 > 0.0f) return launch_wg_v<true, 12>(a, ctas, st);
   }
-  return v == 1 ? launch_wg_v<kM1, 1>(a, ctas, st) : launch_wg_v<kM1, 0>(a, ctas, st);
+  return launch_wg_v<kM1, 0>(a, ctas, st);
 }
 
 Status launch_wg(const sd::Args& a, int64_t ctas, cudaStream_t st) {
