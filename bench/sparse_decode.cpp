@@ -17,7 +17,7 @@
 
 namespace dsv4::cpu {
 // Exported by libdsv4 for the tolerance (src/backend/sparse_decode.h).
-Status sparse_decode_weight_rss(const SparseDecodeParams& p, std::vector<float>* rss);
+Status sparse_decode_weight_rss(const SparseDecodeParams& p, std::vector<float>* rss, std::vector<float>* abs_sum);
 }  // namespace dsv4::cpu
 
 #if defined(DSV4_HAVE_CUDA)
@@ -325,11 +325,11 @@ void verify_sparse_decode(const Options& o, std::vector<VerifyReport>& out) {
       std::vector<uint16_t> ref(tokens * sh.H * kKVDim, 0x7FC0);
       std::vector<float> ref_lse(tokens * sh.H);
       // The CPU reference, with each output element's bf16-softmax-weight spread for the tolerance.
-      std::vector<float> rss;
+      std::vector<float> rss, abs_sum;
       check_ok(cpu::sparse_decode_weight_rss(params(const_cast<uint16_t*>(q.data()), cache.data(), scales.data(),
                                                     mi.data(), ml.data(), ei.data(), el.data(), sink.data(),
                                                     ref.data(), ref_lse.data(), false),
-                                             &rss),
+                                             &rss, &abs_sum),
                "CPU sparse_decode_weight_rss");
       std::ostringstream detail;
       rep.pass = true;
@@ -362,8 +362,8 @@ void verify_sparse_decode(const Options& o, std::vector<VerifyReport>& out) {
         to_host(got.data(), dout.data(), dout.size());
         to_host(got_lse.data(), dlse.data(), dlse.size());
         // Tolerance as in tests/cuda/sparse_decode_test.cpp: one bf16 ulp of the reference plus
-        // 2^-7 rss_i, the spread that the bf16 softmax weights give out_i (src/backend/sparse_decode.h);
-        // lse 1e-4 relative.
+        // max(2^-7 rss_i, 2^-9 (abs_sum_i + |out_i|)), the spread that the bf16 softmax weights give
+        // out_i (src/backend/sparse_decode.h); lse 1e-4 relative.
         // The first few offenders are named (out or lse, row, values, err / tol), so a report
         // tells a marginal excess from a wrong value.
         int64_t bad = 0;
@@ -379,7 +379,8 @@ void verify_sparse_decode(const Options& o, std::vector<VerifyReport>& out) {
             const double e = num::bf16_to_float(ref[r * kKVDim + i]), gv = num::bf16_to_float(got[r * kKVDim + i]);
             const double ulp = e == 0 ? 0 : std::ldexp(1.0, std::ilogb(e) - 7);
             const double err = std::fabs(gv - e);
-            const double tol = ulp + std::ldexp(static_cast<double>(rss[r * kKVDim + i]), -7);
+            const double tol = ulp + std::max(std::ldexp(static_cast<double>(rss[r * kKVDim + i]), -7),
+                                              std::ldexp(abs_sum[r * kKVDim + i] + std::fabs(e), -9));
             if (!(err <= tol)) note_bad("out", r, i, gv, e, err, tol);
             rep.max_abs_err = std::isfinite(err) ? std::max(rep.max_abs_err, err) : INFINITY;
           }

@@ -60,16 +60,17 @@ void gather(const KVCacheView& c, const TensorView& idx, const TensorView& len, 
   }
 }
 
-// The reference; with rss non-null also, per output element, sqrt(sum_j (p_j v_ji)^2) times the
-// sink factor (see sparse_decode_weight_rss).
-Status run(const SparseDecodeParams& p, std::vector<float>* rss) {
+// The reference; with rss / abs_sum non-null also, per output element, sqrt(sum_j (p_j v_ji)^2) and
+// sum_j |p_j v_ji|, times the sink factor (see sparse_decode_weight_rss).
+Status run(const SparseDecodeParams& p, std::vector<float>* rss, std::vector<float>* abs_sum) {
   const int64_t B = p.q.shape[0], S = p.q.shape[1], H = p.q.shape[2];
   const uint16_t* q = p.q.ptr<const uint16_t>();
   uint16_t* out = p.out.ptr<uint16_t>();
   float* lse_out = p.lse.defined() ? p.lse.ptr<float>() : nullptr;
   const bool extra = p.extra_indices.defined();
-  std::vector<double> keys, logits, acc(kKVDim), acc_sq(kKVDim);
+  std::vector<double> keys, logits, acc(kKVDim), acc_sq(kKVDim), acc_abs(kKVDim);
   if (rss) rss->assign(static_cast<size_t>(B * S * H * kKVDim), 0.0f);
+  if (abs_sum) abs_sum->assign(static_cast<size_t>(B * S * H * kKVDim), 0.0f);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t s = 0; s < S; ++s) {
       keys.clear();
@@ -89,6 +90,7 @@ Status run(const SparseDecodeParams& p, std::vector<float>* rss) {
         double lse, factor = 1.0;
         std::fill(acc.begin(), acc.end(), 0.0);
         std::fill(acc_sq.begin(), acc_sq.end(), 0.0);
+        std::fill(acc_abs.begin(), acc_abs.end(), 0.0);
         if (nk == 0) {
           lse = std::numeric_limits<double>::infinity();
         } else {
@@ -100,6 +102,7 @@ Status run(const SparseDecodeParams& p, std::vector<float>* rss) {
             for (int i = 0; i < kKVDim; ++i) {
               acc[i] += w * keys[j * kKVDim + i];
               acc_sq[i] += (w * keys[j * kKVDim + i]) * (w * keys[j * kKVDim + i]);
+              acc_abs[i] += std::fabs(w * keys[j * kKVDim + i]);
             }
           }
           if (p.attn_sink.defined()) {
@@ -112,6 +115,8 @@ Status run(const SparseDecodeParams& p, std::vector<float>* rss) {
         if (lse_out) lse_out[row] = static_cast<float>(lse);
         if (rss)
           for (int i = 0; i < kKVDim; ++i) (*rss)[row * kKVDim + i] = static_cast<float>(std::sqrt(acc_sq[i]) * factor);
+        if (abs_sum)
+          for (int i = 0; i < kKVDim; ++i) (*abs_sum)[row * kKVDim + i] = static_cast<float>(acc_abs[i] * factor);
       }
     }
   }
@@ -120,8 +125,10 @@ Status run(const SparseDecodeParams& p, std::vector<float>* rss) {
 
 }  // namespace
 
-Status sparse_decode(const SparseDecodeParams& p) { return run(p, nullptr); }
+Status sparse_decode(const SparseDecodeParams& p) { return run(p, nullptr, nullptr); }
 
-Status sparse_decode_weight_rss(const SparseDecodeParams& p, std::vector<float>* rss) { return run(p, rss); }
+Status sparse_decode_weight_rss(const SparseDecodeParams& p, std::vector<float>* rss, std::vector<float>* abs_sum) {
+  return run(p, rss, abs_sum);
+}
 
 }  // namespace dsv4::cpu

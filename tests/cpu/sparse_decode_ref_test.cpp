@@ -132,8 +132,8 @@ TEST(SparseDecodeRef, WeightRssIsTheRootSumOfSquares) {
   pr.sink = {-kInf, 0.0f};               // head 1: sink 0 against lse ln 2, factor 2/3
   auto p = pr.params();
   p.softmax_scale = 1.0f;
-  std::vector<float> rss;
-  ASSERT_TRUE(cpu::sparse_decode_weight_rss(p, &rss).ok());
+  std::vector<float> rss, abs_sum;
+  ASSERT_TRUE(cpu::sparse_decode_weight_rss(p, &rss, &abs_sum).ok());
   ASSERT_EQ(rss.size(), static_cast<size_t>(2 * kKVDim));
   const std::vector<uint16_t> with_rss = pr.out;
   ASSERT_TRUE(sparse_decode(p).ok());
@@ -144,6 +144,10 @@ TEST(SparseDecodeRef, WeightRssIsTheRootSumOfSquares) {
   EXPECT_NEAR(rss[2], std::hypot(2 * pa, 4 * pb), 1e-6);
   EXPECT_EQ(rss[3], 0.0f);
   EXPECT_NEAR(rss[kKVDim + 2], std::hypot(0.5 * 2, 0.5 * 4) * 2.0 / 3.0, 1e-6);
+  ASSERT_EQ(abs_sum.size(), rss.size());
+  EXPECT_NEAR(abs_sum[2], 2 * pa + 4 * pb, 1e-6);  // |-2 pa| + |4 pb|
+  EXPECT_NEAR(abs_sum[kKVDim + 2], (0.5 * 2 + 0.5 * 4) * 2.0 / 3.0, 1e-6);
+  EXPECT_EQ(abs_sum[3], 0.0f);
 }
 
 TEST(SparseDecodeRef, SinkScalesTheOutputOnly) {
