@@ -134,6 +134,20 @@ void expect_close(const HostGemm& h, const std::vector<uint16_t>& got, const std
   EXPECT_EQ(bad, 0) << where(h) << ": " << bad << " of " << got.size() << " elements out of tolerance";
 }
 
+// Runs h on the GPU (run_gpu's options) and expects the reference's bits, or its values within
+// expect_close's tolerance.
+void expect_gpu_bitwise(const HostGemm& h, const std::vector<uint16_t>& want, bool workspace = true, bool graph = false,
+                        bool in_place = false) {
+  const GpuRun r = run_gpu(h, workspace, graph, in_place);
+  ASSERT_TRUE(r.status.ok()) << where(h) << ": " << r.status.message();
+  expect_bitwise(h, r.d, want);
+}
+void expect_gpu_close(const HostGemm& h, const std::vector<uint16_t>& want, bool workspace = true, bool graph = false) {
+  const GpuRun r = run_gpu(h, workspace, graph);
+  ASSERT_TRUE(r.status.ok()) << where(h) << ": " << r.status.message();
+  expect_close(h, r.d, want);
+}
+
 struct FormatCase {
   GemmFormat f;
   DType scale;
@@ -163,14 +177,10 @@ TEST(GemmCuda, ExactMatchesReferenceBitForBit) {
           test::add_epilogue_inputs(h, g, true);
         }
         const std::vector<uint16_t> want = run_cpu(h);
-        GpuRun r = run_gpu(h);
-        ASSERT_TRUE(r.status.ok()) << where(h) << ": " << r.status.message();
-        expect_bitwise(h, r.d, want);
+        expect_gpu_bitwise(h, want);
         // Without workspace the same problem runs unsplit: same bits.
         if (M <= 7) {
-          GpuRun r1 = run_gpu(h, false);
-          ASSERT_TRUE(r1.status.ok()) << r1.status.message();
-          expect_bitwise(h, r1.d, want);
+          expect_gpu_bitwise(h, want, false);
         }
       }
 }
@@ -181,13 +191,9 @@ TEST(GemmCuda, ExactLargeM) {
   for (const FormatCase& c : kCases) {
     HostGemm h = test::make_exact_gemm(c.f, 4096, 256, 512, g, c.scale, c.mx_a);
     const std::vector<uint16_t> want = run_cpu(h);
-    GpuRun r = run_gpu(h);  // FP4 weights: B expanded into the workspace first
-    ASSERT_TRUE(r.status.ok()) << r.status.message();
-    expect_bitwise(h, r.d, want);
+    expect_gpu_bitwise(h, want);  // FP4 weights: B expanded into the workspace first
     if (c.f != GemmFormat::kFP8Block) {  // and expanded inside the kernel when there is no workspace
-      GpuRun r1 = run_gpu(h, false);
-      ASSERT_TRUE(r1.status.ok()) << r1.status.message();
-      expect_bitwise(h, r1.d, want);
+      expect_gpu_bitwise(h, want, false);
     }
   }
   // FP8 decode on 64-row weight tiles (bn_for: N = 7168 makes 224 tiles of 32 rows, 112 of 64; at
@@ -195,13 +201,9 @@ TEST(GemmCuda, ExactLargeM) {
   for (int64_t M : {int64_t(9), int64_t(16), int64_t(64), int64_t(100)}) {
     const int64_t N = M == 100 ? 4096 : 7168;
     HostGemm h = test::make_exact_gemm(GemmFormat::kFP8Block, M, N, 256, g, M == 9 ? DType::F32 : DType::UE8M0);
-    GpuRun r = run_gpu(h);
-    ASSERT_TRUE(r.status.ok()) << r.status.message();
-    expect_bitwise(h, r.d, run_cpu(h));
+    expect_gpu_bitwise(h, run_cpu(h));
     HostGemm hr = test::make_random_gemm(GemmFormat::kFP8Block, M, N, 1024, g);
-    GpuRun rr = run_gpu(hr);
-    ASSERT_TRUE(rr.status.ok()) << rr.status.message();
-    expect_close(hr, rr.d, run_cpu(hr));
+    expect_gpu_close(hr, run_cpu(hr));
   }
   // Pre-expanded W4A16 on 128 x 256 tiles (bn_for picks them where they make fewer waves: 68 wide
   // tiles against 136 narrow ones on a 132-SM H100/H200), with the 256-wide TMA-store epilogue and,
@@ -213,18 +215,12 @@ TEST(GemmCuda, ExactLargeM) {
       test::add_epilogue_inputs(h, g, true);
     }
     const std::vector<uint16_t> want = run_cpu(h);
-    GpuRun r = run_gpu(h);
-    ASSERT_TRUE(r.status.ok()) << r.status.message();
-    expect_bitwise(h, r.d, want);
-    GpuRun r1 = run_gpu(h, false);
-    ASSERT_TRUE(r1.status.ok()) << r1.status.message();
-    expect_bitwise(h, r1.d, want);
+    expect_gpu_bitwise(h, want);
+    expect_gpu_bitwise(h, want, false);
   }
   // The largest M, one format, narrow N/K so the reference stays cheap.
   HostGemm h = test::make_exact_gemm(GemmFormat::kFP8Block, 65536, 128, 128, g);
-  GpuRun r = run_gpu(h);
-  ASSERT_TRUE(r.status.ok()) << r.status.message();
-  expect_bitwise(h, r.d, run_cpu(h));
+  expect_gpu_bitwise(h, run_cpu(h));
 }
 
 // The largest minus the smallest B exponent over the 128 x 128 blocks of an MXFP4 weight (a NaN
@@ -295,9 +291,7 @@ TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
   for (GemmFormat f : {GemmFormat::kW4A8MXFP4, GemmFormat::kW4A16MXFP4}) {
     HostGemm h = test::make_exact_gemm(f, 520, 256, 256, g);
     h.b_scales[200 * 8 + 5] = 0xFF;  // row 200, K sub-block 5
-    GpuRun r = run_gpu(h);
-    ASSERT_TRUE(r.status.ok()) << r.status.message();
-    expect_bitwise(h, r.d, run_cpu(h));
+    expect_gpu_bitwise(h, run_cpu(h));
   }
 }
 
@@ -345,9 +339,7 @@ TEST(GemmCuda, RandomMatchesReference) {
         test::add_epilogue_inputs(h, g, false);
       }
       const std::vector<uint16_t> want = run_cpu(h);
-      GpuRun r = run_gpu(h);
-      ASSERT_TRUE(r.status.ok()) << where(h) << ": " << r.status.message();
-      expect_close(h, r.d, want);
+      expect_gpu_close(h, want);
     }
 }
 
@@ -382,9 +374,7 @@ TEST(GemmCuda, W4A8WideScaleSpanRoundsSmallBlocks) {
           h.b_scales[n * (h.K / 32) + j] =
               static_cast<uint8_t>(j % 4 == n % 4 ? 127 + 4 : 127 + 4 - span + static_cast<int>((n + j) % (span / 2 + 1)));
       const std::vector<uint16_t> want = run_cpu(h);
-      GpuRun r = run_gpu(h);
-      ASSERT_TRUE(r.status.ok()) << r.status.message();
-      expect_close(h, r.d, want);
+      expect_gpu_close(h, want);
     }
 }
 
@@ -397,9 +387,7 @@ TEST(GemmCuda, NaNScalePropagates) {
   w.b_scales[200 * 8 + 5] = 0xFF;  // row 200, K sub-block 5
   for (HostGemm* p : {&h, &w}) {
     const std::vector<uint16_t> want = run_cpu(*p);
-    GpuRun r = run_gpu(*p);
-    ASSERT_TRUE(r.status.ok()) << r.status.message();
-    expect_bitwise(*p, r.d, want);
+    expect_gpu_bitwise(*p, want);
   }
 }
 
@@ -411,12 +399,8 @@ TEST(GemmCuda, InPlaceResidualAndGraphCapture) {
     h.has_bias = h.has_residual = true;
     test::add_epilogue_inputs(h, g, true);
     const std::vector<uint16_t> want = run_cpu(h);
-    GpuRun in_place = run_gpu(h, true, false, true);
-    ASSERT_TRUE(in_place.status.ok()) << in_place.status.message();
-    expect_bitwise(h, in_place.d, want);
-    GpuRun graph = run_gpu(h, true, true);
-    ASSERT_TRUE(graph.status.ok()) << graph.status.message();
-    expect_bitwise(h, graph.d, want);
+    expect_gpu_bitwise(h, want, true, false, true);
+    expect_gpu_bitwise(h, want, true, true);
   }
 }
 
@@ -568,9 +552,7 @@ TEST(GemmCuda, DecodeFp4Kernel) {
         h.has_bias = h.has_residual = true;
         test::add_epilogue_inputs(h, g, true);
       }
-      GpuRun r = run_gpu(h);
-      ASSERT_TRUE(r.status.ok()) << where(h) << ": " << r.status.message();
-      expect_bitwise(h, r.d, run_cpu(h));
+      expect_gpu_bitwise(h, run_cpu(h));
     }
     for (int64_t M : {int64_t(1), int64_t(7), int64_t(16)})
       for (int variant = 0; variant < 2; ++variant) {
@@ -581,20 +563,14 @@ TEST(GemmCuda, DecodeFp4Kernel) {
           test::add_epilogue_inputs(h, g, true);
         }
         const std::vector<uint16_t> want = run_cpu(h);
-        GpuRun r = run_gpu(h);
-        ASSERT_TRUE(r.status.ok()) << where(h) << ": " << r.status.message();
-        expect_bitwise(h, r.d, want);
-        GpuRun r1 = run_gpu(h, false);  // no workspace: no split
-        ASSERT_TRUE(r1.status.ok()) << r1.status.message();
-        expect_bitwise(h, r1.d, want);
+        expect_gpu_bitwise(h, want);
+        expect_gpu_bitwise(h, want, false);  // no workspace: no split
         HostGemm hr = test::make_random_gemm(c.f, M, 384, 640, g, c.scale, c.mx_a);
         if (variant == 1) {
           hr.has_bias = hr.has_residual = true;
           test::add_epilogue_inputs(hr, g, false);
         }
-        GpuRun rr = run_gpu(hr, true, variant == 1);
-        ASSERT_TRUE(rr.status.ok()) << rr.status.message();
-        expect_close(hr, rr.d, run_cpu(hr));
+        expect_gpu_close(hr, run_cpu(hr), true, variant == 1);
       }
   }
   // M = 1 (W4A16) and 7 (W4A8) on the big shapes, and random data at 16 x 7168 x 2048.
@@ -603,23 +579,17 @@ TEST(GemmCuda, DecodeFp4Kernel) {
     for (const auto& nk : big) {
       SCOPED_TRACE(testing::Message() << "N=" << nk[0] << " K=" << nk[1]);
       HostGemm h = test::make_exact_gemm(c.f, M, nk[0], nk[1], g, c.scale, c.mx_a);
-      GpuRun r = run_gpu(h);
-      ASSERT_TRUE(r.status.ok()) << r.status.message();
-      expect_bitwise(h, r.d, run_cpu(h));
+      expect_gpu_bitwise(h, run_cpu(h));
     }
     HostGemm hr = test::make_random_gemm(c.f, 16, 7168, 2048, g, c.scale, c.mx_a);
-    GpuRun rr = run_gpu(hr);
-    ASSERT_TRUE(rr.status.ok()) << rr.status.message();
-    expect_close(hr, rr.d, run_cpu(hr));
+    expect_gpu_close(hr, run_cpu(hr));
   }
   // 128-row units (N / 64 = 256 slices make one round of 128 units on a 132-SM GPU).
   for (const FormatCase& c : {kCases[6], kCases[4]}) {
     HostGemm h = test::make_exact_gemm(c.f, 9, 16384, 256, g, c.scale, c.mx_a);
     h.has_bias = h.has_residual = true;
     test::add_epilogue_inputs(h, g, true);
-    GpuRun r = run_gpu(h);
-    ASSERT_TRUE(r.status.ok()) << r.status.message();
-    expect_bitwise(h, r.d, run_cpu(h));
+    expect_gpu_bitwise(h, run_cpu(h));
   }
   // A NaN weight scale reaches exactly the outputs it feeds; in-place residual.
   for (GemmFormat f : {GemmFormat::kW4A16MXFP4, GemmFormat::kW4A8MXFP4}) {
@@ -628,9 +598,7 @@ TEST(GemmCuda, DecodeFp4Kernel) {
     h.has_bias = h.has_residual = true;
     test::add_epilogue_inputs(h, g, true);
     const std::vector<uint16_t> want = run_cpu(h);
-    GpuRun r = run_gpu(h, true, false, true);
-    ASSERT_TRUE(r.status.ok()) << r.status.message();
-    expect_bitwise(h, r.d, want);
+    expect_gpu_bitwise(h, want, true, false, true);
   }
 }
 
@@ -647,9 +615,7 @@ TEST(GemmCuda, Fp4ExtremeBlockScalesStayExact) {
       for (int64_t n = 0; n < h.N; ++n)
         for (int64_t j = 0; j < h.K / 32; ++j) h.b_scales[n * (h.K / 32) + j] = exps[(n * 5 + n / 8) % 8];
       const std::vector<uint16_t> want = run_cpu(h);
-      GpuRun r = run_gpu(h);
-      ASSERT_TRUE(r.status.ok()) << where(h) << ": " << r.status.message();
-      expect_bitwise(h, r.d, want);
+      expect_gpu_bitwise(h, want);
     }
 }
 
