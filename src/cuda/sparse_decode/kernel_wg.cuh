@@ -493,8 +493,10 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       if (it >= 2) ptx::mbar_wait(bar_empty + buf, epar);
       SD_P(pf.at(2);)
       if (!SD_VAR(1)) store_range(t, raw, buf, 0, 4);
+#ifndef DSV4_SD_R9_EMPTY_ONLY
       fence_proxy_async();
       ptx::mbar_arrive(bar_full + buf);
+#endif
       // The high half: free once warpgroup 1's O on it completed.
       if (it >= 2) ptx::mbar_wait(bar_empty_hi + buf, epar);
       if (!SD_VAR(1)) {
@@ -513,7 +515,12 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         s_vmask[buf * 8 + (pt >> 5)] = static_cast<uint8_t>(m8);
       }
       fence_proxy_async();
+#ifndef DSV4_SD_R9_EMPTY_ONLY
       ptx::mbar_arrive(bar_full_hi + buf);  // also publishes the valid-key bits and key scales
+#else
+      // Round-9 variant: one full barrier for the whole tile; only the release is split.
+      ptx::mbar_arrive(bar_full + buf);
+#endif
       t = tn;
       d = dn;
       e = en;
@@ -606,7 +613,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         const uint32_t koff = ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4;
         wgmma_m64n64k16_bf16(sd, desc_of(dq_lo + koff, kDescHi), desc_of(dk + koff, kDescHi), kk > 0);
       }
+#ifndef DSV4_SD_R9_EMPTY_ONLY
       ptx::mbar_wait(bar_full_hi + buf, par);
+#endif
       wg_fence();  // (ptxas injects it after the wait loop anyway, C7519)
 #pragma unroll
       for (int kk = kDim / 32; kk < kDim / 16; ++kk) {
@@ -784,7 +793,11 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       SD_P(pf.tile();)
       ptx::mbar_wait(bar_pready + buf, par);
       SD_P(pf.at(1);)
+#ifndef DSV4_SD_R9_EMPTY_ONLY
       ptx::mbar_wait(bar_full_hi + buf, par);
+#else
+      ptx::mbar_wait(bar_full + buf, par);
+#endif
       SD_P(pf.at(2);)
       if (!SD_VAR(2)) {
         rescale(acc0, acc1, s_alpha[buf * 64 + r0], s_alpha[buf * 64 + r0 + 8]);
