@@ -78,11 +78,8 @@ struct SmemWg {
   static constexpr int kOffM = kOffVec + 1024;        // f32 [64]: final row maxima (log2 domain)
   static constexpr int kOffL = kOffVec + 1280;        // f32 [64]: final row sums
   static constexpr int kOffMask = kOffVec + 1536;     // u8 [2][8]: valid-key bits, byte w = keys 8w..8w+7
-  // u64 mbarriers: full[2], full_hi[2], empty[2], empty_hi[2], pready[2] (full / empty: key dims
-  // [0, 256) of the buffer, full_hi / empty_hi: dims [256, 512); the halves are released and
-  // refilled separately).
-  static constexpr int kOffBar = kOffVec + 1552;
-  static constexpr int kTotal = kOffBar + 10 * 8;
+  static constexpr int kOffBar = kOffVec + 1552;      // u64 mbarriers: full[2], empty[2], pready[2]
+  static constexpr int kTotal = kOffBar + 6 * 8;
   static constexpr int kLaunchBytes = kTotal + 1024;
   static_assert(kOffK % 1024 == 0 && kKBytes % 1024 == 0 && kOffP % 1024 == 0 && kPBytes % 1024 == 0,
                 "1024-byte aligned regions");
@@ -273,11 +270,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   float* s_m = reinterpret_cast<float*>(smem + SmemWg::kOffM);
   float* s_l = reinterpret_cast<float*>(smem + SmemWg::kOffL);
   uint8_t* s_vmask = smem + SmemWg::kOffMask;                             // [2][8]
-  uint64_t* bar_full = reinterpret_cast<uint64_t*>(smem + SmemWg::kOffBar);  // [2] dims [0, 256)
-  uint64_t* bar_full_hi = bar_full + 2;                                        // [2] dims [256, 512)
-  uint64_t* bar_empty = bar_full + 4;                                          // [2] low half: warpgroup 0
-  uint64_t* bar_empty_hi = bar_full + 6;                                       // [2] high half: warpgroup 1
-  uint64_t* bar_pready = bar_full + 8;
+  uint64_t* bar_full = reinterpret_cast<uint64_t*>(smem + SmemWg::kOffBar);
+  uint64_t* bar_empty = bar_full + 2;
+  uint64_t* bar_pready = bar_full + 4;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
@@ -397,18 +392,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       }
     }
   };
-  // Converts slots [jb, je) of the thread's share into buffer `buf` (slot j = 64-dim block j; MODEL1
-  // rope slots 7, 8 = block 7): [0, 4) is the buffer's low half (dims 0..255), [4, 9) the high half.
-  auto store_range = [&](int t, const RawShare& r, int buf, int jb, int je) {
+  auto store_half = [&](int t, const RawShare& r, int buf, bool hb) {
     const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
     const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
-    const bool last = je == 9;
 #pragma unroll
     for (int j = 0; j < 9; ++j) {
-      if (j < jb || j >= je) continue;
+      if ((j >= 5) != hb) continue;
       if (model1) {
         if (j < 7) {
-          const uint2 scb = j >= 5 ? r.sc1 : r.sc;
+          const uint2 scb = hb ? r.sc1 : r.sc;
           const uint32_t s2 = ue8m0_bf16x2(((j < 4 ? scb.x : scb.y) >> (8 * (j & 3))) & 0xFF);
           const uint32_t o = dst + 8192 * j + kdst0;
           sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
@@ -422,7 +414,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         sts128(o ^ 16, e4m3x8_to_bf16(r.c[j].z, r.c[j].w));
       }
     }
-    if (!kM1 && last && q == 0) s_kscale[buf * 64 + key] = model1 ? 1.0f : r.tscale;
+    if (!kM1 && hb && q == 0) s_kscale[buf * 64 + key] = model1 ? 1.0f : r.tscale;
   };
 
   int t_p = t_end, tn_p = t_end;
@@ -451,9 +443,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       ptx::mbar_init(bar_full + i, 256);
-      ptx::mbar_init(bar_full_hi + i, 256);
-      ptx::mbar_init(bar_empty + i, 128);
-      ptx::mbar_init(bar_empty_hi + i, 128);
+      ptx::mbar_init(bar_empty + i, 256);
       ptx::mbar_init(bar_pready + i, 128);
     }
   }
@@ -486,25 +476,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       const int tnn = tn < t_end ? next_live(tn + 1) : t_end;
       const int32_t vnn = tnn < t_end ? load_index(tnn) : -1;
       SD_P(pf.at(1);)
-      // Buffer `buf` was last used by tile it - 2. Its low half (dims 0..255) is free once warpgroup
-      // 0's O on it completed (S of that tile completed before its softmax): fill it and publish it
-      // (full), so that S of this tile can start on the low dims while the high half converts.
-      const uint32_t epar = ((it >> 1) - 1) & 1;
-      if (it >= 2) ptx::mbar_wait(bar_empty + buf, epar);
+      // Buffer `buf` was last used by tile it - 2: wait until both consumers' MMAs on it completed.
+      if (it >= 2) ptx::mbar_wait(bar_empty + buf, ((it >> 1) - 1) & 1);
       SD_P(pf.at(2);)
-      if (!SD_VAR(1)) store_range(t, raw, buf, 0, 4);
-#ifndef DSV4_SD_R9_EMPTY_ONLY
-      fence_proxy_async();
-      ptx::mbar_arrive(bar_full + buf);
-#endif
-      // The high half: free once warpgroup 1's O on it completed.
-      if (it >= 2) ptx::mbar_wait(bar_empty_hi + buf, epar);
       if (!SD_VAR(1)) {
-        store_range(t, raw, buf, 4, 5);
+        store_half(t, raw, buf, false);
         if (tn < t_end) load_half(tn, dn, en, raw, false);
       }
       SD_P(pf.at(3);)
-      if (!SD_VAR(1)) store_range(t, raw, buf, 5, 9);
+      if (!SD_VAR(1)) store_half(t, raw, buf, true);
       SD_P(pf.at(4);)
       // Valid-key bits: lanes 4k .. 4k + 3 of this warp hold key 8 w + k.
       const uint32_t bal = __ballot_sync(0xffffffffu, d >= 0);
@@ -515,12 +495,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         s_vmask[buf * 8 + (pt >> 5)] = static_cast<uint8_t>(m8);
       }
       fence_proxy_async();
-#ifndef DSV4_SD_R9_EMPTY_ONLY
-      ptx::mbar_arrive(bar_full_hi + buf);  // also publishes the valid-key bits and key scales
-#else
-      // Round-9 variant: one full barrier for the whole tile; only the release is split.
       ptx::mbar_arrive(bar_full + buf);
-#endif
       t = tn;
       d = dn;
       e = en;
@@ -602,30 +577,21 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     float(&sd)[kSNt * 4] = reinterpret_cast<float(&)[kSNt * 4]>(sacc);
 #pragma unroll
     for (int n = 0; n < kSNt; ++n) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
-    // S of the tile in buffer `buf` (phase `par` of its full barriers), one commit group: the low
-    // 256 dims as soon as the producers published them, the high 256 after full_hi.
-    auto issue_s = [&](int buf, uint32_t par) {
+    auto issue_s = [&](int buf) {
       const uint32_t dk = dks_lo + buf * kKBufDesc;
-      ptx::mbar_wait(bar_full + buf, par);
       wg_fence();
 #pragma unroll
-      for (int kk = 0; kk < kDim / 32; ++kk) {
+      for (int kk = 0; kk < kDim / 16; ++kk) {
         const uint32_t koff = ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4;
         wgmma_m64n64k16_bf16(sd, desc_of(dq_lo + koff, kDescHi), desc_of(dk + koff, kDescHi), kk > 0);
-      }
-#ifndef DSV4_SD_R9_EMPTY_ONLY
-      ptx::mbar_wait(bar_full_hi + buf, par);
-#endif
-      wg_fence();  // (ptxas injects it after the wait loop anyway, C7519)
-#pragma unroll
-      for (int kk = kDim / 32; kk < kDim / 16; ++kk) {
-        const uint32_t koff = ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4;
-        wgmma_m64n64k16_bf16(sd, desc_of(dq_lo + koff, kDescHi), desc_of(dk + koff, kDescHi), 1);
       }
       wg_commit();
     };
     int t = next_live(t_begin);
-    if (t < t_end) issue_s(0, 0);
+    if (t < t_end) {
+      ptx::mbar_wait(bar_full + 0, 0);
+      issue_s(0);
+    }
     SD_P(pf.at(0);)
     for (int it = 0; t < t_end; ++it) {
       const int buf = it & 1;
@@ -747,10 +713,10 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       issue_o(acc0, acc1, buf);
       SD_P(pf.at(5);)
       if (t1 < t_end) {
-        // S of the next tile queues behind this O on the tensor cores; its low dims start once the
-        // producers published them (full), before the high half is converted (full_hi).
+        // S of the next tile queues behind this O on the tensor cores.
+        ptx::mbar_wait(bar_full + (buf ^ 1), ((it + 1) >> 1) & 1);
         SD_P(pf.at(6);)
-        issue_s(buf ^ 1, ((it + 1) >> 1) & 1);
+        issue_s(buf ^ 1);
         if (SD_VAR(0)) ptx::mbar_arrive(bar_pready + buf);
         SD_P(pf.at(7);)
         wg_wait_1();  // this tile's O (the older group)
@@ -760,7 +726,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       }
       SD_P(pf.at(8);)
       pin_o(acc0, acc1);
-      ptx::mbar_arrive(bar_empty + buf);  // this warpgroup's O read only the low half
+      ptx::mbar_arrive(bar_empty + buf);
       t = t1;
       SD_P(pf.at(9);)
     }
@@ -793,11 +759,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       SD_P(pf.tile();)
       ptx::mbar_wait(bar_pready + buf, par);
       SD_P(pf.at(1);)
-#ifndef DSV4_SD_R9_EMPTY_ONLY
-      ptx::mbar_wait(bar_full_hi + buf, par);
-#else
       ptx::mbar_wait(bar_full + buf, par);
-#endif
       SD_P(pf.at(2);)
       if (!SD_VAR(2)) {
         rescale(acc0, acc1, s_alpha[buf * 64 + r0], s_alpha[buf * 64 + r0 + 8]);
@@ -807,7 +769,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       wg_wait_all();
       SD_P(pf.at(4);)
       pin_o(acc0, acc1);
-      ptx::mbar_arrive(bar_empty_hi + buf);  // this warpgroup's O read only the high half
+      ptx::mbar_arrive(bar_empty + buf);
       t = next_live(t + 1);
       SD_P(pf.at(5);)
     }
