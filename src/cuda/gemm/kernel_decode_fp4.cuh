@@ -61,7 +61,7 @@ struct DecodeArgs {
   __nv_bfloat16* d = nullptr;
   int64_t d_ld = 0;
   float* partial = nullptr;  // [splits, M, N] f32 when splits > 1
-  bool skip_permute = false;  // timing experiments only (wrong results): DSV4_DECODE_FP4_NOPERM
+  bool skip_permute = false;  // timing experiments only (wrong results): launch_decode_fp4.cuh
 };
 
 // The consumers' e2m1 decode places a code's three magnitude bits (e1 e0 m) at the low exponent

@@ -104,8 +104,12 @@ Status gemm_decode_fp4(const GemmParams& p, const gemm_detail::DecodeFp4Config& 
   const int64_t per = f == GemmFormat::kW4A16NVFP4 ? 8 : 4;  // scale bytes a row a 128-K block
   args.b_vec = args.bs_s1 == 1 && args.bs_s0 % per == 0 && reinterpret_cast<uintptr_t>(args.b_scales) % per == 0;
   if (cfg.splits > 1) args.partial = static_cast<float*>(p.workspace.data);
+#ifdef DSV4_GEMM_TIMING_KNOBS
+  // Timing experiments only: skips the activation permutation, so the results are WRONG. Compiled
+  // in only with -DDSV4_GEMM_TIMING_KNOBS, never in a normal build.
   static const bool env_noperm = std::getenv("DSV4_DECODE_FP4_NOPERM") != nullptr;
   args.skip_permute = env_noperm;
+#endif
 
   switch (f) {
     case GemmFormat::kW4A16MXFP4:
