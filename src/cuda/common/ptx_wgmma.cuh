@@ -1,7 +1,8 @@
 // PTX wrappers for Hopper warpgroup MMA (wgmma): shared-memory matrix descriptors, the fences and
-// group waits around it, and the m64nNk* instructions the GEMMs use. Device code only, sm_90a.
+// group waits around it, and the m64nNk* instructions the GEMMs and the sparse decode use. Device
+// code only, sm_90a.
 //
-// Operands come from shared memory, K-major, in the 128-byte swizzle TMA writes with
+// Operands come from shared memory, K-major (one exception, marked _tb), in the 128-byte swizzle TMA writes with
 // CU_TENSOR_MAP_SWIZZLE_128B: rows of 128 bytes, 8-row (1024-byte) swizzle atoms stacked along M/N.
 // One instruction reads a 64 x (32 bytes of K) slice of A and an N x (32 bytes of K) slice of B;
 // the next K slice starts 32 bytes further in the same rows, which is how the descriptors step.
@@ -81,7 +82,17 @@ DSV4_WGMMA_SS(wgmma_m64n64k32_e4m3, 32, 32, 33, 34, "m64n64k32.f32.e4m3.e4m3", "
 // N = 256: pre-expanded W4A16's 128 x 256 tiles (a quarter fewer operand bytes a MAC).
 DSV4_WGMMA_SS(wgmma_m64n128k16_bf16, 64, 64, 65, 66, "m64n128k16.f32.bf16.bf16", "1, 1, 0, 0")
 DSV4_WGMMA_SS(wgmma_m64n256k16_bf16, 128, 128, 129, 130, "m64n256k16.f32.bf16.bf16", "1, 1, 0, 0")
+// N = 64: the sparse-decode S = Q K^T over a 64-key tile.
+DSV4_WGMMA_SS(wgmma_m64n64k16_bf16, 32, 32, 33, 34, "m64n64k16.f32.bf16.bf16", "1, 1, 0, 0")
 #undef DSV4_WGMMA_SS
+
+// D(64 x 128, f32) += A(64 x 16 bf16, K-major) * B(16 x 128 bf16, N-major: transpose bit set), always
+// accumulating: the sparse-decode O += P V with the key tile read as V in place.
+__device__ __forceinline__ void wgmma_m64n128k16_bf16_tb(float (&d)[64], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " DSV4_WGMMA_D64 ", %64, %65, 1, 1, 1, 0, 1;\n"
+               : DSV4_WGMMA_ACC64(d, 0)
+               : "l"(desc_a), "l"(desc_b));
+}
 
 // Register-A ("RS") forms, for the FP4-weight decode GEMM (gemm/kernel_decode_fp4.cuh): A comes
 // from registers, four 32-bit words a thread in the mma.sync fragment layout (warp w of the

@@ -24,6 +24,7 @@
 // never read (their registers are zeros) and their logits are -inf.
 #pragma once
 #include "cuda/common/ptx_tma.cuh"
+#include "cuda/common/ptx_wgmma.cuh"
 #include "cuda/sparse_decode/kernel.cuh"
 
 namespace dsv4::cuda::sdec {
@@ -161,18 +162,6 @@ __device__ __forceinline__ uint64_t desc_of(uint32_t lo, uint32_t hi) {
 __device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) { return (addr >> 4) | ((lbo >> 4) << 16); }
 // High half: stride byte offset 1024 (8-row atoms) and the 128-byte swizzle mode.
 inline constexpr uint32_t kDescHi = (1024u >> 4) | (1u << 30);
-
-// D(64 x 64, f32) (+)= A(64 x 16 bf16, K-major smem) * B(16 x 64 bf16, K-major smem); D is
-// overwritten (not accumulated) when `accumulate` is 0.
-__device__ __forceinline__ void wgmma_m64n64k16_bf16(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-  asm volatile(
-      "{\n .reg .pred p;\n setp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "%32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-}
 
 // Epilogue of one consumer warpgroup (warpgroup 0: O dims [0, 256), warpgroup 1: [256, 512)):
 // rows r0 and r0 + 8 of each warp, staged through the free Q and key buffers (rows padded by 16 /
@@ -552,8 +541,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < kTileKeys / 16; ++kk) {
-      wgmma_m64n128k16_bf16_tb(d0, desc_of(dp + kk * 2, kDescHi), desc_of(dk + kk * (16 * 128 >> 4), kDescHi));
-      wgmma_m64n128k16_bf16_tb(d1, desc_of(dp + kk * 2, kDescHi),
+      ptx::wgmma_m64n128k16_bf16_tb(d0, desc_of(dp + kk * 2, kDescHi), desc_of(dk + kk * (16 * 128 >> 4), kDescHi));
+      ptx::wgmma_m64n128k16_bf16_tb(d1, desc_of(dp + kk * 2, kDescHi),
                                desc_of(dk + kQuarterDesc + kk * (16 * 128 >> 4), kDescHi));
     }
     wg_commit();
@@ -583,7 +572,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
 #pragma unroll
       for (int kk = 0; kk < kDim / 16; ++kk) {
         const uint32_t koff = ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4;
-        wgmma_m64n64k16_bf16(sd, desc_of(dq_lo + koff, kDescHi), desc_of(dk + koff, kDescHi), kk > 0);
+        ptx::wgmma_m64n64k16_bf16(sd, desc_of(dq_lo + koff, kDescHi), desc_of(dk + koff, kDescHi), kk > 0);
       }
       wg_commit();
     };
