@@ -2,8 +2,9 @@
 // group waits around it, and the m64nNk* instructions the GEMMs and the sparse decode use. Device
 // code only, sm_90a.
 //
-// Operands come from shared memory, K-major (one exception, marked _tb), in the 128-byte swizzle TMA writes with
-// CU_TENSOR_MAP_SWIZZLE_128B: rows of 128 bytes, 8-row (1024-byte) swizzle atoms stacked along M/N.
+// Operands come from shared memory, K-major (one exception, marked _tb), in the 128-byte swizzle
+// TMA writes with CU_TENSOR_MAP_SWIZZLE_128B: rows of 128 bytes, 8-row (1024-byte) swizzle atoms
+// stacked along M/N.
 // One instruction reads a 64 x (32 bytes of K) slice of A and an N x (32 bytes of K) slice of B;
 // the next K slice starts 32 bytes further in the same rows, which is how the descriptors step.
 //
