@@ -80,7 +80,8 @@ struct SmemWg {
   static constexpr int kOffL = kOffVec + 1280;        // f32 [64]: final row sums
   static constexpr int kOffMask = kOffVec + 1536;     // u8 [2][8]: valid-key bits, byte w = keys 8w..8w+7
   static constexpr int kOffBar = kOffVec + 1552;      // u64 mbarriers: full[2], empty[2], pready[2]
-  static constexpr int kTotal = kOffBar + 6 * 8;
+  static constexpr int kOffTouch = kOffBar + 64;      // u32 [256]: the producers' scoreboard-wait stores
+  static constexpr int kTotal = kOffTouch + 256 * 4;
   static constexpr int kLaunchBytes = kTotal + 1024;
   static_assert(kOffK % 1024 == 0 && kKBytes % 1024 == 0 && kOffP % 1024 == 0 && kPBytes % 1024 == 0,
                 "1024-byte aligned regions");
@@ -97,6 +98,22 @@ struct RawShare {
   uint2 sc1;     // the same bytes, loaded with the second half (split loads)
   float tscale;  // per-token layout: the key's scale (0 when invalid)
 };
+
+// Loads of a key's raw bytes through GENERIC addresses: ptxas cannot prove that they do not alias
+// shared memory, so it keeps them between the producers' shared stores around them (the scoreboard
+// wait store before, the conversion's stores after). ld.global.nc loads it schedules freely, and
+// it sank them below the next half's conversion (register pressure at 80), where their latency
+// was exposed again. The bytes are read once, so the read-only path buys nothing here.
+__device__ __forceinline__ uint4 ld_generic_v4(const void* p) {
+  uint4 v;
+  asm volatile("ld.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint2 ld_generic_v2(const void* p) {
+  uint2 v;
+  asm volatile("ld.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
 
 // Two e4m3 codes (low byte first) to bf16x2, exactly (every e4m3 value is a bf16).
 __device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t codes) {
@@ -351,16 +368,18 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   // tile_off(key, 2c) = 8192 j + kdst0 and that ^ 16; MODEL1 rope chunk c (j = 7, 8) goes to
   // column c + 28 = 56 + q + 4 (j - 7).
   const uint32_t kdst0 = tile_off<true>(key, 2 * q);
-  // Split loads: half A = slots j < 5 (+ the scale bytes), half B = j >= 5 (+ the scale bytes
+  // Split loads: half A = slots j < kB0 (+ the scale bytes), half B = j >= kB0 (+ the scale bytes
   // again, or the per-token scale). Half A of tile t+1 is loaded while half B of tile t converts,
   // half B of tile t while half A of tile t converts, so each load has half a tile's conversion
-  // to land in (the registers do not allow a whole second tile in flight).
+  // to land in (the registers do not allow a whole second tile in flight). MODEL1: 4 e4m3 slots in
+  // A, 3 e4m3 + the 2 rope slots (copied, not converted) in B, about equal conversion work.
+  constexpr int kB0 = 4;
   auto load_half = [&](int t, int64_t d, int64_t e, RawShare& r, bool hb) {
     const KeySet& ks = a.set[t < sc.tiles_main ? 0 : 1];
     const bool m1 = kM1 || ks.model1;
 #pragma unroll
     for (int j = 0; j < 9; ++j)
-      if ((j >= 5) == hb) r.c[j] = make_uint4(0, 0, 0, 0);
+      if ((j >= kB0) == hb) r.c[j] = make_uint4(0, 0, 0, 0);
     if (hb) {
       r.sc1 = make_uint2(0, 0);
       r.tscale = 0.0f;
@@ -371,9 +390,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       const uint4* src = reinterpret_cast<const uint4*>(ks.data + d) + q;
 #pragma unroll
       for (int j = 0; j < 9; ++j)
-        if ((j >= 5) == hb && (m1 || j < 8)) r.c[j] = __ldg(src + 4 * j);
+        if ((j >= kB0) == hb && (m1 || j < 8)) r.c[j] = ld_generic_v4(src + 4 * j);
       if (m1) {
-        const uint2 v = __ldg(reinterpret_cast<const uint2*>(ks.data + e));
+        const uint2 v = ld_generic_v2(ks.data + e);
         if (hb) r.sc1 = v;
         else r.sc = v;
       } else if (hb && q == 0) {
@@ -386,7 +405,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
 #pragma unroll
     for (int j = 0; j < 9; ++j) {
-      if ((j >= 5) != hb) continue;
+      if ((j >= kB0) != hb) continue;
       if (model1) {
         if (j < 7) {
           const uint2 scb = hb ? r.sc1 : r.sc;
@@ -404,6 +423,20 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       }
     }
     if (!kM1 && hb && q == 0) s_kscale[buf * 64 + key] = model1 ? 1.0f : r.tscale;
+  };
+
+  // The first read of a loaded register waits for EVERY global load in flight (ptxas puts all of
+  // them on one scoreboard: the SASS of 2ef9598 waits on SB5 at the first conversion of half B, right
+  // after issuing half A of the next tile, so each tile exposed a whole load latency; ncu put 19%
+  // of the producers' stall samples on that one instruction). So each half is read once, into a
+  // scratch word, just BEFORE the next half's loads are issued: the wait then covers only loads
+  // that have had half a tile to land, and the conversion after it reads registers already known
+  // complete.
+  const uint32_t touch_addr = sbase + SmemWg::kOffTouch + 4 * pt;
+  // One register of the half is enough (every load is on that one scoreboard); a store, not an
+  // ALU op, so that ptxas cannot hoist the wait above the empty-barrier wait before it.
+  auto touch_half = [&](const RawShare& r, bool hb) {
+    asm volatile("st.shared.b32 [%0], %1;" ::"r"(touch_addr), "r"(hb ? r.c[kB0].x : r.c[0].x) : "memory");
   };
 
   int t_p = t_end, tn_p = t_end;
@@ -456,20 +489,25 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     for (int it = 0; t < t_end; ++it) {
       const int buf = it & 1;
       SD_P(pf.tile();)
-      if (!SD_VAR(1)) load_half(t, d, e, raw, true);
+      if (!SD_VAR(1)) {
+        touch_half(raw, false);  // half A of tile t landed (issued before the previous half B converted)
+        load_half(t, d, e, raw, true);
+      }
+      // Issued with half B: the next scoreboard wait (touch_half of half B) covers it too.
+      const int tnn = tn < t_end ? next_live(tn + 1) : t_end;
+      const int32_t vnn = tnn < t_end ? load_index(tnn) : -1;
       int64_t dn = -1, en = -1;
       if (tn < t_end) {
         offsets(tn, vn, dn, en);
         prefetch(tn, dn, en);
       }
-      const int tnn = tn < t_end ? next_live(tn + 1) : t_end;
-      const int32_t vnn = tnn < t_end ? load_index(tnn) : -1;
       SD_P(pf.at(1);)
       // Buffer `buf` was last used by tile it - 2: wait until both consumers' MMAs on it completed.
       if (it >= 2) ptx::mbar_wait(bar_empty + buf, ((it >> 1) - 1) & 1);
       SD_P(pf.at(2);)
       if (!SD_VAR(1)) {
         store_half(t, raw, buf, false);
+        touch_half(raw, true);  // half B of tile t landed (issued before half A converted)
         if (tn < t_end) load_half(tn, dn, en, raw, false);
       }
       SD_P(pf.at(3);)
