@@ -633,11 +633,19 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
       if (q.valid) load(q, regs[d]);
       advance(q, T::kLoaderWarps);
     }
+    // The ring is stored and refilled a whole turn at a time. ptxas puts every one of these loads
+    // on one scoreboard, and the first read of a loaded register waits for all of them: refilling
+    // slot d right after storing it made the store of slot d + 1 wait for that fresh load, so a
+    // warp paid a full load latency a stage whatever kD was. Now the first store of a turn waits
+    // for loads issued a turn ago, and the rest of the turn reads registers already complete.
     for (;;) {
 #pragma unroll
       for (int d = 0; d < kD; ++d) {
         if (!pos[d].valid) return;
         store(pos[d].it, regs[d]);
+      }
+#pragma unroll
+      for (int d = 0; d < kD; ++d) {
         pos[d] = q;  // q is this warp's stage kD slots ahead
         if (q.valid) load(q, regs[d]);
         advance(q, T::kLoaderWarps);

@@ -404,11 +404,17 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
       if (q.valid) load(q, regs[d]);
       advance(q, T::kLoaderWarps);
     }
+    // Stored and refilled a whole ring turn at a time, as kernel.cuh's loaders (one scoreboard for
+    // all these loads: refilling slot d before storing slot d + 1 made that store wait for the
+    // fresh load).
     for (;;) {
 #pragma unroll
       for (int d = 0; d < kD; ++d) {
         if (!pos[d].valid) return;
         store(pos[d].it, regs[d]);
+      }
+#pragma unroll
+      for (int d = 0; d < kD; ++d) {
         pos[d] = q;
         if (q.valid) load(q, regs[d]);
         advance(q, T::kLoaderWarps);
