@@ -426,15 +426,16 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   };
 
   // The first read of a loaded register waits for EVERY global load in flight (ptxas puts all of
-  // them on one scoreboard: the SASS of 2ef9598 waits on SB5 at the first conversion of half B, right
-  // after issuing half A of the next tile, so each tile exposed a whole load latency; ncu put 19%
-  // of the producers' stall samples on that one instruction). So each half is read once, into a
-  // scratch word, just BEFORE the next half's loads are issued: the wait then covers only loads
-  // that have had half a tile to land, and the conversion after it reads registers already known
-  // complete.
+  // them on one scoreboard: the SASS of da9bc76..2ef9598 waits on SB5 at the first conversion of
+  // half B, right after issuing half A of the next tile, so each tile exposed a whole load latency;
+  // ncu put 19% of the producers' stall samples on that one instruction). So each half is read
+  // once, into a scratch word, just BEFORE the next half's loads are issued: the wait then covers
+  // only loads that have had half a tile to land, and the conversion after it reads registers
+  // already known complete.
   const uint32_t touch_addr = sbase + SmemWg::kOffTouch + 4 * pt;
-  // One register of the half is enough (every load is on that one scoreboard); a store, not an
-  // ALU op, so that ptxas cannot hoist the wait above the empty-barrier wait before it.
+  // One register of the half is enough (every load is on that one scoreboard). A shared store, not
+  // an ALU op: ptxas keeps it in order with the shared stores and barrier waits around it, so the
+  // wait stays where it is written (an XOR of the registers got hoisted above an mbarrier wait).
   auto touch_half = [&](const RawShare& r, bool hb) {
     asm volatile("st.shared.b32 [%0], %1;" ::"r"(touch_addr), "r"(hb ? r.c[kB0].x : r.c[0].x) : "memory");
   };
