@@ -618,12 +618,19 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     int t = next_live(t_begin);
     if (t < t_end) {
       ptx::mbar_wait(bar_full + 0, 0);
-      issue_s(0);
+      if (!SD_VAR(3)) issue_s(0);
     }
     SD_P(pf.at(0);)
     for (int it = 0; t < t_end; ++it) {
       const int buf = it & 1;
       SD_P(pf.tile();)
+      if (SD_VAR(3)) {  // profile: the producers alone (consumers only hand the buffers back)
+        ptx::mbar_wait(bar_full + buf, (it >> 1) & 1);
+        ptx::mbar_arrive(bar_pready + buf);
+        ptx::mbar_arrive(bar_empty + buf);
+        t = next_live(t + 1);
+        continue;
+      }
       const int t1 = next_live(t + 1);
       const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
       const float* kscale = s_kscale + buf * 64;
@@ -789,7 +796,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       SD_P(pf.at(1);)
       ptx::mbar_wait(bar_full + buf, par);
       SD_P(pf.at(2);)
-      if (!SD_VAR(2)) {
+      if (!SD_VAR(2) && !SD_VAR(3)) {
         rescale(acc0, acc1, s_alpha[buf * 64 + r0], s_alpha[buf * 64 + r0 + 8]);
         issue_o(acc0, acc1, buf);
       }
