@@ -35,7 +35,6 @@ TEST(GemmConfig, InvariantsOverSweep) {
               const bool dec = f == GemmFormat::kFP8Block && M >= 8 && M <= 128;
               const int64_t dmt = (M + 63) / 64;
               ASSERT_EQ(c.bn, dec && dmt * (N / 32) <= sm                                          ? kBNDecode
-                              : dec && N % 56 == 0 && dmt * (N / 56) <= sm                           ? kBNDecode56
                               : dec && dmt * (N / 64) <= sm                                          ? 2 * kBNDecode
                               : wide                                                         ? kBNWide
                                                                                              : kBN);
@@ -140,9 +139,7 @@ TEST(GemmConfig, StageBudgetPerFormat) {
   EXPECT_GE(max_stages(GemmFormat::kFP8Block, 64), 8);
   EXPECT_EQ(max_stages(GemmFormat::kFP8Block, 64, kBNDecode), kMaxStagesDecode);
   EXPECT_GE(max_stages(GemmFormat::kFP8Block, 64, 2 * kBNDecode), 12);  // 64-row decode tiles
-  EXPECT_EQ(choose_gemm_config(16, 7168, 2048, GemmFormat::kFP8Block, 132, kHuge).bn, kBNDecode56);  // 128 tiles
-  EXPECT_EQ(choose_gemm_config(16, 7168, 2048, GemmFormat::kFP8Block, 114, kHuge).bn, 2 * kBNDecode);  // 112 tiles
-  EXPECT_GE(max_stages(GemmFormat::kFP8Block, 64, kBNDecode56), 12);
+  EXPECT_EQ(choose_gemm_config(16, 7168, 2048, GemmFormat::kFP8Block, 132, kHuge).bn, 2 * kBNDecode);
   EXPECT_EQ(choose_gemm_config(16, 7168, 2048, GemmFormat::kFP8Block, 132, kHuge).splits, 1);
   EXPECT_GE(max_stages(GemmFormat::kW4A8MXFP4, 128), 5);
   EXPECT_GE(max_stages(GemmFormat::kW4A16MXFP4, 128), 3);

@@ -196,9 +196,8 @@ TEST(GemmCuda, ExactLargeM) {
       expect_gpu_bitwise(h, want, false);
     }
   }
-  // FP8 decode on 56-row weight tiles (bn_for on 132 SMs: N = 7168 makes 224 tiles of 32 rows, 128
-  // of 56, six in every 16 straddling two 128-row scale blocks) and 64-row ones (M = 100: two row
-  // tiles of N = 4096 make 256 of 32 and 128 of 64), with the 16-row A box at M <= 16.
+  // FP8 decode on 64-row weight tiles (bn_for: N = 7168 makes 224 tiles of 32 rows, 112 of 64; at
+  // M = 100 two row tiles of N = 4096 make 256 and 128), with the 16-row A box at M <= 16.
   for (int64_t M : {int64_t(9), int64_t(16), int64_t(64), int64_t(100)}) {
     const int64_t N = M == 100 ? 4096 : 7168;
     HostGemm h = test::make_exact_gemm(GemmFormat::kFP8Block, M, N, 256, g, M == 9 ? DType::F32 : DType::UE8M0);

@@ -52,7 +52,6 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[kN]) {
 // accumulator registers as "{%0, ..., %(N-1)}" in the instruction and "+f"(d[i]) bindings, then
 // desc_a, desc_b and the accumulate flag as operands N, N + 1, N + 2.
 #define DSV4_WGMMA_D16 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
-#define DSV4_WGMMA_D28 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27}"
 #define DSV4_WGMMA_D32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 #define DSV4_WGMMA_D64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 #define DSV4_WGMMA_D128 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
@@ -60,7 +59,6 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[kN]) {
   "+f"(d[(i)]), "+f"(d[(i) + 1]), "+f"(d[(i) + 2]), "+f"(d[(i) + 3]), "+f"(d[(i) + 4]), "+f"(d[(i) + 5]), \
       "+f"(d[(i) + 6]), "+f"(d[(i) + 7])
 #define DSV4_WGMMA_ACC16(d, i) DSV4_WGMMA_ACC8(d, i), DSV4_WGMMA_ACC8(d, (i) + 8)
-#define DSV4_WGMMA_ACC28(d, i) DSV4_WGMMA_ACC16(d, i), DSV4_WGMMA_ACC8(d, (i) + 16), "+f"(d[(i) + 24]), "+f"(d[(i) + 25]), "+f"(d[(i) + 26]), "+f"(d[(i) + 27])
 #define DSV4_WGMMA_ACC32(d, i) DSV4_WGMMA_ACC16(d, i), DSV4_WGMMA_ACC16(d, (i) + 16)
 #define DSV4_WGMMA_ACC64(d, i) DSV4_WGMMA_ACC32(d, i), DSV4_WGMMA_ACC32(d, (i) + 32)
 #define DSV4_WGMMA_ACC128(d, i) DSV4_WGMMA_ACC64(d, i), DSV4_WGMMA_ACC64(d, (i) + 64)
@@ -81,8 +79,6 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[kN]) {
 DSV4_WGMMA_SS(wgmma_m64n128k32_e4m3, 64, 64, 65, 66, "m64n128k32.f32.e4m3.e4m3", "1, 1")
 DSV4_WGMMA_SS(wgmma_m64n32k32_e4m3, 16, 16, 17, 18, "m64n32k32.f32.e4m3.e4m3", "1, 1")
 DSV4_WGMMA_SS(wgmma_m64n64k32_e4m3, 32, 32, 33, 34, "m64n64k32.f32.e4m3.e4m3", "1, 1")
-// N = 56: FP8 decode tiles where N / 56 tiles fill the SMs in one round (N = 7168: 128 tiles).
-DSV4_WGMMA_SS(wgmma_m64n56k32_e4m3, 28, 28, 29, 30, "m64n56k32.f32.e4m3.e4m3", "1, 1")
 // D(64 x N, f32) (+)= A(64 x 16 bf16) * B(N x 16 bf16)^T, both K-major (transpose immediates 0).
 // N = 256: pre-expanded W4A16's 128 x 256 tiles (a quarter fewer operand bytes a MAC).
 DSV4_WGMMA_SS(wgmma_m64n128k16_bf16, 64, 64, 65, 66, "m64n128k16.f32.bf16.bf16", "1, 1, 0, 0")

@@ -20,8 +20,7 @@
 namespace dsv4::cuda::gemm_detail {
 
 inline constexpr int kBN = 128;     // the usual tile width
-inline constexpr int kBNDecode = 32;  // FP8 decode tile width (56 or 64 where N / 32 tiles exceed the SMs)
-inline constexpr int kBNDecode56 = 56;  // FP8 decode tiles that fill the SMs where 64-row ones leave some idle
+inline constexpr int kBNDecode = 32;  // FP8 decode tile width (64 where N / 32 tiles exceed the SMs)
 inline constexpr int kBNWide = 256;   // pre-expanded W4A16 tile width (N % 256 == 0)
 inline constexpr int kBK = 128;
 inline constexpr int kMaxStages = 8;
@@ -135,10 +134,7 @@ inline constexpr int kFoldMaxSpan = 14;  // e2m1 * 2^(s - smax + 6) stays exact 
 constexpr int bm_for(int64_t M, GemmFormat f) { return M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128; }
 
 // FP8 at decode sizes takes 32-row weight tiles (see the top of this file) when they make one round
-// of CTAs, else 56-row ones where N is a multiple of 56 and they do (N = 7168: 128 tiles on 132 SMs
-// instead of 112 of 64 rows, so the busiest CTA streams 112 KiB of weights instead of 128; the
-// tiles may straddle two 128-row scale blocks, which the kernel handles per 8-column group), else
-// 64-row ones if those do: with more tiles than SMs each CTA walks several short
+// of CTAs, else 64-row ones if those do: with more tiles than SMs each CTA walks several short
 // tiles and its 2-deep wgmma pipeline restarts at every one (H100, 16x24576x1536: 26-27 us against
 // 21 with split-K tiles of 128). M < 8 measured slower too (1x4096x7168: 21.4 vs 19.6 us). 64-row
 // tiles (H100, same run): 16x7168x2048 12.2-12.8 us against 16.4-16.7 with split-K; 65 <= M <= 128
@@ -153,7 +149,6 @@ constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool pre 
   if (f == GemmFormat::kFP8Block && M >= 8 && M <= 128) {  // BM = 64: one or two M tiles
     const int64_t m_tiles = (M + 63) / 64;
     if (m_tiles * (N / kBNDecode) <= sm_count) return kBNDecode;
-    if (N % kBNDecode56 == 0 && m_tiles * (N / kBNDecode56) <= sm_count) return kBNDecode56;
     if (m_tiles * (N / (2 * kBNDecode)) <= sm_count) return 2 * kBNDecode;  // e.g. N = 7168: 112 tiles of 64
   }
   if (is_w4a16(f) && pre && N % kBNWide == 0) {
@@ -166,7 +161,7 @@ constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool pre 
 
 struct GemmConfig {
   int bm = 128;          // 64 or 128
-  int bn = kBN;          // 128, 32 / 56 / 64 for FP8 decode, 256 for pre-expanded W4A16
+  int bn = kBN;          // 128, 32 for FP8 decode, 256 for pre-expanded W4A16
   int stage_k = kBK;     // K elements a stage (64 with bn = 256)
   int stages = 1;        // TMA pipeline depth
   int splits = 1;        // split-K factor (1: the kernel writes bf16 D directly)

@@ -140,8 +140,7 @@ struct Traits {
   static constexpr int kEpiBytes = epilogue_bytes(BM, BN);  // 16 KiB a consumer warpgroup, or 0
   static constexpr int kSmemBytes = smem_bytes(F, BM, kStages, BN, kPreB);
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups of 64 rows");
-  static_assert(BN == kBN ||
-                    ((BN == kBNDecode || BN == kBNDecode56 || BN == 2 * kBNDecode) && F == GemmFormat::kFP8Block && BM == 64) ||
+  static_assert(BN == kBN || ((BN == kBNDecode || BN == 2 * kBNDecode) && F == GemmFormat::kFP8Block && BM == 64) ||
                     (BN == kBNWide && kBF16 && kPreB && BM == 128),
                 "32-column tiles are the FP8 decode kernel's only, 256-column ones pre-expanded W4A16's");
   static_assert(!kPreB || (F != GemmFormat::kFP8Block && BM == 128 && (BN == kBN || BN == kBNWide) && !kMXFP8A),
@@ -557,11 +556,6 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
         r.rb[0] = load_scale_bits(args.b_scales,
                                   static_cast<int64_t>(t.b_row0 / 128) * args.bs_s0 + static_cast<int64_t>(kb) * args.bs_s1,
                                   args.b_scale_f32);
-        // 56-row tiles may straddle two 128-row scale blocks: the second block's scale too.
-        if constexpr (BN == kBNDecode56)
-          r.rb[1] = load_scale_bits(args.b_scales,
-                                    static_cast<int64_t>((t.b_row0 + BN - 1) / 128) * args.bs_s0 + static_cast<int64_t>(kb) * args.bs_s1,
-                                    args.b_scale_f32);
       } else if constexpr (kPreB) {
         // Pre-expanded W4A8: an f32 a 128 x 128 block or a row (W4A16's expanded B carries its scales).
         if constexpr (T::kColScales) {
@@ -607,10 +601,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
       }
       uint32_t* sb = reinterpret_cast<uint32_t*>(side + T::kAScaleFloats * 4);
       if constexpr (F == GemmFormat::kFP8Block) {
-        if (lane == 0) {
-          reinterpret_cast<float*>(sb)[0] = scale_from_bits(r.rb[0], args.b_scale_f32);
-          if constexpr (BN == kBNDecode56) reinterpret_cast<float*>(sb)[1] = scale_from_bits(r.rb[1], args.b_scale_f32);
-        }
+        if (lane == 0) *reinterpret_cast<float*>(sb) = scale_from_bits(r.rb[0], args.b_scale_f32);
       } else if constexpr (kPreB && !T::kColScales) {
         // No scales to store.
       } else if constexpr (T::kColScales) {
@@ -793,32 +784,23 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
       // kb+1 run while block kb is promoted: the tensor pipe always has this warpgroup's next
       // block queued, not only the other warpgroup's.
       float tmp2[kAcc];
-      // Scales of the block in tmp (sc[0]) / tmp2 (sc[1]): A's row scale times B's block scale for
-      // rows r_lo / r_hi, then the same with the second B block a 56-row tile may straddle.
-      float sc[2][4];
-      // 56-row tiles: the 8-column groups from jb on take the second 128-row block's scale.
-      [[maybe_unused]] const int jb = BN == kBNDecode56 ? (128 - t.b_row0 % 128) / 8 : kJ;
+      float sl[2], sh[2];  // scales of the block in tmp (0) / tmp2 (1)
       // kCol: pre-expanded W4A8 in row mode (B's scales per column, applied at retirement). A
       // compile-time switch, so each mode gets its own loop: one loop branching on the mode at
       // every block spilled ~400 bytes.
       auto mainloop = [&](auto col_tag) {
         constexpr bool kCol = decltype(col_tag)::value;
-        auto issue = [&](float(&d)[kAcc], float(&s)[4]) {
+        auto issue = [&](float(&d)[kAcc], float& s_lo, float& s_hi) {
           ptx::mbar_wait(&full[stage], phase);
           const float* sa = reinterpret_cast<const float*>(s_side + stage * T::kSideBytes);
           const float sb = kCol ? 1.f : sa[T::kAScaleFloats];
-          s[0] = sa[row_in_tile] * sb, s[1] = sa[row_in_tile + 8] * sb;
-          if constexpr (BN == kBNDecode56) {
-            const float sb1 = sa[T::kAScaleFloats + 1];
-            s[2] = sa[row_in_tile] * sb1, s[3] = sa[row_in_tile + 8] * sb1;
-          }
+          s_lo = sa[row_in_tile] * sb, s_hi = sa[row_in_tile + 8] * sb;
           const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, stage * T::kBBytes);
           ptx::wgmma_fence();
 #pragma unroll
           for (int k = 0; k < 4; ++k) {
             if constexpr (BN == kBN) ptx::wgmma_m64n128k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
             else if constexpr (BN == 2 * kBNDecode) ptx::wgmma_m64n64k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
-            else if constexpr (BN == kBNDecode56) ptx::wgmma_m64n56k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
             else ptx::wgmma_m64n32k32_e4m3(d, desc_at(da, k * 32), desc_at(db, k * 32), k > 0);
           }
           ptx::wgmma_commit();
@@ -826,12 +808,12 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
         };
         // Retires the older in-flight block: its stage goes back to the producer, its product into acc.
         int retire_stage = stage;
-        auto retire = [&](float(&d)[kAcc], const float(&s)[4]) {
+        auto retire = [&](float(&d)[kAcc], float s_lo, float s_hi) {
           ptx::fence_accumulators(d);
           if constexpr (kCol) {
             // The column scales live in the stage: read them before it goes back.
             promote_cols(d, reinterpret_cast<const float*>(s_side + retire_stage * T::kSideBytes + T::kAScaleFloats * 4),
-                         s[0], s[1]);
+                         s_lo, s_hi);
             ptx::mbar_arrive(&empty[retire_stage]);
             if (++retire_stage == S) retire_stage = 0;
             return;
@@ -840,8 +822,6 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
           if (++retire_stage == S) retire_stage = 0;
 #pragma unroll
           for (int j = 0; j < kJ; ++j) {
-            const bool second = BN == kBNDecode56 && j >= jb;
-            const float s_lo = second ? s[2] : s[0], s_hi = second ? s[3] : s[1];
             acc[4 * j + 0] += d[4 * j + 0] * s_lo;
             acc[4 * j + 1] += d[4 * j + 1] * s_lo;
             acc[4 * j + 2] += d[4 * j + 2] * s_hi;
@@ -850,25 +830,25 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
         };
         // Steady state without data-dependent wait counts (ptxas serializes every wgmma when it
         // cannot prove which group a wait retires); the one- or two-block tail follows.
-        issue(tmp, sc[0]);
+        issue(tmp, sl[0], sh[0]);
         int kb = t.kb0;
         for (; kb + 2 < t.kb1; kb += 2) {
-          issue(tmp2, sc[1]);
+          issue(tmp2, sl[1], sh[1]);
           ptx::wgmma_wait<1>();
-          retire(tmp, sc[0]);
-          issue(tmp, sc[0]);
+          retire(tmp, sl[0], sh[0]);
+          issue(tmp, sl[0], sh[0]);
           ptx::wgmma_wait<1>();
-          retire(tmp2, sc[1]);
+          retire(tmp2, sl[1], sh[1]);
         }
         if (kb + 1 < t.kb1) {
-          issue(tmp2, sc[1]);
+          issue(tmp2, sl[1], sh[1]);
           ptx::wgmma_wait<1>();
-          retire(tmp, sc[0]);
+          retire(tmp, sl[0], sh[0]);
           ptx::wgmma_wait<0>();
-          retire(tmp2, sc[1]);
+          retire(tmp2, sl[1], sh[1]);
         } else {
           ptx::wgmma_wait<0>();
-          retire(tmp, sc[0]);
+          retire(tmp, sl[0], sh[0]);
         }
       };
       if constexpr (T::kColScales) {

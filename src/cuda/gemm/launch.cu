@@ -222,9 +222,6 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
       if (cfg.bn == gemm_detail::kBNDecode)
         DSV4_RETURN_IF_ERROR((launch_kernel<GemmFormat::kFP8Block, 64, false, gemm_detail::kBNDecode>(
             tm_a, tm_b, tm_d, args, cfg.grid, stream)));
-      else if (cfg.bn == gemm_detail::kBNDecode56)
-        DSV4_RETURN_IF_ERROR((launch_kernel<GemmFormat::kFP8Block, 64, false, gemm_detail::kBNDecode56>(
-            tm_a, tm_b, tm_d, args, cfg.grid, stream)));
       else if (cfg.bn == 2 * gemm_detail::kBNDecode)
         DSV4_RETURN_IF_ERROR((launch_kernel<GemmFormat::kFP8Block, 64, false, 2 * gemm_detail::kBNDecode>(
             tm_a, tm_b, tm_d, args, cfg.grid, stream)));
