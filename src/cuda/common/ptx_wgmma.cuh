@@ -95,6 +95,21 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16_tb(float (&d)[64], uint64_
                : "l"(desc_a), "l"(desc_b));
 }
 
+// D(64 x N, f32) += A(64 x 16 bf16, M-major: transpose bit set) * B(N x 16 bf16, K-major)^T, always
+// accumulating, N = 16 / 32: the sparse decode's transposed O^T += V^T P^T for up to 32 heads (the
+// key tile read as V^T in place, 64 dims a call; P's first N rows as B), a quarter or half the
+// tensor work of the 64-row P V.
+__device__ __forceinline__ void wgmma_m64n16k16_bf16_ta(float (&d)[8], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, 1, 1, 1, 1, 0;\n"
+               : DSV4_WGMMA_ACC8(d, 0)
+               : "l"(desc_a), "l"(desc_b));
+}
+__device__ __forceinline__ void wgmma_m64n32k16_bf16_ta(float (&d)[16], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 " DSV4_WGMMA_D16 ", %16, %17, 1, 1, 1, 1, 0;\n"
+               : DSV4_WGMMA_ACC16(d, 0)
+               : "l"(desc_a), "l"(desc_b));
+}
+
 // Register-A ("RS") forms, for the FP4-weight decode GEMM (gemm/kernel_decode_fp4.cuh): A comes
 // from registers, four 32-bit words a thread in the mma.sync fragment layout (warp w of the
 // warpgroup holds rows 16w..16w+15; lane (g = l / 4, c = l % 4): word 0 row 16w + g, word 1 row

@@ -180,76 +180,152 @@ __device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) { retur
 // High half: stride byte offset 1024 (8-row atoms) and the 128-byte swizzle mode.
 inline constexpr uint32_t kDescHi = (1024u >> 4) | (1u << 30);
 
+// Head r's output factor (1 / l, times the sink's share of the softmax mass) and lse (natural
+// log; +inf and factor 0 when no key was valid or r is a padding row).
+__device__ __forceinline__ void epi_factor(const Args& a, int head0, int r, int nh, float l, float m, float& factor,
+                                           float& lse_nat) {
+  factor = 0.0f, lse_nat = INFINITY;
+  if (m != -INFINITY && r < nh) {
+    const float lse2 = m + log2f(l);
+    factor = 1.0f / l;
+    if (a.sink) factor *= 1.0f / (1.0f + exp2f(a.sink[head0 + r] * 1.4426950408889634f - lse2));
+    lse_nat = lse2 * 0.6931471805599453f;
+  }
+}
+
+// Where a CTA's rows go: its first output row (token * H + head0), heads, split.
+struct EpiRows {
+  int head0, nh, split;
+  int64_t row0, rows_total;
+};
+__device__ __forceinline__ EpiRows epi_rows(const Args& a) {
+  const Schedule& sc = a.sched;
+  const uint32_t cta = blockIdx.x;
+  const int hb = static_cast<int>(cta % static_cast<uint32_t>(sc.head_blocks));
+  const uint32_t rest = cta / static_cast<uint32_t>(sc.head_blocks);
+  EpiRows e;
+  e.split = static_cast<int>(rest % static_cast<uint32_t>(sc.num_splits));
+  const int64_t tok = rest / static_cast<uint32_t>(sc.num_splits);
+  e.head0 = hb * kMaxRowsPerCta;
+  e.nh = min(kMaxRowsPerCta, a.H - e.head0);
+  e.row0 = tok * a.H + e.head0;
+  e.rows_total = sc.tokens * a.H;
+  return e;
+}
+
+// Row pitches of the epilogue staging (bf16 out / f32 partials), padded so the stores are
+// conflict-free; the copy-out below writes the staged rows as whole 16-byte chunks, a warp 512
+// contiguous bytes of a row.
+inline constexpr int kEpiPitchB = kDim * 2 + 16, kEpiPitchF = kDim * 4 + 32;
+__device__ __forceinline__ void epi_copy_out(const Args& a, const EpiRows& e, uint32_t sQe, int ctid) {
+  if (a.sched.num_splits == 1) {
+    for (int i = ctid; i < e.nh * 64; i += 256) {
+      const int r = i >> 6, c = i & 63;
+      const uint4 v = lds128(sQe + r * kEpiPitchB + c * 16);
+      stg128(a.out + (e.row0 + r) * kDim + c * 8, v);
+    }
+  } else {
+    float* ws = a.ws_o + (e.split * e.rows_total + e.row0) * kDim;
+    for (int i = ctid; i < e.nh * 128; i += 256) {
+      const int r = i >> 7, c = i & 127;
+      const uint4 v = lds128(sQe + r * kEpiPitchF + c * 16);
+      stg128(ws + r * kDim + c * 4, v);
+    }
+  }
+}
+
 // Epilogue of one consumer warpgroup (warpgroup 0: O dims [0, 256), warpgroup 1: [256, 512)):
-// rows r0 and r0 + 8 of each warp, staged through the free Q and key buffers (rows padded by 16 /
-// 32 bytes: conflict-free) so the global stores are whole 16-byte chunks, a warp writing 512
-// contiguous bytes of a row. The two consumer warpgroups (256 threads) meet at named barrier 1;
+// rows r0 and r0 + 8 of each warp, staged through the free Q and key buffers so the global stores
+// are whole 16-byte chunks. The two consumer warpgroups (256 threads) meet at named barrier 1;
 // the producers have left. The caller has passed one barrier 1 after its last MMA completed, so
 // the key buffers and Q are free.
 __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[16][4], const float (&acc1)[16][4],
                                             int qd0, uint32_t sQe, const float* s_m, const float* s_l, int ctid,
                                             int r0) {
-  constexpr int kPitchB = kDim * 2 + 16, kPitchF = kDim * 4 + 32;
-  const Schedule& sc = a.sched;
   const int tq = ctid & 3;
-  const uint32_t cta = blockIdx.x;
-  const int hb = static_cast<int>(cta % static_cast<uint32_t>(sc.head_blocks));
-  const uint32_t rest = cta / static_cast<uint32_t>(sc.head_blocks);
-  const int split = static_cast<int>(rest % static_cast<uint32_t>(sc.num_splits));
-  const int64_t tok = rest / static_cast<uint32_t>(sc.num_splits);
-  const int head0 = hb * kMaxRowsPerCta;
-  const int nh = min(kMaxRowsPerCta, a.H - head0);
-  const int64_t row0 = tok * a.H + head0;
-  if (sc.num_splits == 1) {
+  const EpiRows e = epi_rows(a);
+  if (a.sched.num_splits == 1) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int r = r0 + half * 8;
-      const float l = s_l[r], m = s_m[r];
-      float factor = 0.0f, lse_nat = INFINITY;
-      if (m != -INFINITY && r < nh) {
-        const float lse2 = m + log2f(l);
-        factor = 1.0f / l;
-        if (a.sink) factor *= 1.0f / (1.0f + exp2f(a.sink[head0 + r] * 1.4426950408889634f - lse2));
-        lse_nat = lse2 * 0.6931471805599453f;
-      }
-      const uint32_t rowa = sQe + r * kPitchB + qd0 * 256 + tq * 4;
+      float factor, lse_nat;
+      epi_factor(a, e.head0, r, e.nh, s_l[r], s_m[r], factor, lse_nat);
+      const uint32_t rowa = sQe + r * kEpiPitchB + qd0 * 256 + tq * 4;
 #pragma unroll
       for (int n = 0; n < 16; ++n) {
         sts32(rowa + n * 16, pack_bf16(acc0[n][half * 2] * factor, acc0[n][half * 2 + 1] * factor));
         sts32(rowa + 256 + n * 16, pack_bf16(acc1[n][half * 2] * factor, acc1[n][half * 2 + 1] * factor));
       }
-      if (a.lse && qd0 == 0 && tq == 0 && r < nh) a.lse[row0 + r] = lse_nat;
-    }
-    ptx::named_barrier_sync(1, 256);
-    for (int i = ctid; i < nh * 64; i += 256) {
-      const int r = i >> 6, c = i & 63;
-      const uint4 v = lds128(sQe + r * kPitchB + c * 16);
-      stg128(a.out + (row0 + r) * kDim + c * 8, v);
+      if (a.lse && qd0 == 0 && tq == 0 && r < e.nh) a.lse[e.row0 + r] = lse_nat;
     }
   } else {
-    const int64_t rows_total = sc.tokens * a.H;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int r = r0 + half * 8;
       const float l = s_l[r], m = s_m[r];
       const bool empty = m == -INFINITY;
       const float inv = empty ? 0.0f : 1.0f / l;
-      const uint32_t rowa = sQe + r * kPitchF + qd0 * 512 + tq * 8;
+      const uint32_t rowa = sQe + r * kEpiPitchF + qd0 * 512 + tq * 8;
 #pragma unroll
       for (int n = 0; n < 16; ++n) {
         sts64(rowa + n * 32, acc0[n][half * 2] * inv, acc0[n][half * 2 + 1] * inv);
         sts64(rowa + 512 + n * 32, acc1[n][half * 2] * inv, acc1[n][half * 2 + 1] * inv);
       }
-      if (qd0 == 0 && tq == 0 && r < nh) a.ws_lse[split * rows_total + row0 + r] = empty ? -INFINITY : m + log2f(l);
-    }
-    ptx::named_barrier_sync(1, 256);
-    float* ws = a.ws_o + (split * rows_total + row0) * kDim;
-    for (int i = ctid; i < nh * 128; i += 256) {
-      const int r = i >> 7, c = i & 127;
-      const uint4 v = lds128(sQe + r * kPitchF + c * 16);
-      stg128(ws + r * kDim + c * 4, v);
+      if (qd0 == 0 && tq == 0 && r < e.nh) a.ws_lse[e.split * e.rows_total + e.row0 + r] = empty ? -INFINITY : m + log2f(l);
     }
   }
+  ptx::named_barrier_sync(1, 256);
+  epi_copy_out(a, e, sQe, ctid);
+}
+
+// The same for the transposed O^T of the narrow instances (kNO = 16 / 32 heads): this thread holds,
+// for each 64-dim block mb of its warpgroup's 256 dims, dims 16 rg + lane / 4 (+ 8) and heads
+// 8 j + 2 (lane % 4) + {0, 1}. Heads are the staging rows, so the stores are 2- / 4-byte ones.
+template <int kNO>
+__device__ __forceinline__ void wg_epilogue_t(const Args& a, const float (&ot)[4][kNO / 2], int qd0, uint32_t sQe,
+                                              const float* s_m, const float* s_l, int ctid, int rg, int lane) {
+  const EpiRows e = epi_rows(a);
+  const bool one = a.sched.num_splits == 1;
+  const int dim0 = qd0 * 128 + rg * 16 + (lane >> 2);
+#pragma unroll
+  for (int j = 0; j < kNO / 8; ++j) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int r = 8 * j + 2 * (lane & 3) + c;
+      const float l = s_l[r], m = s_m[r];
+      float factor, lse_nat;
+      if (one) epi_factor(a, e.head0, r, e.nh, l, m, factor, lse_nat);
+      else factor = m == -INFINITY ? 0.0f : 1.0f / l;
+#pragma unroll
+      for (int mb = 0; mb < 4; ++mb) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int dim = dim0 + mb * 64 + 8 * h;
+          const float v = ot[mb][4 * j + 2 * h + c] * factor;
+          if (one) {
+            const uint16_t bits = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+            asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(sQe + r * kEpiPitchB + dim * 2), "h"(bits) : "memory");
+          } else {
+            asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(sQe + r * kEpiPitchF + dim * 4), "f"(v) : "memory");
+          }
+        }
+      }
+    }
+  }
+  // lse / the split's log2-sum-exp, one thread a head.
+  if (qd0 == 0 && ctid < e.nh) {
+    const int r = ctid;
+    const float l = s_l[r], m = s_m[r];
+    if (one) {
+      float factor, lse_nat;
+      epi_factor(a, e.head0, r, e.nh, l, m, factor, lse_nat);
+      if (a.lse) a.lse[e.row0 + r] = lse_nat;
+    } else {
+      a.ws_lse[e.split * e.rows_total + e.row0 + r] = m == -INFINITY ? -INFINITY : m + log2f(l);
+    }
+  }
+  ptx::named_barrier_sync(1, 256);
+  epi_copy_out(a, e, sQe, ctid);
 }
 
 // kM1: every key set is MODEL1 (the model's layout), so the per-token branches and the per-key
@@ -258,10 +334,17 @@ __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[1
 // the exponent FFMA (MODEL1, scale > 0), 4 = with 2, the
 // masking selects are skipped on all-valid tiles, 8 = the fold decided at compile time (the host
 // launches this instance only for MODEL1 with scale > 0: no fallback code in the softmax).
-template <bool kM1, int kV = 0>
+// kNO (narrow instances, blocks of at most kNO = 16 / 32 heads): O is computed transposed, O^T +=
+// V^T P^T with wgmma m64 x kNO (the key tile as the M-major A operand in place, P's first kNO rows
+// as B), a quarter / half of the tensor work of the 64-row P V whose rows past the heads are
+// padding; S and the softmax are unchanged.
+template <bool kM1, int kV = 0, int kNO = 0>
 __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const Args a) {
   constexpr int kONt = 16;  // 128 dims per O accumulator in 8-dim n-tiles
   constexpr int kSNt = 8;   // 64 keys of S in 8-key n-tiles
+  constexpr bool kT = kNO > 0;
+  constexpr int kNOT = kT ? kNO / 2 : 1;  // f32 accumulators a thread of one m64 x kNO block of O^T
+  static_assert(kNO == 0 || kNO == 16 || kNO == 32, "narrow instances: 16 or 32 heads");
 
   SD_P(const long long prof_t0 = clock64(); SdProf pf;)
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -590,13 +673,65 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     pin(reinterpret_cast<float(&)[kONt * 4]>(acc0));
     pin(reinterpret_cast<float(&)[kONt * 4]>(acc1));
   };
+  // Narrow instances: O^T for this warpgroup's four 64-dim blocks (A = the key tile's block 4 dg + mb,
+  // M-major, 16 keys = 2 KB a k-step; B = P rows 0..kNO-1, K-major, as warpgroup 0's S reads Q).
+  // alpha is per column (head) here: from s_alpha, which warpgroup 0 wrote before bar 2 / pready.
+  const uint32_t dkt_lo = desc_lo(sK0a + dg * 4 * (64 * 128), 64 * 128);
+  auto zero_t = [&](float(&ot)[4][kNOT]) {
+#pragma unroll
+    for (int mb = 0; mb < 4; ++mb)
+#pragma unroll
+      for (int i = 0; i < kNOT; ++i) ot[mb][i] = 0.0f;
+  };
+  auto rescale_t = [&](float(&ot)[4][kNOT], int buf) {
+    float al[kNO / 8 > 0 ? kNO / 8 : 1][2];
+    bool any = false;
+#pragma unroll
+    for (int j = 0; j < kNO / 8; ++j) {
+      const float2 v = *reinterpret_cast<const float2*>(s_alpha + buf * 64 + 8 * j + 2 * (lane & 3));
+      al[j][0] = v.x, al[j][1] = v.y;
+      any |= v.x != 1.0f || v.y != 1.0f;
+    }
+    if (__any_sync(0xffffffffu, any)) {
+#pragma unroll
+      for (int mb = 0; mb < 4; ++mb)
+#pragma unroll
+        for (int j = 0; j < kNO / 8; ++j) {
+          ot[mb][4 * j + 0] *= al[j][0];
+          ot[mb][4 * j + 1] *= al[j][1];
+          ot[mb][4 * j + 2] *= al[j][0];
+          ot[mb][4 * j + 3] *= al[j][1];
+        }
+    }
+  };
+  auto issue_t = [&](float(&ot)[4][kNOT], int buf) {
+    const uint32_t dp = dp_lo + buf * kPBufDesc;
+    const uint32_t dk = dkt_lo + buf * kKBufDesc;
+    wg_fence();
+#pragma unroll
+    for (int mb = 0; mb < 4; ++mb)
+#pragma unroll
+      for (int kk = 0; kk < kTileKeys / 16; ++kk) {
+        const uint64_t da = desc_of(dk + mb * (64 * 128 >> 4) + kk * (16 * 128 >> 4), kDescHi);
+        const uint64_t db = desc_of(dp + kk * 2, kDescHi);
+        if constexpr (kNO == 16) ptx::wgmma_m64n16k16_bf16_ta(reinterpret_cast<float(&)[8]>(ot[mb]), da, db);
+        else if constexpr (kNO == 32) ptx::wgmma_m64n32k16_bf16_ta(reinterpret_cast<float(&)[16]>(ot[mb]), da, db);
+      }
+    wg_commit();
+  };
+  auto pin_t = [&](float(&ot)[4][kNOT]) {
+#pragma unroll
+    for (int mb = 0; mb < 4; ++mb) pin(ot[mb]);
+  };
 
   if (dg == 0) {
     // ---------------- warpgroup 0: S, softmax, O dims [0, 256) ----------------
     ptx::setmaxnreg_inc<kRegsS>();
     SD_P(pf.begin(0, prof_t0);)
-    float acc0[kONt][4], acc1[kONt][4];
-    zero_o(acc0, acc1);
+    [[maybe_unused]] float acc0[kONt][4], acc1[kONt][4];
+    [[maybe_unused]] float ot[4][kNOT];
+    if constexpr (kT) zero_t(ot);
+    else zero_o(acc0, acc1);
     const uint32_t dq_lo = desc_lo(sQa, 16);
     const uint32_t dks_lo = desc_lo(sK0a, 16);
     const uint32_t p_row0 = sP0a + r0 * 128;  // row r0 of P buffer 0; row r0 + 8 is 1024 bytes further
@@ -744,8 +879,13 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       // This warpgroup's O reads P rows written by its other warps: a warpgroup barrier (id 2).
       ptx::named_barrier_sync(2, 128);
       SD_P(pf.at(4);)
-      rescale(acc0, acc1, al0, al1);
-      issue_o(acc0, acc1, buf);
+      if constexpr (kT) {
+        rescale_t(ot, buf);
+        issue_t(ot, buf);
+      } else {
+        rescale(acc0, acc1, al0, al1);
+        issue_o(acc0, acc1, buf);
+      }
       SD_P(pf.at(5);)
       if (t1 < t_end) {
         // S of the next tile queues behind this O on the tensor cores.
@@ -760,7 +900,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         wg_wait_all();
       }
       SD_P(pf.at(8);)
-      pin_o(acc0, acc1);
+      if constexpr (kT) pin_t(ot);
+      else pin_o(acc0, acc1);
       ptx::mbar_arrive(bar_empty + buf);
       t = t1;
       SD_P(pf.at(9);)
@@ -778,14 +919,17 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       s_m[r0 + 8] = m_run1;
     }
     ptx::named_barrier_sync(1, 256);
-    wg_epilogue(a, acc0, acc1, 0, sQa, s_m, s_l, ctid, r0);
+    if constexpr (kT) wg_epilogue_t<kNO>(a, ot, 0, sQa, s_m, s_l, ctid, rg, lane);
+    else wg_epilogue(a, acc0, acc1, 0, sQa, s_m, s_l, ctid, r0);
     SD_P(pf.at(10);)
   } else {
     // ---------------- warpgroup 1: O dims [256, 512) ----------------
     ptx::setmaxnreg_inc<kRegsO>();
     SD_P(pf.begin(1, prof_t0);)
-    float acc0[kONt][4], acc1[kONt][4];
-    zero_o(acc0, acc1);
+    [[maybe_unused]] float acc0[kONt][4], acc1[kONt][4];
+    [[maybe_unused]] float ot[4][kNOT];
+    if constexpr (kT) zero_t(ot);
+    else zero_o(acc0, acc1);
     int t = next_live(t_begin);
     SD_P(pf.at(0);)
     for (int it = 0; t < t_end; ++it) {
@@ -797,19 +941,26 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       ptx::mbar_wait(bar_full + buf, par);
       SD_P(pf.at(2);)
       if (!SD_VAR(2) && !SD_VAR(3)) {
-        rescale(acc0, acc1, s_alpha[buf * 64 + r0], s_alpha[buf * 64 + r0 + 8]);
-        issue_o(acc0, acc1, buf);
+        if constexpr (kT) {
+          rescale_t(ot, buf);
+          issue_t(ot, buf);
+        } else {
+          rescale(acc0, acc1, s_alpha[buf * 64 + r0], s_alpha[buf * 64 + r0 + 8]);
+          issue_o(acc0, acc1, buf);
+        }
       }
       SD_P(pf.at(3);)
       wg_wait_all();
       SD_P(pf.at(4);)
-      pin_o(acc0, acc1);
+      if constexpr (kT) pin_t(ot);
+      else pin_o(acc0, acc1);
       ptx::mbar_arrive(bar_empty + buf);
       t = next_live(t + 1);
       SD_P(pf.at(5);)
     }
     ptx::named_barrier_sync(1, 256);
-    wg_epilogue(a, acc0, acc1, 2, sQa, s_m, s_l, ctid, r0);
+    if constexpr (kT) wg_epilogue_t<kNO>(a, ot, 2, sQa, s_m, s_l, ctid, rg, lane);
+    else wg_epilogue(a, acc0, acc1, 2, sQa, s_m, s_l, ctid, r0);
     SD_P(pf.at(10);)
   }
 }

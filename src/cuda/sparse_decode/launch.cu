@@ -149,9 +149,9 @@ int wg_variant() {
   return v;
 }
 
-template <bool kM1, int kV>
+template <bool kM1, int kV, int kNO = 0>
 Status launch_wg_v(const sd::Args& a, int64_t ctas, cudaStream_t st) {
-  const auto kernel = sd::sparse_decode_wg_kernel<kM1, kV>;
+  const auto kernel = sd::sparse_decode_wg_kernel<kM1, kV, kNO>;
 #ifdef DSV4_SD_PROFILE
   static std::atomic<bool> registered{false};
   if (!registered.exchange(true)) std::atexit(print_profile);
@@ -162,12 +162,27 @@ Status launch_wg_v(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   return launch_status(kOp, "sparse_decode_wg_kernel");
 }
 
+// Narrow O (kernel_wg.cuh, kNO): blocks of at most 32 heads compute O^T on m64 x 16 / 32 tiles.
+// Only with the fold instance (MODEL1, scale > 0, at least two tiles a CTA: tensor parallelism's
+// few-head batches); DSV4_SD_NARROW=0 turns it off for A/B runs.
+bool narrow_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DSV4_SD_NARROW");
+    return !(e && std::atoi(e) == 0);
+  }();
+  return on;
+}
+
 template <bool kM1>
 Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   int v = wg_variant();
   if (v < 0) v = a.sched.tiles_per_split >= 2 ? 12 : 0;
   if constexpr (kM1) {
-    if (v == 12 && a.scale_log2 > 0.0f) return launch_wg_v<true, 12>(a, ctas, st);
+    if (v == 12 && a.scale_log2 > 0.0f) {
+      if (a.H <= 32 && narrow_enabled())
+        return a.H <= 16 ? launch_wg_v<true, 12, 16>(a, ctas, st) : launch_wg_v<true, 12, 32>(a, ctas, st);
+      return launch_wg_v<true, 12>(a, ctas, st);
+    }
   }
   return launch_wg_v<kM1, 0>(a, ctas, st);
 }
