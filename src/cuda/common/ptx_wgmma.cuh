@@ -51,6 +51,7 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[kN]) {
 // The SS (both operands in shared memory) wrappers below share their operand lists: the
 // accumulator registers as "{%0, ..., %(N-1)}" in the instruction and "+f"(d[i]) bindings, then
 // desc_a, desc_b and the accumulate flag as operands N, N + 1, N + 2.
+#define DSV4_WGMMA_D8 "{%0, %1, %2, %3, %4, %5, %6, %7}"
 #define DSV4_WGMMA_D16 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
 #define DSV4_WGMMA_D32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 #define DSV4_WGMMA_D64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
@@ -85,6 +86,9 @@ DSV4_WGMMA_SS(wgmma_m64n128k16_bf16, 64, 64, 65, 66, "m64n128k16.f32.bf16.bf16",
 DSV4_WGMMA_SS(wgmma_m64n256k16_bf16, 128, 128, 129, 130, "m64n256k16.f32.bf16.bf16", "1, 1, 0, 0")
 // N = 64: the sparse-decode S = Q K^T over a 64-key tile.
 DSV4_WGMMA_SS(wgmma_m64n64k16_bf16, 32, 32, 33, 34, "m64n64k16.f32.bf16.bf16", "1, 1, 0, 0")
+// N = 16 / 32: the narrow sparse decode's S^T = K Q^T (64 keys as M, up to 32 heads as N).
+DSV4_WGMMA_SS(wgmma_m64n16k16_bf16, 8, 8, 9, 10, "m64n16k16.f32.bf16.bf16", "1, 1, 0, 0")
+DSV4_WGMMA_SS(wgmma_m64n32k16_bf16, 16, 16, 17, 18, "m64n32k16.f32.bf16.bf16", "1, 1, 0, 0")
 #undef DSV4_WGMMA_SS
 
 // D(64 x 128, f32) += A(64 x 16 bf16, K-major) * B(16 x 128 bf16, N-major: transpose bit set), always

@@ -81,7 +81,8 @@ struct SmemWg {
   static constexpr int kOffMask = kOffVec + 1536;     // u8 [2][8]: valid-key bits, byte w = keys 8w..8w+7
   static constexpr int kOffBar = kOffVec + 1552;      // u64 mbarriers: full[2], empty[2], pready[2]
   static constexpr int kOffTouch = kOffBar + 64;      // u32 [256]: the producers' scoreboard-wait stores
-  static constexpr int kTotal = kOffTouch + 256 * 4;
+  static constexpr int kOffRed = kOffTouch + 256 * 4;  // f32 [2][4][32]: narrow S^T's cross-warp head maxima
+  static constexpr int kTotal = kOffRed + 2 * 4 * 32 * 4;
   static constexpr int kLaunchBytes = kTotal + 1024;
   static_assert(kOffK % 1024 == 0 && kKBytes % 1024 == 0 && kOffP % 1024 == 0 && kPBytes % 1024 == 0,
                 "1024-byte aligned regions");
@@ -235,47 +236,75 @@ __device__ __forceinline__ void epi_copy_out(const Args& a, const EpiRows& e, ui
 }
 
 // Epilogue of one consumer warpgroup (warpgroup 0: O dims [0, 256), warpgroup 1: [256, 512)):
-// rows r0 and r0 + 8 of each warp, staged through the free Q and key buffers so the global stores
-// are whole 16-byte chunks. The two consumer warpgroups (256 threads) meet at named barrier 1;
+// rows r0 and r0 + 8 of each warp, staged through the free Q and key buffers (rows padded by 16 /
+// 32 bytes: conflict-free) so the global stores are whole 16-byte chunks, a warp writing 512
+// contiguous bytes of a row. The two consumer warpgroups (256 threads) meet at named barrier 1;
 // the producers have left. The caller has passed one barrier 1 after its last MMA completed, so
 // the key buffers and Q are free.
 __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[16][4], const float (&acc1)[16][4],
                                             int qd0, uint32_t sQe, const float* s_m, const float* s_l, int ctid,
                                             int r0) {
+  constexpr int kPitchB = kDim * 2 + 16, kPitchF = kDim * 4 + 32;
+  const Schedule& sc = a.sched;
   const int tq = ctid & 3;
-  const EpiRows e = epi_rows(a);
-  if (a.sched.num_splits == 1) {
+  const uint32_t cta = blockIdx.x;
+  const int hb = static_cast<int>(cta % static_cast<uint32_t>(sc.head_blocks));
+  const uint32_t rest = cta / static_cast<uint32_t>(sc.head_blocks);
+  const int split = static_cast<int>(rest % static_cast<uint32_t>(sc.num_splits));
+  const int64_t tok = rest / static_cast<uint32_t>(sc.num_splits);
+  const int head0 = hb * kMaxRowsPerCta;
+  const int nh = min(kMaxRowsPerCta, a.H - head0);
+  const int64_t row0 = tok * a.H + head0;
+  if (sc.num_splits == 1) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int r = r0 + half * 8;
-      float factor, lse_nat;
-      epi_factor(a, e.head0, r, e.nh, s_l[r], s_m[r], factor, lse_nat);
-      const uint32_t rowa = sQe + r * kEpiPitchB + qd0 * 256 + tq * 4;
+      const float l = s_l[r], m = s_m[r];
+      float factor = 0.0f, lse_nat = INFINITY;
+      if (m != -INFINITY && r < nh) {
+        const float lse2 = m + log2f(l);
+        factor = 1.0f / l;
+        if (a.sink) factor *= 1.0f / (1.0f + exp2f(a.sink[head0 + r] * 1.4426950408889634f - lse2));
+        lse_nat = lse2 * 0.6931471805599453f;
+      }
+      const uint32_t rowa = sQe + r * kPitchB + qd0 * 256 + tq * 4;
 #pragma unroll
       for (int n = 0; n < 16; ++n) {
         sts32(rowa + n * 16, pack_bf16(acc0[n][half * 2] * factor, acc0[n][half * 2 + 1] * factor));
         sts32(rowa + 256 + n * 16, pack_bf16(acc1[n][half * 2] * factor, acc1[n][half * 2 + 1] * factor));
       }
-      if (a.lse && qd0 == 0 && tq == 0 && r < e.nh) a.lse[e.row0 + r] = lse_nat;
+      if (a.lse && qd0 == 0 && tq == 0 && r < nh) a.lse[row0 + r] = lse_nat;
+    }
+    ptx::named_barrier_sync(1, 256);
+    for (int i = ctid; i < nh * 64; i += 256) {
+      const int r = i >> 6, c = i & 63;
+      const uint4 v = lds128(sQe + r * kPitchB + c * 16);
+      stg128(a.out + (row0 + r) * kDim + c * 8, v);
     }
   } else {
+    const int64_t rows_total = sc.tokens * a.H;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int r = r0 + half * 8;
       const float l = s_l[r], m = s_m[r];
       const bool empty = m == -INFINITY;
       const float inv = empty ? 0.0f : 1.0f / l;
-      const uint32_t rowa = sQe + r * kEpiPitchF + qd0 * 512 + tq * 8;
+      const uint32_t rowa = sQe + r * kPitchF + qd0 * 512 + tq * 8;
 #pragma unroll
       for (int n = 0; n < 16; ++n) {
         sts64(rowa + n * 32, acc0[n][half * 2] * inv, acc0[n][half * 2 + 1] * inv);
         sts64(rowa + 512 + n * 32, acc1[n][half * 2] * inv, acc1[n][half * 2 + 1] * inv);
       }
-      if (qd0 == 0 && tq == 0 && r < e.nh) a.ws_lse[e.split * e.rows_total + e.row0 + r] = empty ? -INFINITY : m + log2f(l);
+      if (qd0 == 0 && tq == 0 && r < nh) a.ws_lse[split * rows_total + row0 + r] = empty ? -INFINITY : m + log2f(l);
+    }
+    ptx::named_barrier_sync(1, 256);
+    float* ws = a.ws_o + (split * rows_total + row0) * kDim;
+    for (int i = ctid; i < nh * 128; i += 256) {
+      const int r = i >> 7, c = i & 127;
+      const uint4 v = lds128(sQe + r * kPitchF + c * 16);
+      stg128(ws + r * kDim + c * 4, v);
     }
   }
-  ptx::named_barrier_sync(1, 256);
-  epi_copy_out(a, e, sQe, ctid);
 }
 
 // The same for the transposed O^T of the narrow instances (kNO = 16 / 32 heads): this thread holds,
@@ -724,14 +753,168 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     for (int mb = 0; mb < 4; ++mb) pin(ot[mb]);
   };
 
+  if constexpr (kT) {
+    if (dg == 0) {
+      // ------- warpgroup 0, narrow: S^T = K Q^T (keys as M), softmax down the columns, O^T dims [0, 256) -------
+      // The key tile is A (as the wide S reads it as B) and Q's first kNO rows are B: the padded
+      // Q rows are not read, which is most of the wide S's shared-memory traffic at few heads. A
+      // thread holds keys kA = 16 rg + lane / 4 and kA + 8, heads 8 j + 2 (lane % 4) + {0, 1}; a
+      // head's maximum over the tile's 64 keys takes shuffles over lane / 4 and the four warps'
+      // values through s_red (double-buffered by tile parity, so one barrier a tile suffices).
+      ptx::setmaxnreg_inc<kRegsS>();
+      SD_P(pf.begin(0, prof_t0);)
+      constexpr int kHJ = kNO / 8;
+      float ot[4][kNOT];
+      zero_t(ot);
+      float st[kNOT];
+      float m_run[kHJ][2], l_run[kHJ][2];
+#pragma unroll
+      for (int j = 0; j < kHJ; ++j) m_run[j][0] = m_run[j][1] = -INFINITY, l_run[j][0] = l_run[j][1] = 0.0f;
+      float* s_red = reinterpret_cast<float*>(smem + SmemWg::kOffRed);
+      const uint32_t dq_lo = desc_lo(sQa, 16);
+      const uint32_t dks_lo = desc_lo(sK0a, 16);
+      const int kA = rg * 16 + (lane >> 2);
+      const int hl = 2 * (lane & 3);  // this thread's first head column in each 8-head group
+      auto issue_st = [&](int buf) {
+        const uint32_t dk = dks_lo + buf * kKBufDesc;
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < kDim / 16; ++kk) {
+          const uint32_t koff = ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4;
+          if constexpr (kNO == 16)
+            ptx::wgmma_m64n16k16_bf16(reinterpret_cast<float(&)[8]>(st), desc_of(dk + koff, kDescHi), desc_of(dq_lo + koff, kDescHi), kk > 0);
+          else
+            ptx::wgmma_m64n32k16_bf16(reinterpret_cast<float(&)[16]>(st), desc_of(dk + koff, kDescHi), desc_of(dq_lo + koff, kDescHi), kk > 0);
+        }
+        wg_commit();
+      };
+      const float sl = a.scale_log2;  // MODEL1, scale > 0 (the host's condition for these instances)
+      int t = next_live(t_begin);
+      if (t < t_end) {
+        ptx::mbar_wait(bar_full + 0, 0);
+        issue_st(0);
+      }
+      SD_P(pf.at(0);)
+      for (int it = 0; t < t_end; ++it) {
+        const int buf = it & 1;
+        SD_P(pf.tile();)
+        const int t1 = next_live(t + 1);
+        wg_wait_all();  // S^T of tile it
+        pin(st);
+        SD_P(pf.at(1);)
+        const uint2 vm = *reinterpret_cast<const uint2*>(s_vmask + buf * 8);
+        if ((vm.x & vm.y) != 0xFFFFFFFFu) {
+          const bool va = ((kA < 32 ? vm.x : vm.y) >> (kA & 31)) & 1, vb = ((kA + 8 < 32 ? vm.x : vm.y) >> ((kA + 8) & 31)) & 1;
+#pragma unroll
+          for (int j = 0; j < kHJ; ++j) {
+            st[4 * j + 0] = va ? st[4 * j + 0] : -INFINITY;
+            st[4 * j + 1] = va ? st[4 * j + 1] : -INFINITY;
+            st[4 * j + 2] = vb ? st[4 * j + 2] : -INFINITY;
+            st[4 * j + 3] = vb ? st[4 * j + 3] : -INFINITY;
+          }
+        }
+        float mx[kHJ][2];
+#pragma unroll
+        for (int j = 0; j < kHJ; ++j)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            float v = fmaxf(st[4 * j + c], st[4 * j + 2 + c]);
+            v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
+            v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 8));
+            v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 16));
+            mx[j][c] = v;
+          }
+        float* red = s_red + buf * 128;
+        if (lane < 4) {
+#pragma unroll
+          for (int j = 0; j < kHJ; ++j) *reinterpret_cast<float2*>(red + rg * 32 + 8 * j + hl) = make_float2(mx[j][0], mx[j][1]);
+        }
+        ptx::named_barrier_sync(2, 128);
+        const uint32_t pbase = sP0a + buf * SmemWg::kPBytes;
+#pragma unroll
+        for (int j = 0; j < kHJ; ++j)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int h = 8 * j + hl + c;
+            float v = fmaxf(fmaxf(red[h], red[32 + h]), fmaxf(red[64 + h], red[96 + h]));
+            v *= sl;  // -inf stays -inf (sl > 0)
+            // The exact running maximum, as in the wide path (the largest weight is exactly 1).
+            const float mn = fmaxf(m_run[j][c], v);
+            const float mu = mn == -INFINITY ? 0.0f : mn;
+            const float al = fast_exp2(m_run[j][c] - mu);
+            const float pa = fast_exp2(fmaf(st[4 * j + c], sl, -mu)), pb = fast_exp2(fmaf(st[4 * j + 2 + c], sl, -mu));
+            l_run[j][c] = l_run[j][c] * al + (pa + pb);
+            m_run[j][c] = mn;
+            if (warp == 0 && lane < 4) s_alpha[buf * 64 + h] = al;
+            // P[h][key] in the K-major swizzled P tile (row h, 16-byte chunk key / 8 ^ h % 8).
+            const uint32_t prow = pbase + h * 128;
+            const uint16_t ba = __bfloat16_as_ushort(__float2bfloat16_rn(pa)), bb = __bfloat16_as_ushort(__float2bfloat16_rn(pb));
+            asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(prow + ((((kA >> 3) ^ (h & 7)) << 4) + (kA & 7) * 2)), "h"(ba) : "memory");
+            asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(prow + (((((kA + 8) >> 3) ^ (h & 7)) << 4) + (kA & 7) * 2)), "h"(bb) : "memory");
+          }
+        SD_P(pf.at(2);)
+        fence_proxy_async();
+        ptx::mbar_arrive(bar_pready + buf);
+        SD_P(pf.at(3);)
+        ptx::named_barrier_sync(2, 128);  // P rows and alpha written by all four warps
+        SD_P(pf.at(4);)
+        rescale_t(ot, buf);
+        issue_t(ot, buf);
+        SD_P(pf.at(5);)
+        if (t1 < t_end) {
+          ptx::mbar_wait(bar_full + (buf ^ 1), ((it + 1) >> 1) & 1);
+          SD_P(pf.at(6);)
+          issue_st(buf ^ 1);
+          SD_P(pf.at(7);)
+          wg_wait_1();
+        } else {
+          wg_wait_all();
+        }
+        SD_P(pf.at(8);)
+        pin_t(ot);
+        ptx::mbar_arrive(bar_empty + buf);
+        t = t1;
+        SD_P(pf.at(9);)
+      }
+      // Row sums: over lane / 4, then the four warps (s_red, free after the last tile's barrier).
+#pragma unroll
+      for (int j = 0; j < kHJ; ++j)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          float v = l_run[j][c];
+          v += __shfl_xor_sync(0xffffffffu, v, 4);
+          v += __shfl_xor_sync(0xffffffffu, v, 8);
+          v += __shfl_xor_sync(0xffffffffu, v, 16);
+          l_run[j][c] = v;
+        }
+      ptx::named_barrier_sync(2, 128);  // every warp is past its last read of s_red
+      if (lane < 4) {
+#pragma unroll
+        for (int j = 0; j < kHJ; ++j) *reinterpret_cast<float2*>(s_red + rg * 32 + 8 * j + hl) = make_float2(l_run[j][0], l_run[j][1]);
+      }
+      ptx::named_barrier_sync(2, 128);
+      if (warp == 0 && lane < 4) {
+#pragma unroll
+        for (int j = 0; j < kHJ; ++j)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int h = 8 * j + hl + c;
+            s_l[h] = (s_red[h] + s_red[32 + h]) + (s_red[64 + h] + s_red[96 + h]);
+            s_m[h] = m_run[j][c];
+          }
+      }
+      ptx::named_barrier_sync(1, 256);
+      wg_epilogue_t<kNO>(a, ot, 0, sQa, s_m, s_l, ctid, rg, lane);
+      SD_P(pf.at(10);)
+      return;
+    }
+  }
   if (dg == 0) {
     // ---------------- warpgroup 0: S, softmax, O dims [0, 256) ----------------
     ptx::setmaxnreg_inc<kRegsS>();
     SD_P(pf.begin(0, prof_t0);)
-    [[maybe_unused]] float acc0[kONt][4], acc1[kONt][4];
-    [[maybe_unused]] float ot[4][kNOT];
-    if constexpr (kT) zero_t(ot);
-    else zero_o(acc0, acc1);
+    float acc0[kONt][4], acc1[kONt][4];
+    zero_o(acc0, acc1);
     const uint32_t dq_lo = desc_lo(sQa, 16);
     const uint32_t dks_lo = desc_lo(sK0a, 16);
     const uint32_t p_row0 = sP0a + r0 * 128;  // row r0 of P buffer 0; row r0 + 8 is 1024 bytes further
@@ -879,13 +1062,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       // This warpgroup's O reads P rows written by its other warps: a warpgroup barrier (id 2).
       ptx::named_barrier_sync(2, 128);
       SD_P(pf.at(4);)
-      if constexpr (kT) {
-        rescale_t(ot, buf);
-        issue_t(ot, buf);
-      } else {
-        rescale(acc0, acc1, al0, al1);
-        issue_o(acc0, acc1, buf);
-      }
+      rescale(acc0, acc1, al0, al1);
+      issue_o(acc0, acc1, buf);
       SD_P(pf.at(5);)
       if (t1 < t_end) {
         // S of the next tile queues behind this O on the tensor cores.
@@ -900,8 +1078,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         wg_wait_all();
       }
       SD_P(pf.at(8);)
-      if constexpr (kT) pin_t(ot);
-      else pin_o(acc0, acc1);
+      pin_o(acc0, acc1);
       ptx::mbar_arrive(bar_empty + buf);
       t = t1;
       SD_P(pf.at(9);)
@@ -919,8 +1096,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       s_m[r0 + 8] = m_run1;
     }
     ptx::named_barrier_sync(1, 256);
-    if constexpr (kT) wg_epilogue_t<kNO>(a, ot, 0, sQa, s_m, s_l, ctid, rg, lane);
-    else wg_epilogue(a, acc0, acc1, 0, sQa, s_m, s_l, ctid, r0);
+    wg_epilogue(a, acc0, acc1, 0, sQa, s_m, s_l, ctid, r0);
     SD_P(pf.at(10);)
   } else {
     // ---------------- warpgroup 1: O dims [256, 512) ----------------
