@@ -27,8 +27,6 @@
 #include "cuda/common/ptx_wgmma.cuh"
 #include "cuda/sparse_decode/kernel.cuh"
 
-#include <type_traits>
-
 namespace dsv4::cuda::sdec {
 
 inline constexpr int kWgThreads = 512;
@@ -69,26 +67,20 @@ inline constexpr int kRegsO = 160;  // warpgroup 1: acc 128
 inline constexpr int kRegsP = 80;   // warpgroups 2, 3: raw chunks 36 + offsets
 static_assert(kRegsS + kRegsO + 2 * kRegsP == 4 * (65536 / kWgThreads), "the register split must balance");
 
-// kQRows: Q rows held (64; 16 for the narrow instance, whose S^T reads only the heads). kRing: key
-// buffers (2; 3 for the narrow instance: the 48 KB its Q does not need make room for a third, so
-// the producers run up to two tiles ahead). P, alpha, the valid-key bits and the barriers follow
-// the key ring.
-template <int kQRows, int kRing>
-struct SmemWgT {
-  static constexpr int kRingN = kRing;
-  static constexpr int kQBytes = kQRows * kDim * 2;
+struct SmemWg {
+  static constexpr int kQBytes = kMaxRowsPerCta * kDim * 2;
   static constexpr int kKBytes = kTileKeys * kDim * 2;
-  static constexpr int kPBytes = kQRows * kTileKeys * 2;
-  static constexpr int kOffK = kQBytes;                  // key buffers, kKBytes apart
-  static constexpr int kOffP = kOffK + kRing * kKBytes;  // P buffers (bf16, K-major 128-byte swizzle)
-  static constexpr int kOffVec = kOffP + kRing * kPBytes;
-  static constexpr int kOffKScale = kOffVec;                     // f32 [kRing][64]: per-token key scales (1 for MODEL1)
-  static constexpr int kOffAlpha = kOffKScale + kRing * 256;     // f32 [kRing][64]: the tile's O rescale factors
-  static constexpr int kOffM = kOffAlpha + kRing * 256;          // f32 [64]: final row maxima (log2 domain)
-  static constexpr int kOffL = kOffM + 256;                      // f32 [64]: final row sums
-  static constexpr int kOffMask = kOffL + 256;                   // u8 [kRing][8]: valid-key bits, byte w = keys 8w..8w+7
-  static constexpr int kOffBar = kOffMask + (kRing * 8 + 15) / 16 * 16;  // u64 mbarriers: full, empty, pready [kRing]
-  static constexpr int kOffTouch = kOffBar + (3 * kRing * 8 + 63) / 64 * 64;  // u32 [256]: the producers' scoreboard-wait stores
+  static constexpr int kPBytes = kMaxRowsPerCta * kTileKeys * 2;
+  static constexpr int kOffK = kQBytes;              // two key buffers, kKBytes apart
+  static constexpr int kOffP = kOffK + 2 * kKBytes;  // two P buffers (bf16, K-major 128-byte swizzle)
+  static constexpr int kOffVec = kOffP + 2 * kPBytes;
+  static constexpr int kOffKScale = kOffVec;          // f32 [2][64]: per-token key scales (1 for MODEL1)
+  static constexpr int kOffAlpha = kOffVec + 512;     // f32 [2][64]: the tile's O rescale factors
+  static constexpr int kOffM = kOffVec + 1024;        // f32 [64]: final row maxima (log2 domain)
+  static constexpr int kOffL = kOffVec + 1280;        // f32 [64]: final row sums
+  static constexpr int kOffMask = kOffVec + 1536;     // u8 [2][8]: valid-key bits, byte w = keys 8w..8w+7
+  static constexpr int kOffBar = kOffVec + 1552;      // u64 mbarriers: full[2], empty[2], pready[2]
+  static constexpr int kOffTouch = kOffBar + 64;      // u32 [256]: the producers' scoreboard-wait stores
   static constexpr int kOffRed = kOffTouch + 256 * 4;  // f32 [2][4][32]: narrow S^T's cross-warp head maxima
   static constexpr int kTotal = kOffRed + 2 * 4 * 32 * 4;
   static constexpr int kLaunchBytes = kTotal + 1024;
@@ -96,14 +88,8 @@ struct SmemWgT {
                 "1024-byte aligned regions");
   static_assert(kOffBar % 8 == 0, "mbarriers are 8-byte aligned");
   static_assert(kLaunchBytes <= 227 * 1024, "fits the sm_90 smem carve-out");
-  static_assert(kOffP >= kQRows * (kDim * 4 + 32), "the f32 epilogue staging fits in the Q and key buffers");
+  static_assert(kOffP >= kMaxRowsPerCta * (kDim * 4 + 32), "the f32 epilogue staging fits in the Q and key buffers");
 };
-using SmemWg = SmemWgT<kMaxRowsPerCta, 2>;  // the wide kernel (same offsets as before the template)
-static_assert(SmemWg::kOffAlpha == SmemWg::kOffVec + 512 && SmemWg::kOffMask == SmemWg::kOffVec + 1536 &&
-                  SmemWg::kOffBar == SmemWg::kOffVec + 1552 && SmemWg::kOffTouch == SmemWg::kOffBar + 64,
-              "the wide layout is unchanged");
-template <int kNO>
-using SmemWgFor = std::conditional_t<(kNO > 0), SmemWgT<16, 3>, SmemWg>;
 
 // One producer thread's share of one key's raw bytes: the 16-byte chunks c = q + 4 j (j < 9) of the
 // 36 (MODEL1: 28 e4m3 + 8 rope) or 32 (per-token) a key holds, q = the thread's quarter of the key.
@@ -387,13 +373,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   constexpr int kSNt = 8;   // 64 keys of S in 8-key n-tiles
   constexpr bool kT = kNO > 0;
   constexpr int kNOT = kT ? kNO / 2 : 1;  // f32 accumulators a thread of one m64 x kNO block of O^T
-  static_assert(kNO == 0 || kNO == 16, "narrow instances: 16 heads (Q and P hold 16 rows)");
-  using L = SmemWgFor<kNO>;
-  constexpr int kRing = L::kRingN;
-  constexpr int kQRows = kT ? 16 : kMaxRowsPerCta;
-  // Ring slot and phase parity of the it-th tile (the wide kernel's forms kept for its 2 slots).
-  auto ring_buf = [](int it) { return kRing == 2 ? (it & 1) : it % kRing; };
-  auto ring_par = [](int it) -> uint32_t { return kRing == 2 ? ((it >> 1) & 1) : (it / kRing) & 1; };
+  static_assert(kNO == 0 || kNO == 16 || kNO == 32, "narrow instances: 16 or 32 heads");
 
   SD_P(const long long prof_t0 = clock64(); SdProf pf;)
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -402,15 +382,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   const uint32_t raw_addr = smem_addr(smem_raw);
   const uint32_t sbase = (raw_addr + 1023u) & ~1023u;
   uint8_t* smem = smem_raw + (sbase - raw_addr);
-  const uint32_t sQa = sbase, sK0a = sbase + L::kOffK, sP0a = sbase + L::kOffP;
-  float* s_kscale = reinterpret_cast<float*>(smem + L::kOffKScale);  // [2][64]
-  float* s_alpha = reinterpret_cast<float*>(smem + L::kOffAlpha);    // [2][64]
-  float* s_m = reinterpret_cast<float*>(smem + L::kOffM);
-  float* s_l = reinterpret_cast<float*>(smem + L::kOffL);
-  uint8_t* s_vmask = smem + L::kOffMask;                             // [2][8]
-  uint64_t* bar_full = reinterpret_cast<uint64_t*>(smem + L::kOffBar);
-  uint64_t* bar_empty = bar_full + kRing;
-  uint64_t* bar_pready = bar_full + 2 * kRing;
+  const uint32_t sQa = sbase, sK0a = sbase + SmemWg::kOffK, sP0a = sbase + SmemWg::kOffP;
+  float* s_kscale = reinterpret_cast<float*>(smem + SmemWg::kOffKScale);  // [2][64]
+  float* s_alpha = reinterpret_cast<float*>(smem + SmemWg::kOffAlpha);    // [2][64]
+  float* s_m = reinterpret_cast<float*>(smem + SmemWg::kOffM);
+  float* s_l = reinterpret_cast<float*>(smem + SmemWg::kOffL);
+  uint8_t* s_vmask = smem + SmemWg::kOffMask;                             // [2][8]
+  uint64_t* bar_full = reinterpret_cast<uint64_t*>(smem + SmemWg::kOffBar);
+  uint64_t* bar_empty = bar_full + 2;
+  uint64_t* bar_pready = bar_full + 4;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
@@ -534,7 +514,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   };
   auto store_half = [&](int t, const RawShare& r, int buf, bool hb) {
     const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
-    const uint32_t dst = sK0a + buf * L::kKBytes;
+    const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
 #pragma unroll
     for (int j = 0; j < 9; ++j) {
       if ((j >= kB0) != hb) continue;
@@ -564,7 +544,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   // once, into a scratch word, just BEFORE the next half's loads are issued: the wait then covers
   // only loads that have had half a tile to land, and the conversion after it reads registers
   // already known complete.
-  const uint32_t touch_addr = sbase + L::kOffTouch + 4 * pt;
+  const uint32_t touch_addr = sbase + SmemWg::kOffTouch + 4 * pt;
   // One register of the half is enough (every load is on that one scoreboard). A shared store, not
   // an ALU op: ptxas keeps it in order with the shared stores and barrier waits around it, so the
   // wait stays where it is written (an XOR of the registers got hoisted above an mbarrier wait).
@@ -586,19 +566,17 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   // ---- Q rows into smem (zeros past the last head), barriers initialised ----
   {
     const __nv_bfloat16* qrow0 = a.q + b * a.q_sb + s * a.q_ss + static_cast<int64_t>(head0) * a.q_sh;
-    for (int i = tid; i < kQRows * 64; i += kWgThreads) {
+    for (int i = tid; i < kMaxRowsPerCta * 64; i += kWgThreads) {
       const int r = i >> 6, c = i & 63;
-      // tile_off<true> for 64 rows; 16-row Q (narrow) keeps the layout with 2 KB 64-dim blocks.
-      const uint32_t off = kQRows == 64 ? tile_off<true>(r, c) : (c >> 3) * (kQRows * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4);
-      uint8_t* dst = smem + off;
+      uint8_t* dst = smem + tile_off<true>(r, c);
       if (r < nh) cp_async16(dst, qrow0 + r * a.q_sh + c * 8);
-      else sts128(sQa + off, make_uint4(0, 0, 0, 0));
+      else sts128(sQa + tile_off<true>(r, c), make_uint4(0, 0, 0, 0));
     }
     cp_async_commit();
   }
   if (tid == 0) {
 #pragma unroll
-    for (int i = 0; i < kRing; ++i) {
+    for (int i = 0; i < 2; ++i) {
       ptx::mbar_init(bar_full + i, 256);
       ptx::mbar_init(bar_empty + i, 256);
       ptx::mbar_init(bar_pready + i, 128);
@@ -622,7 +600,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     int32_t vn = vn_p;
     SD_P(pf.at(0);)
     for (int it = 0; t < t_end; ++it) {
-      const int buf = ring_buf(it);
+      const int buf = it & 1;
       SD_P(pf.tile();)
       if (!SD_VAR(1)) {
         touch_half(raw, false);  // half A of tile t landed (issued before the previous half B converted)
@@ -638,7 +616,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       }
       SD_P(pf.at(1);)
       // Buffer `buf` was last used by tile it - 2: wait until both consumers' MMAs on it completed.
-      if (it >= kRing) ptx::mbar_wait(bar_empty + buf, kRing == 2 ? ((it >> 1) - 1) & 1 : ring_par(it) ^ 1u);
+      if (it >= 2) ptx::mbar_wait(bar_empty + buf, ((it >> 1) - 1) & 1);
       SD_P(pf.at(2);)
       if (!SD_VAR(1)) {
         store_half(t, raw, buf, false);
@@ -673,7 +651,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   const int rg = warp & 3;                  // rows [16 rg, +16) of the warpgroup's tiles
   const int r0 = rg * 16 + (lane >> 2);     // this thread's rows r0 and r0 + 8
   const int ctid = tid;                     // 0..255 over both consumer warpgroups
-  constexpr uint32_t kKBufDesc = L::kKBytes >> 4, kPBufDesc = L::kPBytes >> 4;
+  constexpr uint32_t kKBufDesc = SmemWg::kKBytes >> 4, kPBufDesc = SmemWg::kPBytes >> 4;
   // O reads P (K-major) and 128-dim quarters of the key tile as an N-major operand (LBO: the
   // 8 KB between 64-dim blocks); warpgroup dg owns quarters 2 dg and 2 dg + 1.
   const uint32_t dp_lo = desc_lo(sP0a, 16);
@@ -766,6 +744,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         const uint64_t da = desc_of(dk + mb * (64 * 128 >> 4) + kk * (16 * 128 >> 4), kDescHi);
         const uint64_t db = desc_of(dp + kk * 2, kDescHi);
         if constexpr (kNO == 16) ptx::wgmma_m64n16k16_bf16_ta(reinterpret_cast<float(&)[8]>(ot[mb]), da, db);
+        else if constexpr (kNO == 32) ptx::wgmma_m64n32k16_bf16_ta(reinterpret_cast<float(&)[16]>(ot[mb]), da, db);
       }
     wg_commit();
   };
@@ -791,7 +770,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       float m_run[kHJ][2], l_run[kHJ][2];
 #pragma unroll
       for (int j = 0; j < kHJ; ++j) m_run[j][0] = m_run[j][1] = -INFINITY, l_run[j][0] = l_run[j][1] = 0.0f;
-      float* s_red = reinterpret_cast<float*>(smem + L::kOffRed);
+      float* s_red = reinterpret_cast<float*>(smem + SmemWg::kOffRed);
       const uint32_t dq_lo = desc_lo(sQa, 16);
       const uint32_t dks_lo = desc_lo(sK0a, 16);
       const int kA = rg * 16 + (lane >> 2);
@@ -801,10 +780,11 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < kDim / 16; ++kk) {
-          // 64-dim blocks are 8 KB apart in the key tile, kQRows * 128 bytes in Q.
           const uint32_t koff = ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4;
-          const uint32_t qoff = ((kk >> 2) * (kQRows * 128) + (kk & 3) * 32) >> 4;
-          ptx::wgmma_m64n16k16_bf16(reinterpret_cast<float(&)[8]>(st), desc_of(dk + koff, kDescHi), desc_of(dq_lo + qoff, kDescHi), kk > 0);
+          if constexpr (kNO == 16)
+            ptx::wgmma_m64n16k16_bf16(reinterpret_cast<float(&)[8]>(st), desc_of(dk + koff, kDescHi), desc_of(dq_lo + koff, kDescHi), kk > 0);
+          else
+            ptx::wgmma_m64n32k16_bf16(reinterpret_cast<float(&)[16]>(st), desc_of(dk + koff, kDescHi), desc_of(dq_lo + koff, kDescHi), kk > 0);
         }
         wg_commit();
       };
@@ -816,7 +796,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       }
       SD_P(pf.at(0);)
       for (int it = 0; t < t_end; ++it) {
-        const int buf = ring_buf(it);
+        const int buf = it & 1;
         SD_P(pf.tile();)
         const int t1 = next_live(t + 1);
         wg_wait_all();  // S^T of tile it
@@ -844,13 +824,13 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
             v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 16));
             mx[j][c] = v;
           }
-        float* red = s_red + (it & 1) * 128;
+        float* red = s_red + buf * 128;
         if (lane < 4) {
 #pragma unroll
           for (int j = 0; j < kHJ; ++j) *reinterpret_cast<float2*>(red + rg * 32 + 8 * j + hl) = make_float2(mx[j][0], mx[j][1]);
         }
         ptx::named_barrier_sync(2, 128);
-        const uint32_t pbase = sP0a + buf * L::kPBytes;
+        const uint32_t pbase = sP0a + buf * SmemWg::kPBytes;
 #pragma unroll
         for (int j = 0; j < kHJ; ++j)
 #pragma unroll
@@ -882,9 +862,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         issue_t(ot, buf);
         SD_P(pf.at(5);)
         if (t1 < t_end) {
-          ptx::mbar_wait(bar_full + ring_buf(it + 1), ring_par(it + 1));
+          ptx::mbar_wait(bar_full + (buf ^ 1), ((it + 1) >> 1) & 1);
           SD_P(pf.at(6);)
-          issue_st(ring_buf(it + 1));
+          issue_st(buf ^ 1);
           SD_P(pf.at(7);)
           wg_wait_1();
         } else {
@@ -1037,7 +1017,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
       const float al0 = fast_exp2(m_run - mu0), al1 = fast_exp2(m_run1 - mu1);
       float sum0 = 0.0f, sum1 = 0.0f;
-      const uint32_t prow = p_row0 + buf * L::kPBytes;
+      const uint32_t prow = p_row0 + buf * SmemWg::kPBytes;
 #pragma unroll
       for (int n = 0; n < kSNt; ++n) {
         const int k0 = n * 8 + (lane & 3) * 2;
@@ -1129,8 +1109,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     int t = next_live(t_begin);
     SD_P(pf.at(0);)
     for (int it = 0; t < t_end; ++it) {
-      const int buf = ring_buf(it);
-      const uint32_t par = ring_par(it);
+      const int buf = it & 1;
+      const uint32_t par = (it >> 1) & 1;
       SD_P(pf.tile();)
       ptx::mbar_wait(bar_pready + buf, par);
       SD_P(pf.at(1);)
