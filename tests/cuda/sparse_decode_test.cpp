@@ -330,6 +330,16 @@ TEST(SparseDecodeCuda, LargeBatch) {
   run_case({160, 1, 24, 128, 512, PT, 64, M1, 64, Sink::kMixed, Len::kNone});        // unsplit, padded rows
 }
 
+// At most 16 heads, MODEL1 caches, a positive scale and at least two tiles a CTA: the narrow
+// instance (S^T and O^T on m64 x n16 wgmma, kernel_wg.cuh kNO). Unsplit (160 CTAs) and split-KV
+// (combine) epilogues, padding heads (H = 5, 1), page sizes 64 and 2, MTP.
+TEST(SparseDecodeCuda, NarrowFewHeads) {
+  SKIP_WITHOUT_GPU();
+  run_case({160, 1, 16, 128, 1024, M1, 64, M1, 64, Sink::kMixed, Len::kPerSeq});
+  run_case({32, 1, 5, 128, 1024, M1, 64, M1, 2, Sink::kMixed, Len::kPerToken});
+  run_case({24, 2, 1, 128, 512, M1, 2, M1, 64, Sink::kNone, Len::kPerSeq});
+}
+
 TEST(SparseDecodeCuda, LongExtraSet) {
   SKIP_WITHOUT_GPU();
   run_case({1, 1, 64, 128, 8192, M1, 64, M1, 2, Sink::kMixed, Len::kPerSeq});

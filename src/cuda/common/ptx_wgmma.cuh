@@ -86,9 +86,8 @@ DSV4_WGMMA_SS(wgmma_m64n128k16_bf16, 64, 64, 65, 66, "m64n128k16.f32.bf16.bf16",
 DSV4_WGMMA_SS(wgmma_m64n256k16_bf16, 128, 128, 129, 130, "m64n256k16.f32.bf16.bf16", "1, 1, 0, 0")
 // N = 64: the sparse-decode S = Q K^T over a 64-key tile.
 DSV4_WGMMA_SS(wgmma_m64n64k16_bf16, 32, 32, 33, 34, "m64n64k16.f32.bf16.bf16", "1, 1, 0, 0")
-// N = 16 / 32: the narrow sparse decode's S^T = K Q^T (64 keys as M, up to 32 heads as N).
+// N = 16: the narrow sparse decode's S^T = K Q^T (64 keys as M, up to 16 heads as N).
 DSV4_WGMMA_SS(wgmma_m64n16k16_bf16, 8, 8, 9, 10, "m64n16k16.f32.bf16.bf16", "1, 1, 0, 0")
-DSV4_WGMMA_SS(wgmma_m64n32k16_bf16, 16, 16, 17, 18, "m64n32k16.f32.bf16.bf16", "1, 1, 0, 0")
 #undef DSV4_WGMMA_SS
 
 // D(64 x 128, f32) += A(64 x 16 bf16, K-major) * B(16 x 128 bf16, N-major: transpose bit set), always
@@ -100,17 +99,12 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16_tb(float (&d)[64], uint64_
 }
 
 // D(64 x N, f32) += A(64 x 16 bf16, M-major: transpose bit set) * B(N x 16 bf16, K-major)^T, always
-// accumulating, N = 16 / 32: the sparse decode's transposed O^T += V^T P^T for up to 32 heads (the
-// key tile read as V^T in place, 64 dims a call; P's first N rows as B), a quarter or half the
-// tensor work of the 64-row P V.
+// accumulating, N = 16: the sparse decode's transposed O^T += V^T P^T for up to 16 heads (the key
+// tile read as V^T in place, 64 dims a call; P's first 16 rows as B), a quarter of the tensor work
+// of the 64-row P V.
 __device__ __forceinline__ void wgmma_m64n16k16_bf16_ta(float (&d)[8], uint64_t desc_a, uint64_t desc_b) {
   asm volatile("wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, 1, 1, 1, 1, 0;\n"
                : DSV4_WGMMA_ACC8(d, 0)
-               : "l"(desc_a), "l"(desc_b));
-}
-__device__ __forceinline__ void wgmma_m64n32k16_bf16_ta(float (&d)[16], uint64_t desc_a, uint64_t desc_b) {
-  asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 " DSV4_WGMMA_D16 ", %16, %17, 1, 1, 1, 1, 0;\n"
-               : DSV4_WGMMA_ACC16(d, 0)
                : "l"(desc_a), "l"(desc_b));
 }
 

@@ -373,7 +373,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   constexpr int kSNt = 8;   // 64 keys of S in 8-key n-tiles
   constexpr bool kT = kNO > 0;
   constexpr int kNOT = kT ? kNO / 2 : 1;  // f32 accumulators a thread of one m64 x kNO block of O^T
-  static_assert(kNO == 0 || kNO == 16 || kNO == 32, "narrow instances: 16 or 32 heads");
+  static_assert(kNO == 0 || kNO == 16, "narrow instance: 16 heads (an n32 version was slower than the wide kernel)");
 
   SD_P(const long long prof_t0 = clock64(); SdProf pf;)
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -744,7 +744,6 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         const uint64_t da = desc_of(dk + mb * (64 * 128 >> 4) + kk * (16 * 128 >> 4), kDescHi);
         const uint64_t db = desc_of(dp + kk * 2, kDescHi);
         if constexpr (kNO == 16) ptx::wgmma_m64n16k16_bf16_ta(reinterpret_cast<float(&)[8]>(ot[mb]), da, db);
-        else if constexpr (kNO == 32) ptx::wgmma_m64n32k16_bf16_ta(reinterpret_cast<float(&)[16]>(ot[mb]), da, db);
       }
     wg_commit();
   };
@@ -781,10 +780,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
 #pragma unroll
         for (int kk = 0; kk < kDim / 16; ++kk) {
           const uint32_t koff = ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4;
-          if constexpr (kNO == 16)
-            ptx::wgmma_m64n16k16_bf16(reinterpret_cast<float(&)[8]>(st), desc_of(dk + koff, kDescHi), desc_of(dq_lo + koff, kDescHi), kk > 0);
-          else
-            ptx::wgmma_m64n32k16_bf16(reinterpret_cast<float(&)[16]>(st), desc_of(dk + koff, kDescHi), desc_of(dq_lo + koff, kDescHi), kk > 0);
+          ptx::wgmma_m64n16k16_bf16(reinterpret_cast<float(&)[8]>(st), desc_of(dk + koff, kDescHi), desc_of(dq_lo + koff, kDescHi), kk > 0);
         }
         wg_commit();
       };

@@ -167,8 +167,8 @@ Status launch_wg_v(const sd::Args& a, int64_t ctas, cudaStream_t st) {
 // parallelism's few-head batches). H100, same-run A/B (4 rounds, 128 + 1024 keys, B = 128): H = 16
 // 42.7-42.9 us from graphs against 47.4-47.8 (isolated 46.9-49.8 against 50.3-54.6); the n32
 // instance was slower than the wide kernel at H = 32 (54.2-54.6 against 48.1-48.6), so 17..32 heads
-// stay on the wide one. DSV4_SD_NARROW=0 turns it off for A/B runs (=32 with -DDSV4_SD_NARROW32
-// builds: the n32 instance).
+// stay on the wide one (docs/notes/sparse_decode.md, round 11). DSV4_SD_NARROW=0 turns it off for
+// A/B runs.
 int narrow_max_heads() {
   static const int h = [] {
     const char* e = std::getenv("DSV4_SD_NARROW");
@@ -184,9 +184,6 @@ Status launch_wg_as(const sd::Args& a, int64_t ctas, cudaStream_t st) {
   if constexpr (kM1) {
     if (v == 12 && a.scale_log2 > 0.0f) {
       if (a.H <= 16 && a.H <= narrow_max_heads()) return launch_wg_v<true, 12, 16>(a, ctas, st);
-#ifdef DSV4_SD_NARROW32  // experiment builds only: DSV4_SD_NARROW=32 runs 17..32 heads narrow too
-      if (a.H <= 32 && a.H <= narrow_max_heads()) return launch_wg_v<true, 12, 32>(a, ctas, st);
-#endif
       return launch_wg_v<true, 12>(a, ctas, st);
     }
   }
