@@ -60,6 +60,7 @@ struct Case {
   Sink sink;
   Len len;
   bool shared_idx = false;  // one index row for all s_q tokens (stride 0)
+  bool extreme_scales = false;  // MODEL1: some block scales 2^-127, 2^-126, 2^7, 2^8, 2^23
 };
 
 std::string describe_case(const Case& c) {
@@ -139,6 +140,10 @@ struct Problem {
       extra = std::make_unique<CacheSet>(g, c.extra_layout, c.extra_P, 2048);
       extra_idx = make_indices(g, ic, c.k_extra, *extra);
     }
+    if (c.extreme_scales) {
+      extreme(*main);
+      if (extra) extreme(*extra);
+    }
     if (c.len != Len::kNone) {
       main_len = make_lengths(g, c, c.k_main);
       if (extra) extra_len = make_lengths(g, c, c.k_extra);
@@ -151,6 +156,24 @@ struct Problem {
         sink.push_back(c.H == 1 || k == 0 || k == 3 ? n(g) : (k == 1 ? -inf : inf));
       }
     }
+  }
+
+  // One in eight MODEL1 block scales of the keys replaced by an extreme one: ue8m0 0 and 1 (results
+  // in the bf16 subnormals), 134 / 135 (the two sides of the producers' integer-conversion bound,
+  // kernel_wg.cuh e4m3x8_to_bf16_scaled_int) and 150. Warps then mix both conversion paths.
+  void extreme(CacheSet& cs) {
+    if (cs.host.layout != KVLayout::kModel1) return;
+    static constexpr uint8_t kExp[] = {0, 1, 134, 135, 150};
+    std::uniform_int_distribution<int> pick(0, 39);
+    const int64_t P = cs.host.page_size;
+    for (int32_t slot : cs.pool) {
+      uint8_t* sc = cs.host.data.data() + (slot / P) * cs.host.page_bytes() + P * kModel1DataBytes + (slot % P) * 8;
+      for (int gi = 0; gi < kKVNopeDim / 64; ++gi) {
+        const int r = pick(g);
+        if (r < 5) sc[gi] = kExp[r];
+      }
+    }
+    cs.data.upload(cs.host.data);
   }
 
   TensorView idx_view(void* p, int64_t K, Device dev) const {
@@ -338,6 +361,17 @@ TEST(SparseDecodeCuda, NarrowFewHeads) {
   run_case({160, 1, 16, 128, 1024, M1, 64, M1, 64, Sink::kMixed, Len::kPerSeq});
   run_case({32, 1, 5, 128, 1024, M1, 64, M1, 2, Sink::kMixed, Len::kPerToken});
   run_case({24, 2, 1, 128, 512, M1, 2, M1, 64, Sink::kNone, Len::kPerSeq});
+}
+
+// Extreme block scales on both kernels' conversion paths (the integer one and its fallback).
+TEST(SparseDecodeCuda, ExtremeBlockScales) {
+  SKIP_WITHOUT_GPU();
+  Case a{64, 1, 16, 128, 1024, M1, 64, M1, 64, Sink::kMixed, Len::kPerSeq};
+  a.extreme_scales = true;
+  run_case(a);  // the narrow instance
+  Case b{3, 2, 64, 128, 512, M1, 64, M1, 2, Sink::kNone, Len::kNone};
+  b.extreme_scales = true;
+  run_case(b);
 }
 
 TEST(SparseDecodeCuda, LongExtraSet) {
