@@ -60,7 +60,7 @@ struct Case {
   Sink sink;
   Len len;
   bool shared_idx = false;  // one index row for all s_q tokens (stride 0)
-  bool extreme_scales = false;  // MODEL1: some block scales 2^-127, 2^-126, 2^7, 2^8, 2^23
+  bool extreme_scales = false;  // MODEL1: some block scales 2^-127, 2^-126, 2^-27
 };
 
 std::string describe_case(const Case& c) {
@@ -158,19 +158,20 @@ struct Problem {
     }
   }
 
-  // One in eight MODEL1 block scales of the keys replaced by an extreme one: ue8m0 0 and 1 (results
-  // in the bf16 subnormals), 134 / 135 (the two sides of the producers' integer-conversion bound,
-  // kernel_wg.cuh e4m3x8_to_bf16_scaled_int) and 150. Warps then mix both conversion paths.
+  // About one in eight MODEL1 block scales of the keys replaced by a tiny one: ue8m0 0 and 1 (2^-127,
+  // 2^-126: the dequantized keys land in the bf16 subnormals, where the producers' single rounding
+  // of e4m3 x scale must still match the reference) and 100 (2^-27). Large scales are not here:
+  // logits past ~2^24 make any fp32 softmax lose the exact max (the reference is fp64).
   void extreme(CacheSet& cs) {
     if (cs.host.layout != KVLayout::kModel1) return;
-    static constexpr uint8_t kExp[] = {0, 1, 134, 135, 150};
-    std::uniform_int_distribution<int> pick(0, 39);
+    static constexpr uint8_t kExp[] = {0, 1, 100};
+    std::uniform_int_distribution<int> pick(0, 23);
     const int64_t P = cs.host.page_size;
     for (int32_t slot : cs.pool) {
       uint8_t* sc = cs.host.data.data() + (slot / P) * cs.host.page_bytes() + P * kModel1DataBytes + (slot % P) * 8;
       for (int gi = 0; gi < kKVNopeDim / 64; ++gi) {
         const int r = pick(g);
-        if (r < 5) sc[gi] = kExp[r];
+        if (r < 3) sc[gi] = kExp[r];
       }
     }
     cs.data.upload(cs.host.data);
@@ -363,7 +364,7 @@ TEST(SparseDecodeCuda, NarrowFewHeads) {
   run_case({24, 2, 1, 128, 512, M1, 2, M1, 64, Sink::kNone, Len::kPerSeq});
 }
 
-// Extreme block scales on both kernels' conversion paths (the integer one and its fallback).
+// Tiny block scales (subnormal dequantized keys) on the narrow and the wide kernel.
 TEST(SparseDecodeCuda, ExtremeBlockScales) {
   SKIP_WITHOUT_GPU();
   Case a{64, 1, 16, 128, 1024, M1, 64, M1, 64, Sink::kMixed, Len::kPerSeq};

@@ -133,30 +133,6 @@ __device__ __forceinline__ uint4 e4m3x8_to_bf16_scaled(uint32_t lo, uint32_t hi,
   return make_uint4(bf16x2_mul(e4m3x2_to_bf16x2(lo), scale2), bf16x2_mul(e4m3x2_to_bf16x2(lo >> 16), scale2),
                     bf16x2_mul(e4m3x2_to_bf16x2(hi), scale2), bf16x2_mul(e4m3x2_to_bf16x2(hi >> 16), scale2));
 }
-// The same without the conversion unit (its e4m3 -> f16 unpack, two f16 -> f32 and the half-rate
-// f32 -> bf16 pack were ~1.4k SM-clocks of issue a 64-key tile, H100 microbenchmark): PRMT puts
-// code b in the low byte of a 16-bit lane with its sign replicated above it, and (t << 4) & 0x87F0
-// is then the bf16 whose sign, exponent field and top three mantissa bits are the code's: exactly
-// the e4m3 value times 2^-120, subnormals included (e4m3 exponent 0 lands on the bf16 subnormals,
-// which HMUL2.BF16 keeps on sm_90). One multiply by `scale2` = 2^(e - 7) (both halves) then rounds
-// the exact product once, as the other path does. Valid only when 2^(e - 7) is a normal bf16 (e <=
-// 134) and no code is a NaN (0x7F / 0xFF, which come out finite here): the caller checks both.
-__device__ __forceinline__ uint32_t e4m3x2_lo_bf16_m120(uint32_t x) {
-  uint32_t t;
-  asm("prmt.b32 %0, %1, 0, 0x9180;" : "=r"(t) : "r"(x));
-  return (t << 4) & 0x87F087F0u;
-}
-__device__ __forceinline__ uint32_t e4m3x2_hi_bf16_m120(uint32_t x) {
-  uint32_t t;
-  asm("prmt.b32 %0, %1, 0, 0xB3A2;" : "=r"(t) : "r"(x));
-  return (t << 4) & 0x87F087F0u;
-}
-__device__ __forceinline__ uint4 e4m3x8_to_bf16_scaled_int(uint32_t lo, uint32_t hi, uint32_t scale2) {
-  return make_uint4(bf16x2_mul(e4m3x2_lo_bf16_m120(lo), scale2), bf16x2_mul(e4m3x2_hi_bf16_m120(lo), scale2),
-                    bf16x2_mul(e4m3x2_lo_bf16_m120(hi), scale2), bf16x2_mul(e4m3x2_hi_bf16_m120(hi), scale2));
-}
-// Bytes 0x7F / 0xFF (e4m3 NaN) of a word set the top bit of their byte in the result.
-__device__ __forceinline__ uint32_t e4m3_nan_bytes(uint32_t x) { return (x & 0x7F7F7F7Fu) + 0x01010101u; }
 __device__ __forceinline__ uint4 e4m3x8_to_bf16(uint32_t lo, uint32_t hi) {
   return make_uint4(e4m3x2_to_bf16x2(lo), e4m3x2_to_bf16x2(lo >> 16), e4m3x2_to_bf16x2(hi),
                     e4m3x2_to_bf16x2(hi >> 16));
@@ -539,38 +515,16 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   auto store_half = [&](int t, const RawShare& r, int buf, bool hb) {
     const bool model1 = kM1 || a.set[t < sc.tiles_main ? 0 : 1].model1;
     const uint32_t dst = sK0a + buf * SmemWg::kKBytes;
-    // MODEL1: the integer conversion (e4m3x8_to_bf16_scaled_int) when no lane of the warp has a
-    // NaN code or a scale past 2^7 in this half, else the conversion-unit path (same bits).
-    bool fast = false;
-    if (model1) {
-      const uint2 scb = hb ? r.sc1 : r.sc;
-      uint32_t nan = 0;
-      bool ok = true;
-#pragma unroll
-      for (int j = 0; j < 7; ++j) {
-        if ((j >= kB0) != hb) continue;
-        ok &= (((j < 4 ? scb.x : scb.y) >> (8 * (j & 3))) & 0xFF) <= 134u;
-        nan |= e4m3_nan_bytes(r.c[j].x) | e4m3_nan_bytes(r.c[j].y) | e4m3_nan_bytes(r.c[j].z) | e4m3_nan_bytes(r.c[j].w);
-      }
-      fast = __all_sync(0xffffffffu, ok && (nan & 0x80808080u) == 0);
-    }
 #pragma unroll
     for (int j = 0; j < 9; ++j) {
       if ((j >= kB0) != hb) continue;
       if (model1) {
         if (j < 7) {
           const uint2 scb = hb ? r.sc1 : r.sc;
-          const uint32_t e = ((j < 4 ? scb.x : scb.y) >> (8 * (j & 3))) & 0xFF;
+          const uint32_t s2 = ue8m0_bf16x2(((j < 4 ? scb.x : scb.y) >> (8 * (j & 3))) & 0xFF);
           const uint32_t o = dst + 8192 * j + kdst0;
-          if (fast) {
-            const uint32_t s2 = ((e + 120u) << 7) * 0x10001u;  // 2^(e - 7) in both bf16 halves
-            sts128(o, e4m3x8_to_bf16_scaled_int(r.c[j].x, r.c[j].y, s2));
-            sts128(o ^ 16, e4m3x8_to_bf16_scaled_int(r.c[j].z, r.c[j].w, s2));
-          } else {
-            const uint32_t s2 = ue8m0_bf16x2(e);
-            sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
-            sts128(o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
-          }
+          sts128(o, e4m3x8_to_bf16_scaled(r.c[j].x, r.c[j].y, s2));
+          sts128(o ^ 16, e4m3x8_to_bf16_scaled(r.c[j].z, r.c[j].w, s2));
         } else {
           sts128(dst + tile_off<true>(key, 56 + q + 4 * (j - 7)), r.c[j]);
         }
