@@ -241,6 +241,9 @@ __device__ __forceinline__ void epi_copy_out(const Args& a, const EpiRows& e, ui
 // contiguous bytes of a row. The two consumer warpgroups (256 threads) meet at named barrier 1;
 // the producers have left. The caller has passed one barrier 1 after its last MMA completed, so
 // the key buffers and Q are free.
+// It keeps its own inline copies of epi_factor / epi_copy_out: written through those helpers the
+// wide kernels compiled differently and measured 1-3% slower from graphs on Pro / HCA (round 11
+// of docs/notes/sparse_decode.md); as it stands their SASS is the seventh session's.
 __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[16][4], const float (&acc1)[16][4],
                                             int qd0, uint32_t sQe, const float* s_m, const float* s_l, int ctid,
                                             int r0) {
