@@ -180,6 +180,9 @@ __device__ __forceinline__ uint64_t desc_of(uint32_t lo, uint32_t hi) {
 __device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) { return (addr >> 4) | ((lbo >> 4) << 16); }
 // High half: stride byte offset 1024 (8-row atoms) and the 128-byte swizzle mode.
 inline constexpr uint32_t kDescHi = (1024u >> 4) | (1u << 30);
+// Descriptor offset (16-byte units) of K slice kk (16 dims) in a 64-row, 512-dim K-major tile (Q or
+// a key buffer): 64-dim blocks 8 KB apart, 32 bytes a slice inside a block.
+__device__ __forceinline__ uint32_t dim_slice_off(int kk) { return ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4; }
 
 // Head r's output factor (1 / l, times the sink's share of the softmax mass) and lse (natural
 // log; +inf and factor 0 when no key was valid or r is a padding row).
@@ -310,7 +313,7 @@ __device__ __forceinline__ void wg_epilogue(const Args& a, const float (&acc0)[1
   }
 }
 
-// The same for the transposed O^T of the narrow instances (kNO = 16 / 32 heads): this thread holds,
+// The same for the transposed O^T of the narrow instance (kNO = 16 heads): this thread holds,
 // for each 64-dim block mb of its warpgroup's 256 dims, dims 16 rg + lane / 4 (+ 8) and heads
 // 8 j + 2 (lane % 4) + {0, 1}. Heads are the staging rows, so the stores are 2- / 4-byte ones.
 template <int kNO>
@@ -366,10 +369,10 @@ __device__ __forceinline__ void wg_epilogue_t(const Args& a, const float (&ot)[4
 // the exponent FFMA (MODEL1, scale > 0), 4 = with 2, the
 // masking selects are skipped on all-valid tiles, 8 = the fold decided at compile time (the host
 // launches this instance only for MODEL1 with scale > 0: no fallback code in the softmax).
-// kNO (narrow instances, blocks of at most kNO = 16 / 32 heads): O is computed transposed, O^T +=
-// V^T P^T with wgmma m64 x kNO (the key tile as the M-major A operand in place, P's first kNO rows
-// as B), a quarter / half of the tensor work of the 64-row P V whose rows past the heads are
-// padding; S and the softmax are unchanged.
+// kNO (the narrow instance, blocks of at most kNO = 16 heads): S and O are computed transposed on
+// wgmma m64 x kNO, S^T = K Q^T (keys as M, Q's first kNO rows as B) with the softmax down the
+// columns, and O^T = V^T P^T (the key tile as the M-major A operand in place, P's first kNO rows
+// as B), so the padded rows of the wide kernel's M = 64 are never read.
 template <bool kM1, int kV = 0, int kNO = 0>
 __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const Args a) {
   constexpr int kONt = 16;  // 128 dims per O accumulator in 8-dim n-tiles
@@ -782,7 +785,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < kDim / 16; ++kk) {
-          const uint32_t koff = ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4;
+          const uint32_t koff = dim_slice_off(kk);
           ptx::wgmma_m64n16k16_bf16(reinterpret_cast<float(&)[8]>(st), desc_of(dk + koff, kDescHi), desc_of(dq_lo + koff, kDescHi), kk > 0);
         }
         wg_commit();
@@ -927,7 +930,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       wg_fence();
 #pragma unroll
       for (int kk = 0; kk < kDim / 16; ++kk) {
-        const uint32_t koff = ((kk >> 2) * (64 * 128) + (kk & 3) * 32) >> 4;
+        const uint32_t koff = dim_slice_off(kk);
         ptx::wgmma_m64n64k16_bf16(sd, desc_of(dq_lo + koff, kDescHi), desc_of(dk + koff, kDescHi), kk > 0);
       }
       wg_commit();
@@ -941,7 +944,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     for (int it = 0; t < t_end; ++it) {
       const int buf = it & 1;
       SD_P(pf.tile();)
-      if (SD_VAR(3)) {  // profile: the producers alone (consumers only hand the buffers back)
+      if (SD_VAR(3)) {  // profile: the producers alone (consumers only hand the buffers back; wide path)
         ptx::mbar_wait(bar_full + buf, (it >> 1) & 1);
         ptx::mbar_arrive(bar_pready + buf);
         ptx::mbar_arrive(bar_empty + buf);
