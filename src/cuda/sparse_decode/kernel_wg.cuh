@@ -589,18 +589,30 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     }
   }
 
+  SD_P(long long pq_idx = prof_t0, pq_q = 0, pq_sync = 0;)
   if (dg >= 2 && t_p < t_end) {
     offsets(t_p, v_p, d_p, e_p);
+    // Profile: the clock read takes d_p as an input, so it follows the index load's arrival.
+    SD_P(asm volatile("mov.u64 %0, %%clock64;" : "=l"(pq_idx) : "l"(d_p));)
     if (!SD_VAR(1)) load_half(t_p, d_p, e_p, raw, false);
   }
   cp_async_wait_all();
+  SD_P(pq_q = clock64();)
   fence_proxy_async();
   __syncthreads();  // Q and the barriers are ready; the last CTA-wide barrier
+  SD_P(pq_sync = clock64();)
 
   if (dg >= 2) {
     // ======================= producers: gather + dequantize =======================
     ptx::setmaxnreg_dec<kRegsP>();
     SD_P(pf.begin(2, prof_t0);)
+    // Profile: the prologue's parts (columns 6-8, per warp): kernel start -> first index landed,
+    // -> Q landed, -> the CTA barrier passed; column 9: -> the first key half landed.
+    SD_P(if (lane == 0) {
+      atomicAdd(pf.base + 6, static_cast<unsigned long long>(pq_idx - prof_t0));
+      atomicAdd(pf.base + 7, static_cast<unsigned long long>(max(pq_q - pq_idx, 0ll)));
+      atomicAdd(pf.base + 8, static_cast<unsigned long long>(pq_sync - max(pq_q, pq_idx)));
+    })
     int t = t_p, tn = tn_p;
     int64_t d = d_p, e = e_p;
     int32_t vn = vn_p;
@@ -610,6 +622,11 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       SD_P(pf.tile();)
       if (!SD_VAR(1)) {
         touch_half(raw, false);  // half A of tile t landed (issued before the previous half B converted)
+        SD_P(if (it == 0 && lane == 0) {
+          long long now;
+          asm volatile("mov.u64 %0, %%clock64;" : "=l"(now) : "r"(raw.c[0].x) : "memory");
+          atomicAdd(pf.base + 9, static_cast<unsigned long long>(now - pq_sync));
+        })
         load_half(t, d, e, raw, true);
       }
       // Issued with half B: the next scoreboard wait (touch_half of half B) covers it too.
