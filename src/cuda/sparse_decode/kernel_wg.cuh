@@ -407,6 +407,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   // behind a launch gap. Nothing here depends on it; a no-op without a dependent.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const Schedule& sc = a.sched;
+  // Profile: when the first kernel parameter is in a register (constant-bank latency at launch).
+  SD_P(long long pq_par; asm volatile("mov.u64 %0, %%clock64;" : "=l"(pq_par) : "r"(sc.head_blocks));)
   int64_t cta = blockIdx.x;
   const int hb = static_cast<int>(cta % sc.head_blocks);
   cta /= sc.head_blocks;
@@ -562,8 +564,11 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   int64_t d_p = -1, e_p = -1;
   int32_t v_p = -1, vn_p = -1;
   RawShare raw;
+  SD_P(long long pq_addr = 0;)
   if (dg >= 2) {
     t_p = next_live(t_begin);
+    // Profile: when the first index load's inputs are ready (after the CTA decomposition).
+    SD_P(asm volatile("mov.u64 %0, %%clock64;" : "=l"(pq_addr) : "r"(t_p), "l"(b), "r"(s));)
     if (t_p < t_end) v_p = load_index(t_p);
     tn_p = t_p < t_end ? next_live(t_p + 1) : t_end;
     vn_p = tn_p < t_end ? load_index(tn_p) : -1;
@@ -609,6 +614,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     // Profile: the prologue's parts (columns 6-8, per warp): kernel start -> first index landed,
     // -> Q landed, -> the CTA barrier passed; column 9: -> the first key half landed.
     SD_P(if (lane == 0) {
+      atomicAdd(pf.base + 11, static_cast<unsigned long long>(pq_par - prof_t0));
+      atomicAdd(pf.base + 12, static_cast<unsigned long long>(pq_addr - pq_par));
       atomicAdd(pf.base + 6, static_cast<unsigned long long>(pq_idx - prof_t0));
       atomicAdd(pf.base + 7, static_cast<unsigned long long>(max(pq_q - pq_idx, 0ll)));
       atomicAdd(pf.base + 8, static_cast<unsigned long long>(pq_sync - max(pq_q, pq_idx)));

@@ -108,12 +108,12 @@ void print_profile() {
     std::fprintf(stderr, "sd-prof: readback failed\n");
     return;
   }
-  static const char* names[3][11] = {
+  static const char* names[3][13] = {
       {"prologue", "S wait", "softmax+P", "fence+pready", "bar2", "resc+O issue", "wait full", "S issue",
        "O wait", "empty+loop", "epilogue"},
       {"prologue", "wait pready", "wait full", "resc+O issue", "O wait", "empty+loop", "", "", "", "", "epilogue"},
       {"prologue", "ldB+idx+pf", "wait empty", "cvtA+ldA'", "cvtB", "mask+arrive", "pro: to idx", "pro: to Q", "pro: to sync",
-       "1st keys in", "end"}};
+       "1st keys in", "end", "pro: 1st param", "pro: idx addr"}};
   static const char* roles[3] = {"wg0 (S, softmax, O lo)", "wg1 (O hi)", "producers"};
   const char* var = std::getenv("DSV4_SD_VAR");
   std::fprintf(stderr, "sd-prof: DSV4_SD_VAR=%s, clock64 cycles per warp (tile phases: per tile)\n", var ? var : "0");
@@ -124,8 +124,8 @@ void print_profile() {
     const double warps = v[14] ? static_cast<double>(v[14]) : 1.0, tiles = v[15] ? static_cast<double>(v[15]) : 1.0;
     double loop = 0;
     std::fprintf(stderr, "sd-prof: %s: warps %llu, tiles/warp %.2f\n", roles[r], v[14], tiles / warps);
-    for (int c = 0; c <= 10; ++c) {
-      if (names[r][c][0] == 0) continue;
+    for (int c = 0; c <= 12; ++c) {
+      if (names[r][c] == nullptr || names[r][c][0] == 0) continue;
       const bool per_warp = c == 0 || c == 10 || (r == 2 && c >= 6);
       const double x = static_cast<double>(v[c]) / (per_warp ? warps : tiles);
       if (!per_warp) loop += x;
