@@ -611,8 +611,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     // ======================= producers: gather + dequantize =======================
     ptx::setmaxnreg_dec<kRegsP>();
     SD_P(pf.begin(2, prof_t0);)
-    // Profile: the prologue's parts (columns 6-8, per warp): kernel start -> first index landed,
-    // -> Q landed, -> the CTA barrier passed; column 9: -> the first key half landed.
+    // Profile: the prologue's parts, per warp: kernel start -> first parameter in a register (11)
+    // -> first index load's inputs ready (12); kernel start -> first index landed (6) -> Q landed
+    // (7) -> the CTA barrier passed (8) -> the first key half landed (9, in the loop below).
     SD_P(if (lane == 0) {
       atomicAdd(pf.base + 11, static_cast<unsigned long long>(pq_par - prof_t0));
       atomicAdd(pf.base + 12, static_cast<unsigned long long>(pq_addr - pq_par));
