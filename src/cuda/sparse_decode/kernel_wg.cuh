@@ -630,10 +630,12 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
       SD_P(pf.tile();)
       if (!SD_VAR(1)) {
         touch_half(raw, false);  // half A of tile t landed (issued before the previous half B converted)
-        SD_P(if (it == 0 && lane == 0) {
+        SD_P({
           long long now;
           asm volatile("mov.u64 %0, %%clock64;" : "=l"(now) : "r"(raw.c[0].x) : "memory");
-          atomicAdd(pf.base + 9, static_cast<unsigned long long>(now - pq_sync));
+          if (it == 0 && lane == 0) atomicAdd(pf.base + 9, static_cast<unsigned long long>(now - pq_sync));
+          // Column 13 (per tile): from the phase start to half A's arrival, the wait inside column 1.
+          if (lane == 0) atomicAdd(pf.base + 13, static_cast<unsigned long long>(now - pf.last));
         })
         load_half(t, d, e, raw, true);
       }

@@ -108,12 +108,12 @@ void print_profile() {
     std::fprintf(stderr, "sd-prof: readback failed\n");
     return;
   }
-  static const char* names[3][13] = {
+  static const char* names[3][14] = {
       {"prologue", "S wait", "softmax+P", "fence+pready", "bar2", "resc+O issue", "wait full", "S issue",
        "O wait", "empty+loop", "epilogue"},
       {"prologue", "wait pready", "wait full", "resc+O issue", "O wait", "empty+loop", "", "", "", "", "epilogue"},
       {"prologue", "ldB+idx+pf", "wait empty", "cvtA+ldA'", "cvtB", "mask+arrive", "pro: to idx", "pro: to Q", "pro: to sync",
-       "1st keys in", "end", "pro: 1st param", "pro: idx addr"}};
+       "1st keys in", "end", "pro: 1st param", "pro: idx addr", "(A landed)"}};
   static const char* roles[3] = {"wg0 (S, softmax, O lo)", "wg1 (O hi)", "producers"};
   const char* var = std::getenv("DSV4_SD_VAR");
   std::fprintf(stderr, "sd-prof: DSV4_SD_VAR=%s, clock64 cycles per warp (tile phases: per tile)\n", var ? var : "0");
@@ -124,11 +124,11 @@ void print_profile() {
     const double warps = v[14] ? static_cast<double>(v[14]) : 1.0, tiles = v[15] ? static_cast<double>(v[15]) : 1.0;
     double loop = 0;
     std::fprintf(stderr, "sd-prof: %s: warps %llu, tiles/warp %.2f\n", roles[r], v[14], tiles / warps);
-    for (int c = 0; c <= 12; ++c) {
+    for (int c = 0; c <= 13; ++c) {
       if (names[r][c] == nullptr || names[r][c][0] == 0) continue;
-      const bool per_warp = c == 0 || c == 10 || (r == 2 && c >= 6);
+      const bool per_warp = c == 0 || c == 10 || (r == 2 && c >= 6 && c != 13);
       const double x = static_cast<double>(v[c]) / (per_warp ? warps : tiles);
-      if (!per_warp) loop += x;
+      if (!per_warp && c != 13) loop += x;  // 13 is a part of 1, not a phase of its own
       std::fprintf(stderr, "sd-prof:   %-14s %9.1f%s\n", names[r][c], x, per_warp ? " (per warp)" : "");
     }
     std::fprintf(stderr, "sd-prof:   %-14s %9.1f\n", "loop total", loop);
