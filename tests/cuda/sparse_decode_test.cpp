@@ -364,6 +364,15 @@ TEST(SparseDecodeCuda, NarrowFewHeads) {
   run_case({24, 2, 1, 128, 512, M1, 2, M1, 64, Sink::kNone, Len::kPerSeq});
 }
 
+// Page sizes that are not powers of two (48, 3, 7; the other tests use 64 and 2): the producers'
+// slot -> (page, offset) arithmetic and the page stride, on the narrow and the wide kernel.
+TEST(SparseDecodeCuda, PageSizesNotPowersOfTwo) {
+  SKIP_WITHOUT_GPU();
+  run_case({32, 1, 16, 128, 1024, M1, 48, M1, 3, Sink::kMixed, Len::kPerSeq});  // narrow, unsplit
+  run_case({3, 2, 64, 128, 512, M1, 3, M1, 48, Sink::kNone, Len::kPerToken});   // wide, split-KV
+  run_case({2, 1, 5, 128, 512, M1, 64, M1, 7, Sink::kMixed, Len::kPerSeq});     // narrow, split, 64 and 7
+}
+
 // Tiny block scales (subnormal dequantized keys) on the narrow and the wide kernel.
 TEST(SparseDecodeCuda, ExtremeBlockScales) {
   SKIP_WITHOUT_GPU();
