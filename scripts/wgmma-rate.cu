@@ -1,0 +1,339 @@
+// How fast can the FP8 block-scaled GEMM's K loop run on one H100 SM, before tile scheduling and
+// the epilogue? (docs/notes/gemm.md, round 9.) One CTA per SM, three warpgroups: warpgroups 0-1 are
+// consumers running the GEMM's per-stage wgmma pattern forever on a ring of 4 stages; warpgroup 2's
+// first thread is the producer, refilling each stage with 1-D bulk copies from an L2-resident
+// buffer (the same bytes a TMA tile load writes: a 128 x 128 A tile and an N x 128 B tile) behind
+// full / empty mbarriers, or nobody (consumers loop without waiting: the tensor pipe alone).
+//
+// Consumer modes, per 128-K stage and warpgroup (m64 x N accumulators):
+//   chain   4 wgmma m64nNk32 accumulating straight into acc, wait<1> (the promotion-free bound)
+//   two     N = 128: dsv4's loop: two scratch tiles, block k + 1 issued before block k is promoted
+//           (64 FFMA a thread a stage, acc += tmp * scale)
+//   one     N = 128: one scratch tile, wait<0>, then promote (DeepGEMM's order)
+//   halves  N = 256: one 64 x 128 scratch, the stage as two n128 halves, each wait<0> + promote
+//           into its half of the 64 x 256 accumulator (acc 128 + scratch 64 registers)
+// Reports TFLOP/s from events, the SM clock (clock64 against %globaltimer) and the share of the
+// tensor peak at that clock (4096 e4m3 MACs a clock an SM).
+// Build and run on the GPU machine:
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Isrc -o /tmp/wr scripts/wgmma-rate.cu && /tmp/wr
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "cuda/common/ptx_tma.cuh"
+#include "cuda/common/ptx_wgmma.cuh"
+
+namespace {
+using namespace dsv4::cuda::ptx;
+
+__device__ __forceinline__ void wgmma_m64n256k32_e4m3(float (&d)[128], uint64_t desc_a, uint64_t desc_b, int acc) {
+  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %130, 0;\n\t"
+               "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 " DSV4_WGMMA_D128
+               ", %128, %129, p, 1, 1;\n\t}"
+               : DSV4_WGMMA_ACC128(d, 0)
+               : "l"(desc_a), "l"(desc_b), "r"(acc));
+}
+
+__device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(smem_addr(bar))
+               : "memory");
+}
+
+enum Mode { kChain, kTwo, kOne, kHalves };
+constexpr int kThreads = 384;
+constexpr int kABytes = 128 * 128;
+template <int N>
+__host__ __device__ constexpr int stage_bytes() {
+  return kABytes + N * 128 + 1024;  // A, B, then 128 f32 row scales (padded to 1 KiB)
+}
+template <int N, int kStages>
+__host__ __device__ constexpr int smem_bytes() {
+  return kStages * stage_bytes<N>() + 1024 + 128;
+}
+
+struct Out {
+  unsigned long long clk0, clk1, ns0, ns1;
+};
+
+template <int N, int M, bool kFeed, int kStages>
+__global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ src, size_t src_bytes, int iters,
+                                                     int chunk, Out* out, float* sink) {
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  const uint32_t raw = smem_addr(smem_raw);
+  const uint32_t base = (raw + 1023u) & ~1023u;
+  uint8_t* smem = smem_raw + (base - raw);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * stage_bytes<N>());
+  uint64_t* empty = full + kStages;
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warp = (tid >> 5) & 3;
+
+  // Random e4m3 codes in +-[2^-3, 2^3) everywhere (no zeros, no NaN), scales near 1.
+  for (int i = tid; i < kStages * stage_bytes<N>() / 4; i += kThreads) {
+    uint32_t h = (i + 1) * 2654435761u ^ blockIdx.x * 40503u;
+    h ^= h >> 13, h *= 0x5bd1e995u, h ^= h >> 15;
+    reinterpret_cast<uint32_t*>(smem)[i] = (h & 0x87878787u) | 0x28282828u;
+  }
+  __syncthreads();
+  for (int s = 0; s < kStages; ++s)
+    if (tid < 128) reinterpret_cast<float*>(smem + s * stage_bytes<N>() + kABytes + N * 128)[tid] = 1.0f + tid * 1e-3f;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], 256);
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (wg == 2) {
+    setmaxnreg_dec<40>();
+    if (!kFeed || tid != 256) return;
+    // Producer: refill stage s once both consumer warpgroups released it, from a rotating window of
+    // the source buffer (L2-resident: the GEMM's tiles are mostly L2 hits).
+    const size_t bytes = kABytes + N * 128;
+    size_t off = (static_cast<size_t>(blockIdx.x) * 7919 * bytes) % (src_bytes - bytes);
+    off &= ~static_cast<size_t>(1023);
+    for (int it = 0; it < iters; ++it) {
+      const int s = it % kStages;
+      if (it >= kStages) mbar_wait(&empty[s], ((it / kStages) - 1) & 1);
+      mbar_arrive_expect_tx(&full[s], static_cast<uint32_t>(bytes));
+      const uint32_t dst = base + s * stage_bytes<N>();
+      for (uint32_t b = 0; b < bytes; b += chunk) bulk_g2s(dst + b, src + off + b, chunk, &full[s]);
+      off += bytes;
+      if (off + bytes > src_bytes) off = 0;
+    }
+    return;
+  }
+  setmaxnreg_inc<232>();
+
+  unsigned long long clk0 = clock64(), ns0;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns0));
+  const int row = warp * 16 + lane / 4;  // this thread's rows row, row + 8 of the warpgroup's 64
+  const uint64_t da0 = wgmma_desc_sw128(base + wg * 64 * 128);
+  const uint64_t db0 = wgmma_desc_sw128(base + kABytes);
+  constexpr uint32_t kStageDesc = stage_bytes<N>() >> 4;
+  auto wait_full = [&](int it) {
+    if (kFeed) mbar_wait(&full[it % kStages], (it / kStages) & 1);
+  };
+  auto release = [&](int it) {
+    if (kFeed) mbar_arrive(&empty[it % kStages]);
+  };
+  auto scale_of = [&](int it, int r) {
+    return reinterpret_cast<const float*>(smem + (it % kStages) * stage_bytes<N>() + kABytes + N * 128)[wg * 64 + r];
+  };
+  constexpr int kAcc = N / 2;
+  float acc[kAcc];
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
+
+  if constexpr (M == kChain) {
+    for (int it = 0; it < iters; ++it) {
+      wait_full(it);
+      const uint64_t da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
+      wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if constexpr (N == 128) wgmma_m64n128k32_e4m3(acc, da + k * 2, db + k * 2, 1);
+        else wgmma_m64n256k32_e4m3(acc, da + k * 2, db + k * 2, 1);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();
+      if (it > 0) release(it - 1);
+    }
+    wgmma_wait<0>();
+    fence_accumulators(acc);
+    release(iters - 1);
+  } else if constexpr (M == kTwo || M == kOne) {
+    static_assert(N == 128, "scratch modes at n128");
+    float t0[64], t1[64];
+    auto issue = [&](float(&d)[64], int it) {
+      wait_full(it);
+      const uint64_t da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
+      wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < 4; ++k) wgmma_m64n128k32_e4m3(d, da + k * 2, db + k * 2, k > 0);
+      wgmma_commit();
+    };
+    auto retire = [&](float(&d)[64], int it) {
+      fence_accumulators(d);
+      const float s_lo = scale_of(it, row), s_hi = scale_of(it, row + 8);
+      release(it);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        acc[4 * j + 0] += d[4 * j + 0] * s_lo;
+        acc[4 * j + 1] += d[4 * j + 1] * s_lo;
+        acc[4 * j + 2] += d[4 * j + 2] * s_hi;
+        acc[4 * j + 3] += d[4 * j + 3] * s_hi;
+      }
+    };
+    if constexpr (M == kTwo) {
+      issue(t0, 0);
+      int it = 0;
+      for (; it + 2 < iters; it += 2) {
+        issue(t1, it + 1);
+        wgmma_wait<1>();
+        retire(t0, it);
+        issue(t0, it + 2);
+        wgmma_wait<1>();
+        retire(t1, it + 1);
+      }
+      if (it + 1 < iters) {
+        issue(t1, it + 1);
+        wgmma_wait<1>();
+        retire(t0, it);
+        wgmma_wait<0>();
+        retire(t1, it + 1);
+      } else {
+        wgmma_wait<0>();
+        retire(t0, it);
+      }
+    } else {
+      for (int it = 0; it < iters; ++it) {
+        issue(t0, it);
+        wgmma_wait<0>();
+        retire(t0, it);
+      }
+    }
+    (void)t1;
+  } else {
+    static_assert(N == 256, "halves mode at n256");
+    float t0[64];
+    for (int it = 0; it < iters; ++it) {
+      wait_full(it);
+      const uint64_t da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
+      const float s_lo = scale_of(it, row), s_hi = scale_of(it, row + 8);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < 4; ++k) wgmma_m64n128k32_e4m3(t0, da + k * 2, db + h * (128 * 128 >> 4) + k * 2, k > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_accumulators(t0);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          acc[64 * h + 4 * j + 0] += t0[4 * j + 0] * s_lo;
+          acc[64 * h + 4 * j + 1] += t0[4 * j + 1] * s_lo;
+          acc[64 * h + 4 * j + 2] += t0[4 * j + 2] * s_hi;
+          acc[64 * h + 4 * j + 3] += t0[4 * j + 3] * s_hi;
+        }
+      }
+      release(it);
+    }
+  }
+
+  float v = 0.f;
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) v += acc[i];
+  if (v == 1234.5f) sink[tid] = v;  // keeps the accumulators alive
+  unsigned long long clk1 = clock64(), ns1;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns1));
+  if (tid == 0) out[blockIdx.x] = Out{clk0, clk1, ns0, ns1};
+}
+
+#define CK(x)                                                                              \
+  do {                                                                                     \
+    cudaError_t e_ = (x);                                                                  \
+    if (e_ != cudaSuccess) {                                                               \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      return 1;                                                                            \
+    }                                                                                      \
+  } while (0)
+
+template <int N, int M, bool kFeed, int kStages = 4>
+int run(const char* name, const uint8_t* src, size_t src_bytes, int sms, Out* d_out, float* sink, int chunk = 16384) {
+  auto k = rate<N, M, kFeed, kStages>;
+  CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<N, kStages>()));
+  const int iters = 6000;
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<double> tf, mhz, util;
+  for (int rep = 0; rep < 6; ++rep) {
+    CK(cudaEventRecord(e0));
+    k<<<sms, kThreads, smem_bytes<N, kStages>()>>>(src, src_bytes, iters, chunk, d_out, sink);
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    CK(cudaGetLastError());
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    std::vector<Out> h(sms);
+    CK(cudaMemcpy(h.data(), d_out, sms * sizeof(Out), cudaMemcpyDeviceToHost));
+    double f = 0;
+    for (const Out& o : h) f += double(o.clk1 - o.clk0) / double(o.ns1 - o.ns0);
+    f /= sms;  // GHz
+    const double macs = double(sms) * 2 * iters * 4 * 64.0 * N * 32;
+    if (rep == 0) continue;  // warm-up
+    tf.push_back(2 * macs / (ms * 1e-3) / 1e12);
+    mhz.push_back(f * 1e3);
+    double kcyc = 0;
+    for (const Out& o : h) kcyc = std::max(kcyc, double(o.clk1 - o.clk0));
+    util.push_back(macs / sms / kcyc / 4096.0);
+  }
+  std::sort(tf.begin(), tf.end());
+  std::sort(mhz.begin(), mhz.end());
+  std::sort(util.begin(), util.end());
+  std::printf("%-34s n%-3d S%d  %7.1f TFLOP/s (min %7.1f max %7.1f)  SM clock %6.0f MHz  tensor busy %5.1f%% of 4096 MAC/clk\n",
+              name, N, kStages, tf[tf.size() / 2], tf.front(), tf.back(), mhz[mhz.size() / 2], 100 * util[util.size() / 2]);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return 0;
+}
+
+}  // namespace
+
+int main() {
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const size_t big = size_t(256) << 20;  // the refills read a window of this buffer
+  uint8_t* src = nullptr;
+  Out* d_out = nullptr;
+  float* sink = nullptr;
+  CK(cudaMalloc(&src, big));
+  CK(cudaMalloc(&d_out, sms * sizeof(Out)));
+  CK(cudaMalloc(&sink, kThreads * sizeof(float)));
+  {
+    std::vector<uint32_t> h(big / 4);
+    uint32_t x = 12345;
+    for (auto& w : h) {
+      x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+      w = (x & 0x87878787u) | 0x28282828u;
+    }
+    CK(cudaMemcpy(src, h.data(), big, cudaMemcpyHostToDevice));
+  }
+  const size_t l2 = size_t(24) << 20;  // half of L2: refills are L2 hits, as most GEMM tile loads are
+  const size_t hot = size_t(2) << 20;  // every SM reads the same 2 MB
+  int rc = 0;
+  const char* what = std::getenv("WR_SET");
+  const int set = what ? std::atoi(what) : 0;
+  if (set == 0 || set == 1) {
+    rc |= run<128, kChain, false>("chain, no feed", src, l2, sms, d_out, sink);
+    rc |= run<128, kChain, true>("chain, fed (24 MB)", src, l2, sms, d_out, sink);
+    rc |= run<128, kTwo, false>("two scratch, no feed", src, l2, sms, d_out, sink);
+    rc |= run<128, kTwo, true>("two scratch, fed", src, l2, sms, d_out, sink);
+    rc |= run<128, kOne, true>("one scratch, fed", src, l2, sms, d_out, sink);
+    rc |= run<256, kChain, false>("chain, no feed", src, l2, sms, d_out, sink);
+    rc |= run<256, kChain, true>("chain, fed", src, l2, sms, d_out, sink);
+    rc |= run<256, kHalves, false>("halves, no feed", src, l2, sms, d_out, sink);
+    rc |= run<256, kHalves, true>("halves, fed", src, l2, sms, d_out, sink);
+  }
+  if (set == 0 || set == 3) {  // the GEMM kernel's 128 x 256 ring: 3 stages
+    rc |= run<256, kChain, true, 3>("chain, fed, 3 stages", src, l2, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3>("halves, fed, 3 stages", src, l2, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 2>("halves, fed, 2 stages", src, l2, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 6>("two scratch, fed, 6 stages", src, l2, sms, d_out, sink);
+  }
+  if (set == 0 || set == 2) {
+    // What bounds the feed: ring depth (stages), request size, where the bytes come from.
+    rc |= run<128, kChain, true, 2>("chain, fed, 2 stages", src, l2, sms, d_out, sink);
+    rc |= run<128, kChain, true, 6>("chain, fed, 6 stages", src, l2, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 6>("two scratch, fed, 6 stages", src, l2, sms, d_out, sink);
+    rc |= run<128, kChain, true, 4>("chain, fed, 4 KB copies", src, l2, sms, d_out, sink, 4096);
+    rc |= run<128, kChain, true, 4>("chain, fed (2 MB hot)", src, hot, sms, d_out, sink);
+    rc |= run<128, kChain, true, 4>("chain, fed (256 MB, DRAM)", src, big, sms, d_out, sink);
+    rc |= run<256, kChain, true, 2>("chain, fed, 2 stages", src, l2, sms, d_out, sink);
+    rc |= run<256, kChain, true, 4>("chain, fed (2 MB hot)", src, hot, sms, d_out, sink);
+  }
+  return rc;
+}
