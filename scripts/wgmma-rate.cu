@@ -16,7 +16,9 @@
 // tensor peak at that clock (4096 e4m3 MACs a clock an SM).
 // Build and run on the GPU machine:
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Isrc -o /tmp/wr scripts/wgmma-rate.cu && /tmp/wr
+#include <cuda.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -60,9 +62,14 @@ struct Out {
   unsigned long long clk0, clk1, ns0, ns1;
 };
 
-template <int N, int M, bool kFeed, int kStages>
+// kTma: the producer loads real GEMM tiles with 2-D TMA (128B swizzle) instead of 1-D bulk copies:
+// A box (k, 128 rows at m0), B box (k, N rows at n0) of 4096 x 7168 e4m3 matrices, CTA c on tile
+// (c % 32, c / 32) walking its 56 K blocks round and round, as the GEMM's first wave does.
+template <int N, int M, bool kFeed, int kStages, bool kTma = false>
 __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ src, size_t src_bytes, int iters,
-                                                     int chunk, Out* out, float* sink) {
+                                                     int chunk, Out* out, float* sink,
+                                                     const __grid_constant__ CUtensorMap tm_a,
+                                                     const __grid_constant__ CUtensorMap tm_b) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t raw = smem_addr(smem_raw);
   const uint32_t base = (raw + 1023u) & ~1023u;
@@ -94,11 +101,18 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
     const size_t bytes = kABytes + N * 128;
     size_t off = (static_cast<size_t>(blockIdx.x) * 7919 * bytes) % (src_bytes - bytes);
     off &= ~static_cast<size_t>(1023);
+    const int m0 = (blockIdx.x % 32) * 128, n0 = (blockIdx.x / 32) * N;
     for (int it = 0; it < iters; ++it) {
       const int s = it % kStages;
       if (it >= kStages) mbar_wait(&empty[s], ((it / kStages) - 1) & 1);
       mbar_arrive_expect_tx(&full[s], static_cast<uint32_t>(bytes));
       const uint32_t dst = base + s * stage_bytes<N>();
+      if constexpr (kTma) {
+        uint8_t* sdst = smem + s * stage_bytes<N>();
+        tma_load_2d(sdst, &tm_a, &full[s], (it % 56) * 128, m0);
+        tma_load_2d(sdst + kABytes, &tm_b, &full[s], (it % 56) * 128, n0);
+        continue;
+      }
       for (uint32_t b = 0; b < bytes; b += chunk) bulk_g2s(dst + b, src + off + b, chunk, &full[s]);
       off += bytes;
       if (off + bytes > src_bytes) off = 0;
@@ -241,9 +255,11 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
     }                                                                                      \
   } while (0)
 
-template <int N, int M, bool kFeed, int kStages = 4>
+CUtensorMap g_tm_a, g_tm_b128, g_tm_b256;  // the kTma runs' A and B (main() encodes them)
+
+template <int N, int M, bool kFeed, int kStages = 4, bool kTma = false>
 int run(const char* name, const uint8_t* src, size_t src_bytes, int sms, Out* d_out, float* sink, int chunk = 16384) {
-  auto k = rate<N, M, kFeed, kStages>;
+  auto k = rate<N, M, kFeed, kStages, kTma>;
   CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<N, kStages>()));
   const int iters = 6000;
   cudaEvent_t e0, e1;
@@ -252,7 +268,8 @@ int run(const char* name, const uint8_t* src, size_t src_bytes, int sms, Out* d_
   std::vector<double> tf, mhz, util;
   for (int rep = 0; rep < 6; ++rep) {
     CK(cudaEventRecord(e0));
-    k<<<sms, kThreads, smem_bytes<N, kStages>()>>>(src, src_bytes, iters, chunk, d_out, sink);
+    k<<<sms, kThreads, smem_bytes<N, kStages>()>>>(src, src_bytes, iters, chunk, d_out, sink, g_tm_a,
+                                                    N == 128 ? g_tm_b128 : g_tm_b256);
     CK(cudaEventRecord(e1));
     CK(cudaEventSynchronize(e1));
     CK(cudaGetLastError());
@@ -302,6 +319,25 @@ int main() {
     }
     CK(cudaMemcpy(src, h.data(), big, cudaMemcpyHostToDevice));
   }
+  {
+    // 4096 x 7168 e4m3 A and B (the 4096^2 x 7168 GEMM's operands) inside the big buffer.
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+    auto encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+    auto map = [&](CUtensorMap* m, const uint8_t* base, uint32_t box_rows) {
+      const cuuint64_t dims[2] = {7168, 4096}, strides[1] = {7168};
+      const cuuint32_t box[2] = {128, box_rows}, es[2] = {1, 1};
+      return encode(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<uint8_t*>(base), dims, strides, box, es,
+                    CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    };
+    const size_t mat = size_t(4096) * 7168;
+    if (!map(&g_tm_a, src, 128) || !map(&g_tm_b128, src + mat, 128) || !map(&g_tm_b256, src + mat, 256)) {
+      std::printf("cuTensorMapEncodeTiled failed\n");
+      return 1;
+    }
+  }
   const size_t l2 = size_t(24) << 20;  // half of L2: refills are L2 hits, as most GEMM tile loads are
   const size_t hot = size_t(2) << 20;  // every SM reads the same 2 MB
   int rc = 0;
@@ -323,6 +359,14 @@ int main() {
     rc |= run<256, kHalves, true, 3>("halves, fed, 3 stages", src, l2, sms, d_out, sink);
     rc |= run<256, kHalves, true, 2>("halves, fed, 2 stages", src, l2, sms, d_out, sink);
     rc |= run<128, kTwo, true, 6>("two scratch, fed, 6 stages", src, l2, sms, d_out, sink);
+  }
+  if (set == 0 || set == 4) {  // fed by 2-D TMA from the GEMM's operands, as the kernel is
+    rc |= run<128, kTwo, true, 5, true>("two scratch, TMA fed, 5 stages", src, big, sms, d_out, sink);
+    rc |= run<128, kChain, true, 5, true>("chain, TMA fed, 5 stages", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, true>("halves, TMA fed, 3 stages", src, big, sms, d_out, sink);
+    rc |= run<256, kChain, true, 3, true>("chain, TMA fed, 3 stages", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5>("two scratch, bulk fed, 5 stages", src, l2, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3>("halves, bulk fed, 3 stages", src, l2, sms, d_out, sink);
   }
   if (set == 0 || set == 2) {
     // What bounds the feed: ring depth (stages), request size, where the bytes come from.
