@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "cuda/common/ptx_tma.cuh"
@@ -62,14 +63,24 @@ struct Out {
   unsigned long long clk0, clk1, ns0, ns1;
 };
 
-// kTma: the producer loads real GEMM tiles with 2-D TMA (128B swizzle) instead of 1-D bulk copies:
-// A box (k, 128 rows at m0), B box (k, N rows at n0) of 4096 x 7168 e4m3 matrices, CTA c on tile
-// (c % 32, c / 32) walking its 56 K blocks round and round, as the GEMM's first wave does.
-template <int N, int M, bool kFeed, int kStages, bool kTma = false>
+// kTma: 0 = 1-D bulk copies; >= 1: the producer loads real GEMM tiles with 2-D TMA (128B swizzle):
+// A box (k, 128 rows at m0), B box (k, N rows at n0) of 4096 x 7168 e4m3 matrices. 1: CTA c stays
+// on tile (c % 32, c / 32) walking its 56 K blocks round and round; 2: CTA c walks the GEMM's units
+// c, c + 132, ... (m-minor, as the kernel's get_tile), so L2 sees the kernel's access pattern; 3: as
+// 2, plus the kernel's loader warps (warps 1-3 of the producer warpgroup take the stages in turn,
+// load 128 A scales and one B scale from global a stage ahead, store them into the stage after it
+// is free and arrive on `full`, which then counts 1 + 32 arrivals); 4: as 3, polling `empty` with
+// __nanosleep; 5: as 3 without the scale loads; 6: as 3 without the arrivals (`full` counts 1); 7: as
+// 3 with lane 0 alone polling `empty`; 8: as 3 with column-major A scales (coalesced); 9: 7 + 8;
+// 10: as 2, the consumers (halves mode) loading their rows' scales from global two stages ahead;
+// 11: as 2, the TMA thread bulk-copying the stage's column-major A scales (512 B) and B scale;
+// 12: as 11 from the same source lines every stage.
+template <int N, int M, bool kFeed, int kStages, int kTma = 0>
 __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ src, size_t src_bytes, int iters,
                                                      int chunk, Out* out, float* sink,
                                                      const __grid_constant__ CUtensorMap tm_a,
-                                                     const __grid_constant__ CUtensorMap tm_b) {
+                                                     const __grid_constant__ CUtensorMap tm_b,
+                                                     const float* __restrict__ scales) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t raw = smem_addr(smem_raw);
   const uint32_t base = (raw + 1023u) & ~1023u;
@@ -88,13 +99,57 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
   for (int s = 0; s < kStages; ++s)
     if (tid < 128) reinterpret_cast<float*>(smem + s * stage_bytes<N>() + kABytes + N * 128)[tid] = 1.0f + tid * 1e-3f;
   if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], 256);
+    for (int s = 0; s < kStages; ++s) mbar_init(&full[s], (kTma >= 3 && kTma <= 9 && kTma != 6) ? 33 : 1), mbar_init(&empty[s], 256);
     fence_barrier_init();
   }
   __syncthreads();
 
+  // Tile of stage `it` in the kernel's order (kTma >= 2): unit blockIdx.x + (it / 56) * gridDim.x.
+  auto tile_of = [&](int it, int& m0, int& n0) {
+    constexpr int units = 32 * (4096 / N);
+    const int unit = (blockIdx.x + (it / 56) * gridDim.x) % units;
+    m0 = (unit % 32) * 128, n0 = (unit / 32) * N;
+  };
   if (wg == 2) {
     setmaxnreg_dec<40>();
+    if constexpr (kTma >= 3 && kTma <= 9) {
+      if (tid >= 288) {  // loader warps 1..3
+        const int lw = (tid - 256) / 32 - 1;
+        for (int it = lw; it < iters; it += 3) {
+          int m0, n0;
+          tile_of(it, m0, n0);
+          const int kb = it % 56;
+          float ra[4];
+          float rb = 1.0f;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) ra[j] = 1.0f;
+          if (kTma == 8 || kTma == 9) {  // column-major A scales: a stage's 128 are contiguous
+#pragma unroll
+            for (int j = 0; j < 4; ++j) ra[j] = __ldg(scales + kb * 4096 + m0 + lane + 32 * j);
+            rb = __ldg(scales + 4096 * 56 + (n0 / 128) * 56 + kb);
+          } else if (kTma != 5) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) ra[j] = __ldg(scales + (m0 + lane + 32 * j) * 56 + kb);
+            rb = __ldg(scales + 4096 * 56 + (n0 / 128) * 56 + kb);
+          }
+          const int s = it % kStages;
+          if (kTma == 4) {
+            while (it >= kStages && !mbar_try_wait(&empty[s], ((it / kStages) - 1) & 1)) __nanosleep(256);
+          } else if (kTma == 7 || kTma == 9) {  // one lane polls, the warp follows
+            if (lane == 0 && it >= kStages) mbar_wait(&empty[s], ((it / kStages) - 1) & 1);
+            __syncwarp();
+          } else {
+            if (it >= kStages) mbar_wait(&empty[s], ((it / kStages) - 1) & 1);
+          }
+          float* side = reinterpret_cast<float*>(smem + s * stage_bytes<N>() + kABytes + N * 128);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) side[lane + 32 * j] = ra[j];
+          if (lane == 0) side[128] = rb;
+          if (kTma != 6) mbar_arrive(&full[s]);
+        }
+        return;
+      }
+    }
     if (!kFeed || tid != 256) return;
     // Producer: refill stage s once both consumer warpgroups released it, from a rotating window of
     // the source buffer (L2-resident: the GEMM's tiles are mostly L2 hits).
@@ -105,12 +160,24 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
     for (int it = 0; it < iters; ++it) {
       const int s = it % kStages;
       if (it >= kStages) mbar_wait(&empty[s], ((it / kStages) - 1) & 1);
-      mbar_arrive_expect_tx(&full[s], static_cast<uint32_t>(bytes));
+      mbar_arrive_expect_tx(&full[s], static_cast<uint32_t>(bytes + (kTma == 11 || kTma == 12 ? 528 : 0)));
       const uint32_t dst = base + s * stage_bytes<N>();
-      if constexpr (kTma) {
+      if constexpr (kTma > 0) {
         uint8_t* sdst = smem + s * stage_bytes<N>();
-        tma_load_2d(sdst, &tm_a, &full[s], (it % 56) * 128, m0);
-        tma_load_2d(sdst + kABytes, &tm_b, &full[s], (it % 56) * 128, n0);
+        int tm0 = m0, tn0 = n0;
+        if constexpr (kTma >= 2) tile_of(it, tm0, tn0);
+        tma_load_2d(sdst, &tm_a, &full[s], (it % 56) * 128, tm0);
+        tma_load_2d(sdst + kABytes, &tm_b, &full[s], (it % 56) * 128, tn0);
+        if constexpr (kTma == 11 || kTma == 12) {
+          // The stage's 128 A scales (column-major: contiguous) by a 512-byte bulk copy, and the B
+          // scale's 16-byte line, into the side buffer, on the same barrier (expect_tx covers them).
+          // 12: always the same (L2-hot) source lines.
+          const int kb = kTma == 12 ? 0 : it % 56;
+          const int am = kTma == 12 ? 0 : tm0, bn = kTma == 12 ? 0 : tn0;
+          uint64_t* bar = &full[s];
+          bulk_g2s(dst + kABytes + N * 128, scales + kb * 4096 + am, 512, bar);
+          bulk_g2s(dst + kABytes + N * 128 + 512, scales + 4096 * 56 + ((bn / 128) * 56 + kb) / 4 * 4, 16, bar);
+        }
         continue;
       }
       for (uint32_t b = 0; b < bytes; b += chunk) bulk_g2s(dst + b, src + off + b, chunk, &full[s]);
@@ -213,10 +280,32 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
   } else {
     static_assert(N == 256, "halves mode at n256");
     float t0[64];
+    // kTma == 10: the consumers load their rows' scales from global themselves, two stages ahead,
+    // into two register sets used on alternate stages (no register moves that would wait on loads).
+    auto gload = [&](int it, float& lo, float& hi, float& b) {
+      if (it >= iters) return;
+      int m0, n0;
+      tile_of(it, m0, n0);
+      const int kb = it % 56;
+      lo = __ldg(scales + (m0 + wg * 64 + row) * 56 + kb);
+      hi = __ldg(scales + (m0 + wg * 64 + row + 8) * 56 + kb);
+      b = __ldg(scales + 4096 * 56 + (n0 / 128) * 56 + kb);
+    };
+    float ga_lo = 1.f, ga_hi = 1.f, ga_b = 1.f, gb_lo = 1.f, gb_hi = 1.f, gb_b = 1.f;
+    if constexpr (kTma == 10) gload(0, ga_lo, ga_hi, ga_b), gload(1, gb_lo, gb_hi, gb_b);
     for (int it = 0; it < iters; ++it) {
       wait_full(it);
       const uint64_t da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
-      const float s_lo = scale_of(it, row), s_hi = scale_of(it, row + 8);
+      float s_lo, s_hi;
+      if constexpr (kTma == 10) {
+        const bool odd = it & 1;
+        s_lo = (odd ? gb_lo : ga_lo) * (odd ? gb_b : ga_b);
+        s_hi = (odd ? gb_hi : ga_hi) * (odd ? gb_b : ga_b);
+        if (odd) gload(it + 2, gb_lo, gb_hi, gb_b);
+        else gload(it + 2, ga_lo, ga_hi, ga_b);
+      } else {
+        s_lo = scale_of(it, row), s_hi = scale_of(it, row + 8);
+      }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         wgmma_fence();
@@ -257,7 +346,9 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
 
 CUtensorMap g_tm_a, g_tm_b128, g_tm_b256;  // the kTma runs' A and B (main() encodes them)
 
-template <int N, int M, bool kFeed, int kStages = 4, bool kTma = false>
+const float* g_scales = nullptr;  // kTma == 3: A scales [4096][56] then B scales [32][56], all 1
+
+template <int N, int M, bool kFeed, int kStages = 4, int kTma = 0>
 int run(const char* name, const uint8_t* src, size_t src_bytes, int sms, Out* d_out, float* sink, int chunk = 16384) {
   auto k = rate<N, M, kFeed, kStages, kTma>;
   CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<N, kStages>()));
@@ -269,7 +360,7 @@ int run(const char* name, const uint8_t* src, size_t src_bytes, int sms, Out* d_
   for (int rep = 0; rep < 6; ++rep) {
     CK(cudaEventRecord(e0));
     k<<<sms, kThreads, smem_bytes<N, kStages>()>>>(src, src_bytes, iters, chunk, d_out, sink, g_tm_a,
-                                                    N == 128 ? g_tm_b128 : g_tm_b256);
+                                                    N == 128 ? g_tm_b128 : g_tm_b256, g_scales);
     CK(cudaEventRecord(e1));
     CK(cudaEventSynchronize(e1));
     CK(cudaGetLastError());
@@ -311,11 +402,21 @@ int main() {
   CK(cudaMalloc(&d_out, sms * sizeof(Out)));
   CK(cudaMalloc(&sink, kThreads * sizeof(float)));
   {
+    // WR_DATA=full: every e4m3 code but NaN, as the GEMM bench fills its operands (the tensor
+    // pipe's power, and so the clock, depends on the operand bits); default: +-[2^-3, 2^-1).
+    const char* data = std::getenv("WR_DATA");
+    const bool full_range = data && std::string(data) == "full";
     std::vector<uint32_t> h(big / 4);
     uint32_t x = 12345;
     for (auto& w : h) {
       x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-      w = (x & 0x87878787u) | 0x28282828u;
+      if (!full_range) {
+        w = (x & 0x87878787u) | 0x28282828u;
+        continue;
+      }
+      w = x;
+      for (int b = 0; b < 4; ++b)
+        if (((w >> (8 * b)) & 0x7Fu) == 0x7Fu) w ^= 1u << (8 * b);  // NaN -> 448 / -448
     }
     CK(cudaMemcpy(src, h.data(), big, cudaMemcpyHostToDevice));
   }
@@ -360,13 +461,64 @@ int main() {
     rc |= run<256, kHalves, true, 2>("halves, fed, 2 stages", src, l2, sms, d_out, sink);
     rc |= run<128, kTwo, true, 6>("two scratch, fed, 6 stages", src, l2, sms, d_out, sink);
   }
+  {
+    std::vector<float> ones((4096 + 32) * 56, 1.0f);
+    float* d = nullptr;
+    CK(cudaMalloc(&d, ones.size() * 4));
+    CK(cudaMemcpy(d, ones.data(), ones.size() * 4, cudaMemcpyHostToDevice));
+    g_scales = d;
+  }
   if (set == 0 || set == 4) {  // fed by 2-D TMA from the GEMM's operands, as the kernel is
-    rc |= run<128, kTwo, true, 5, true>("two scratch, TMA fed, 5 stages", src, big, sms, d_out, sink);
-    rc |= run<128, kChain, true, 5, true>("chain, TMA fed, 5 stages", src, big, sms, d_out, sink);
-    rc |= run<256, kHalves, true, 3, true>("halves, TMA fed, 3 stages", src, big, sms, d_out, sink);
-    rc |= run<256, kChain, true, 3, true>("chain, TMA fed, 3 stages", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 1>("two scratch, TMA fed, 5 stages", src, big, sms, d_out, sink);
+    rc |= run<128, kChain, true, 5, 1>("chain, TMA fed, 5 stages", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 1>("halves, TMA fed, 3 stages", src, big, sms, d_out, sink);
+    rc |= run<256, kChain, true, 3, 1>("chain, TMA fed, 3 stages", src, big, sms, d_out, sink);
     rc |= run<128, kTwo, true, 5>("two scratch, bulk fed, 5 stages", src, l2, sms, d_out, sink);
     rc |= run<256, kHalves, true, 3>("halves, bulk fed, 3 stages", src, l2, sms, d_out, sink);
+  }
+  if (set == 0 || set == 5) {  // the kernel's parts added to the loop: its tile order, its loader warps
+    rc |= run<128, kTwo, true, 5, 1>("two scratch, TMA, one tile", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 2>("two scratch, TMA, kernel order", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 3>("two scratch, TMA, order+loaders", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 1>("halves, TMA, one tile", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 2>("halves, TMA, kernel order", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 3>("halves, TMA, order+loaders", src, big, sms, d_out, sink);
+  }
+  if (set == 0 || set == 7) {  // cheaper loaders
+    rc |= run<256, kHalves, true, 3, 2>("halves, no loaders", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 3>("halves, loaders", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 7>("halves, loaders lane-0 poll", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 8>("halves, loaders col-major", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 9>("halves, loaders lane-0 + col-major", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 2>("two scratch, no loaders", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 3>("two scratch, loaders", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 7>("two scratch, loaders lane-0 poll", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 9>("two scratch, lane-0 + col-major", src, big, sms, d_out, sink);
+  }
+  if (set == 0 || set == 9) {  // with WR_DATA=full against the default data
+    rc |= run<256, kHalves, true, 3, 2>("halves, TMA, no loaders", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 3>("halves, TMA, loaders", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 2>("two scratch, TMA, no loaders", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 3>("two scratch, TMA, loaders", src, big, sms, d_out, sink);
+  }
+  if (set == 0 || set == 8) {  // no loader warps: the consumers load their own scales
+    rc |= run<256, kHalves, true, 3, 2>("halves, no loaders (smem scales)", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 3>("halves, loaders", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 10>("halves, consumers load scales", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 11>("halves, scales by bulk copy", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 12>("halves, bulk copy, hot lines", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 2>("two scratch, no loaders", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 3>("two scratch, loaders", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 11>("two scratch, scales by bulk copy", src, big, sms, d_out, sink);
+  }
+  if (set == 0 || set == 6) {  // which part of the loaders costs
+    rc |= run<256, kHalves, true, 3, 2>("halves, no loaders", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 3>("halves, loaders", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 5>("halves, loaders without loads", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 6>("halves, loaders no full arrive", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 2>("two scratch, no loaders", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 3>("two scratch, loaders", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 6>("two scratch, loaders no full arrive", src, big, sms, d_out, sink);
   }
   if (set == 0 || set == 2) {
     // What bounds the feed: ring depth (stages), request size, where the bytes come from.
