@@ -47,7 +47,7 @@ __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, uint32_t
                : "memory");
 }
 
-enum Mode { kChain, kTwo, kOne, kHalves };
+enum Mode { kChain, kTwo, kOne, kHalves, kHalfChain };
 constexpr int kThreads = 384;
 constexpr int kABytes = 128 * 128;
 template <int N>
@@ -277,6 +277,32 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
       }
     }
     (void)t1;
+  } else if constexpr (M == kHalfChain) {
+    // N = 256 as two n128 wgmma chains (A read twice a k step), no promotion: against n256 chain,
+    // what reading A once saves (operand traffic, energy).
+    static_assert(N == 256, "half-chain mode at n256");
+    float c0[64], c1[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) c0[i] = c1[i] = 0.f;
+    for (int it = 0; it < iters; ++it) {
+      wait_full(it);
+      const uint64_t da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
+      wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        wgmma_m64n128k32_e4m3(c0, da + k * 2, db + k * 2, 1);
+        wgmma_m64n128k32_e4m3(c1, da + k * 2, db + (128 * 128 >> 4) + k * 2, 1);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();
+      if (it > 0) release(it - 1);
+    }
+    wgmma_wait<0>();
+    fence_accumulators(c0);
+    fence_accumulators(c1);
+    release(iters - 1);
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = c0[i] + c1[i];
   } else {
     static_assert(N == 256, "halves mode at n256");
     float t0[64];
@@ -494,6 +520,12 @@ int main() {
     rc |= run<128, kTwo, true, 5, 3>("two scratch, loaders", src, big, sms, d_out, sink);
     rc |= run<128, kTwo, true, 5, 7>("two scratch, loaders lane-0 poll", src, big, sms, d_out, sink);
     rc |= run<128, kTwo, true, 5, 9>("two scratch, lane-0 + col-major", src, big, sms, d_out, sink);
+  }
+  if (set == 0 || set == 10) {  // reading A once (m64n256) against twice (two n128 chains), run with WR_DATA=full
+    rc |= run<256, kChain, true, 3, 2>("n256 chain, TMA", src, big, sms, d_out, sink);
+    rc |= run<256, kHalfChain, true, 3, 2>("two n128 chains, TMA", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 2>("halves + promotion, TMA", src, big, sms, d_out, sink);
+    rc |= run<128, kChain, true, 5, 2>("n128 chain, TMA (128 x 128)", src, big, sms, d_out, sink);
   }
   if (set == 0 || set == 9) {  // with WR_DATA=full against the default data
     rc |= run<256, kHalves, true, 3, 2>("halves, TMA, no loaders", src, big, sms, d_out, sink);
