@@ -41,6 +41,14 @@ __device__ __forceinline__ void wgmma_m64n256k32_e4m3(float (&d)[128], uint64_t 
                : "l"(desc_a), "l"(desc_b), "r"(acc));
 }
 
+#define WR_D96 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}"
+__device__ __forceinline__ void wgmma_m64n192k32_e4m3(float (&d)[96], uint64_t desc_a, uint64_t desc_b, int acc) {
+  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %98, 0;\n\t"
+               "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e4m3 " WR_D96 ", %96, %97, p, 1, 1;\n\t}"
+               : DSV4_WGMMA_ACC64(d, 0), DSV4_WGMMA_ACC32(d, 64)
+               : "l"(desc_a), "l"(desc_b), "r"(acc));
+}
+
 __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, uint32_t bytes, uint64_t* bar) {
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
                "l"(src), "r"(bytes), "r"(smem_addr(bar))
@@ -216,6 +224,7 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         if constexpr (N == 128) wgmma_m64n128k32_e4m3(acc, da + k * 2, db + k * 2, 1);
+        else if constexpr (N == 192) wgmma_m64n192k32_e4m3(acc, da + k * 2, db + k * 2, 1);
         else wgmma_m64n256k32_e4m3(acc, da + k * 2, db + k * 2, 1);
       }
       wgmma_commit();
@@ -226,22 +235,25 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
     fence_accumulators(acc);
     release(iters - 1);
   } else if constexpr (M == kTwo || M == kOne) {
-    static_assert(N == 128, "scratch modes at n128");
-    float t0[64], t1[64];
-    auto issue = [&](float(&d)[64], int it) {
+    static_assert(N == 128 || (N == 192 && M == kOne), "scratch modes at n128, one scratch also at n192");
+    float t0[kAcc], t1[M == kTwo ? kAcc : 1];
+    auto issue = [&](float(&d)[kAcc], int it) {
       wait_full(it);
       const uint64_t da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
       wgmma_fence();
 #pragma unroll
-      for (int k = 0; k < 4; ++k) wgmma_m64n128k32_e4m3(d, da + k * 2, db + k * 2, k > 0);
+      for (int k = 0; k < 4; ++k) {
+        if constexpr (N == 128) wgmma_m64n128k32_e4m3(d, da + k * 2, db + k * 2, k > 0);
+        else wgmma_m64n192k32_e4m3(d, da + k * 2, db + k * 2, k > 0);
+      }
       wgmma_commit();
     };
-    auto retire = [&](float(&d)[64], int it) {
+    auto retire = [&](float(&d)[kAcc], int it) {
       fence_accumulators(d);
       const float s_lo = scale_of(it, row), s_hi = scale_of(it, row + 8);
       release(it);
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
+      for (int j = 0; j < kAcc / 4; ++j) {
         acc[4 * j + 0] += d[4 * j + 0] * s_lo;
         acc[4 * j + 1] += d[4 * j + 1] * s_lo;
         acc[4 * j + 2] += d[4 * j + 2] * s_hi;
@@ -370,7 +382,7 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
     }                                                                                      \
   } while (0)
 
-CUtensorMap g_tm_a, g_tm_b128, g_tm_b256;  // the kTma runs' A and B (main() encodes them)
+CUtensorMap g_tm_a, g_tm_b128, g_tm_b192, g_tm_b256;  // the kTma runs' A and B (main() encodes them)
 
 const float* g_scales = nullptr;  // kTma == 3: A scales [4096][56] then B scales [32][56], all 1
 
@@ -386,7 +398,7 @@ int run(const char* name, const uint8_t* src, size_t src_bytes, int sms, Out* d_
   for (int rep = 0; rep < 6; ++rep) {
     CK(cudaEventRecord(e0));
     k<<<sms, kThreads, smem_bytes<N, kStages>()>>>(src, src_bytes, iters, chunk, d_out, sink, g_tm_a,
-                                                    N == 128 ? g_tm_b128 : g_tm_b256, g_scales);
+                                                    N == 128 ? g_tm_b128 : N == 192 ? g_tm_b192 : g_tm_b256, g_scales);
     CK(cudaEventRecord(e1));
     CK(cudaEventSynchronize(e1));
     CK(cudaGetLastError());
@@ -460,7 +472,8 @@ int main() {
                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
     };
     const size_t mat = size_t(4096) * 7168;
-    if (!map(&g_tm_a, src, 128) || !map(&g_tm_b128, src + mat, 128) || !map(&g_tm_b256, src + mat, 256)) {
+    if (!map(&g_tm_a, src, 128) || !map(&g_tm_b128, src + mat, 128) || !map(&g_tm_b192, src + mat, 192) ||
+        !map(&g_tm_b256, src + mat, 256)) {
       std::printf("cuTensorMapEncodeTiled failed\n");
       return 1;
     }
@@ -520,6 +533,14 @@ int main() {
     rc |= run<128, kTwo, true, 5, 3>("two scratch, loaders", src, big, sms, d_out, sink);
     rc |= run<128, kTwo, true, 5, 7>("two scratch, loaders lane-0 poll", src, big, sms, d_out, sink);
     rc |= run<128, kTwo, true, 5, 9>("two scratch, lane-0 + col-major", src, big, sms, d_out, sink);
+  }
+  if (set == 0 || set == 11) {  // 128 x 192 tiles: m64n192 with one 96-register scratch (acc 96 + 96)
+    rc |= run<192, kChain, true, 4, 2>("n192 chain, TMA", src, big, sms, d_out, sink);
+    rc |= run<192, kOne, true, 4, 2>("n192 one scratch + promotion", src, big, sms, d_out, sink);
+    rc |= run<192, kOne, true, 4, 3>("n192 one scratch, loaders", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 2>("halves + promotion (n256)", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 2>("two scratch (n128)", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 3>("two scratch (n128), loaders", src, big, sms, d_out, sink);
   }
   if (set == 0 || set == 10) {  // reading A once (m64n256) against twice (two n128 chains), run with WR_DATA=full
     rc |= run<256, kChain, true, 3, 2>("n256 chain, TMA", src, big, sms, d_out, sink);
