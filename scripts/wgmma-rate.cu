@@ -1,21 +1,25 @@
 // How fast can the FP8 block-scaled GEMM's K loop run on one H100 SM, before tile scheduling and
 // the epilogue? (docs/notes/gemm.md, round 9.) One CTA per SM, three warpgroups: warpgroups 0-1 are
-// consumers running the GEMM's per-stage wgmma pattern forever on a ring of 4 stages; warpgroup 2's
-// first thread is the producer, refilling each stage with 1-D bulk copies from an L2-resident
-// buffer (the same bytes a TMA tile load writes: a 128 x 128 A tile and an N x 128 B tile) behind
-// full / empty mbarriers, or nobody (consumers loop without waiting: the tensor pipe alone).
+// consumers running the GEMM's per-stage wgmma pattern on a ring of stages; warpgroup 2's first
+// thread is the producer, refilling each stage (a 128 x 128 A tile and an N x 128 B tile) behind
+// full / empty mbarriers with 1-D bulk copies from an L2-resident buffer or 2-D TMA loads of real
+// 4096 x 7168 operands (template kTma, below), or nobody (consumers loop without waiting: the
+// tensor pipe alone); its warps 1-3 can play the kernel's loader warps.
 //
 // Consumer modes, per 128-K stage and warpgroup (m64 x N accumulators):
-//   chain   4 wgmma m64nNk32 accumulating straight into acc, wait<1> (the promotion-free bound)
-//   two     N = 128: dsv4's loop: two scratch tiles, block k + 1 issued before block k is promoted
-//           (64 FFMA a thread a stage, acc += tmp * scale)
-//   one     N = 128: one scratch tile, wait<0>, then promote (DeepGEMM's order)
-//   halves  N = 256: one 64 x 128 scratch, the stage as two n128 halves, each wait<0> + promote
-//           into its half of the 64 x 256 accumulator (acc 128 + scratch 64 registers)
+//   chain      4 wgmma m64nNk32 (N = 128, 192, 256) straight into acc, wait<1> (no promotion)
+//   two        N = 128: dsv4's loop: two scratch tiles, block k + 1 issued before block k is
+//              promoted (64 FFMA a thread a stage, acc += tmp * scale)
+//   one        N = 128 or 192: one scratch tile, wait<0>, then promote (DeepGEMM's order)
+//   halves     N = 256: one 64 x 128 scratch, the stage as two n128 halves, each wait<0> + promote
+//              into its half of the 64 x 256 accumulator (acc 128 + scratch 64 registers)
+//   halfchain  N = 256 as two n128 chains (A read twice), no promotion
 // Reports TFLOP/s from events, the SM clock (clock64 against %globaltimer) and the share of the
-// tensor peak at that clock (4096 e4m3 MACs a clock an SM).
+// tensor peak at that clock (4096 e4m3 MACs a clock an SM). WR_SET=N picks a set of runs (main());
+// WR_DATA=full fills the operands with every non-NaN e4m3 code (the default keeps them in
+// +-[2^-3, 2^-1): the operand bits set the power draw, and so the clock).
 // Build and run on the GPU machine:
-//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Isrc -o /tmp/wr scripts/wgmma-rate.cu && /tmp/wr
+//   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Isrc -o /tmp/wr scripts/wgmma-rate.cu && WR_SET=1 /tmp/wr
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>
@@ -205,6 +209,11 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
   auto wait_full = [&](int it) {
     if (kFeed) mbar_wait(&full[it % kStages], (it / kStages) & 1);
   };
+  // Waits for stage `it` (fed runs) and returns its A and B descriptors.
+  auto stage_descs = [&](int it, uint64_t& da, uint64_t& db) {
+    wait_full(it);
+    da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
+  };
   auto release = [&](int it) {
     if (kFeed) mbar_arrive(&empty[it % kStages]);
   };
@@ -216,16 +225,29 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) acc[i] = 0.f;
 
-  if constexpr (M == kChain) {
+  if constexpr (M == kChain || M == kHalfChain) {
+    // kHalfChain: N = 256 as two n128 wgmma chains (A read twice a k step), no promotion: against
+    // the n256 chain, what reading A once saves (operand traffic, energy).
+    static_assert(M == kChain || N == 256, "half-chain mode at n256");
+    float c0[M == kHalfChain ? 64 : 1], c1[M == kHalfChain ? 64 : 1];
+#pragma unroll
+    for (int i = 0; i < (M == kHalfChain ? 64 : 1); ++i) c0[i] = c1[i] = 0.f;
     for (int it = 0; it < iters; ++it) {
-      wait_full(it);
-      const uint64_t da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
+      uint64_t da, db;
+      stage_descs(it, da, db);
       wgmma_fence();
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        if constexpr (N == 128) wgmma_m64n128k32_e4m3(acc, da + k * 2, db + k * 2, 1);
-        else if constexpr (N == 192) wgmma_m64n192k32_e4m3(acc, da + k * 2, db + k * 2, 1);
-        else wgmma_m64n256k32_e4m3(acc, da + k * 2, db + k * 2, 1);
+        if constexpr (M == kHalfChain) {
+          wgmma_m64n128k32_e4m3(c0, da + k * 2, db + k * 2, 1);
+          wgmma_m64n128k32_e4m3(c1, da + k * 2, db + (128 * 128 >> 4) + k * 2, 1);
+        } else if constexpr (N == 128) {
+          wgmma_m64n128k32_e4m3(acc, da + k * 2, db + k * 2, 1);
+        } else if constexpr (N == 192) {
+          wgmma_m64n192k32_e4m3(acc, da + k * 2, db + k * 2, 1);
+        } else {
+          wgmma_m64n256k32_e4m3(acc, da + k * 2, db + k * 2, 1);
+        }
       }
       wgmma_commit();
       wgmma_wait<1>();
@@ -233,13 +255,19 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
     }
     wgmma_wait<0>();
     fence_accumulators(acc);
+    fence_accumulators(c0);
+    fence_accumulators(c1);
     release(iters - 1);
+    if constexpr (M == kHalfChain) {
+#pragma unroll
+      for (int i = 0; i < 64; ++i) acc[i] = c0[i] + c1[i];
+    }
   } else if constexpr (M == kTwo || M == kOne) {
     static_assert(N == 128 || (N == 192 && M == kOne), "scratch modes at n128, one scratch also at n192");
     float t0[kAcc], t1[M == kTwo ? kAcc : 1];
     auto issue = [&](float(&d)[kAcc], int it) {
-      wait_full(it);
-      const uint64_t da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
+      uint64_t da, db;
+      stage_descs(it, da, db);
       wgmma_fence();
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
@@ -289,32 +317,6 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
       }
     }
     (void)t1;
-  } else if constexpr (M == kHalfChain) {
-    // N = 256 as two n128 wgmma chains (A read twice a k step), no promotion: against n256 chain,
-    // what reading A once saves (operand traffic, energy).
-    static_assert(N == 256, "half-chain mode at n256");
-    float c0[64], c1[64];
-#pragma unroll
-    for (int i = 0; i < 64; ++i) c0[i] = c1[i] = 0.f;
-    for (int it = 0; it < iters; ++it) {
-      wait_full(it);
-      const uint64_t da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
-      wgmma_fence();
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        wgmma_m64n128k32_e4m3(c0, da + k * 2, db + k * 2, 1);
-        wgmma_m64n128k32_e4m3(c1, da + k * 2, db + (128 * 128 >> 4) + k * 2, 1);
-      }
-      wgmma_commit();
-      wgmma_wait<1>();
-      if (it > 0) release(it - 1);
-    }
-    wgmma_wait<0>();
-    fence_accumulators(c0);
-    fence_accumulators(c1);
-    release(iters - 1);
-#pragma unroll
-    for (int i = 0; i < 64; ++i) acc[i] = c0[i] + c1[i];
   } else {
     static_assert(N == 256, "halves mode at n256");
     float t0[64];
@@ -332,8 +334,8 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
     float ga_lo = 1.f, ga_hi = 1.f, ga_b = 1.f, gb_lo = 1.f, gb_hi = 1.f, gb_b = 1.f;
     if constexpr (kTma == 10) gload(0, ga_lo, ga_hi, ga_b), gload(1, gb_lo, gb_hi, gb_b);
     for (int it = 0; it < iters; ++it) {
-      wait_full(it);
-      const uint64_t da = da0 + (it % kStages) * kStageDesc, db = db0 + (it % kStages) * kStageDesc;
+      uint64_t da, db;
+      stage_descs(it, da, db);
       float s_lo, s_hi;
       if constexpr (kTma == 10) {
         const bool odd = it & 1;
