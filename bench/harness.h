@@ -59,6 +59,8 @@ void fill_random(void* dst, size_t bytes, Fill kind, uint64_t seed);
 enum class L2Policy {
   kRotate,  // the case cycles through rotation_copies() input copies (default, memory-bound ops)
   kFlush,   // the timer writes a 2x-L2 buffer before every timed run
+  kHot,     // one input copy, no flush: the inputs stay L2-resident (a diagnostic upper bound that
+            // separates a kernel's own pace from DRAM's; results are labelled "L2-hot")
 };
 struct TimerOptions {
   int warmup = 5;
@@ -70,7 +72,7 @@ struct TimerOptions {
   // rotate their input copies). Kernels launched as programmatic dependents overlap there.
   int chain = 0;
 };
-// --warmup N --iters N --l2 rotate|flush --graph N
+// --warmup N --iters N --l2 rotate|flush|hot --graph N
 TimerOptions timer_options(const Options& o);
 
 struct Timing {
@@ -83,7 +85,7 @@ struct Timing {
 // capturable: no synchronisation), and `iters` replays are timed, each divided by N.
 Timing time_gpu(const std::function<void(int)>& enqueue, const TimerOptions& t);
 // Copies of a `bytes`-sized working set that together exceed 3x L2, so a rotated input is never
-// L2-resident when its run starts; at least 1.
+// L2-resident when its run starts; at least 1. 1 after timer_options() has read `--l2 hot`.
 int rotation_copies(size_t bytes);
 
 // The same-process ceilings: measured on the first call (about a second), then cached.

@@ -40,7 +40,8 @@ usage:
 
 options (bench and verify):
   --iters N (30) --warmup N (5)       timed runs (median reported) and untimed warm-up runs
-  --l2 rotate|flush (rotate)          rotate among input copies that exceed L2, or flush L2 each run
+  --l2 rotate|flush|hot (rotate)      rotate among input copies that exceed L2, flush L2 each run,
+                                      or keep one L2-resident copy (hot: a diagnostic bound)
   --graph N (0)                       time N back-to-back calls captured in a CUDA graph (per call)
                                       instead of isolated launches; shown as "graph xN" in the table
   --seed N                            data seed

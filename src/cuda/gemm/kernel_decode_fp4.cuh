@@ -62,6 +62,10 @@ struct DecodeArgs {
   int64_t d_ld = 0;
   float* partial = nullptr;  // [splits, M, N] f32 when splits > 1
   bool skip_permute = false;  // timing experiments only (wrong results): launch_decode_fp4.cuh
+  bool skip_compute = false;  // timing experiments only: consumers only wait and release stages
+  int ring = 0;               // timing experiments only: ring slots used (0: all)
+  bool skip_scales = false;   // timing experiments only (wrong results): loaders load no scales
+  bool no_wait = false;       // timing experiments only (wrong results): consumers alone, no data
 };
 
 // The consumers' e2m1 decode places a code's three magnitude bits (e1 e0 m) at the low exponent
@@ -154,20 +158,25 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
     gemm_decode_fp4_kernel(const __grid_constant__ CUtensorMap tm_act, const __grid_constant__ CUtensorMap tm_w,
                            const DecodeArgs args) {
   using T = DecodeTraits<F, kMXFP8A, WR, WK>;
+#ifdef DSV4_GEMM_TIMING_KNOBS
+  const int S = args.ring > 0 && args.ring < T::kStages ? args.ring : T::kStages;
+#else
   constexpr int S = T::kStages;
+#endif
+  constexpr int SL = T::kStages;  // the layout's ring
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (ptx::smem_addr(smem_raw) & 1023)) & 1023);
-  uint8_t* s_act = smem;                       // S x kActBytes, 1024-aligned (128B swizzle)
-  uint8_t* s_w = s_act + S * T::kActBytes;     // S x kWBytes
-  uint8_t* s_side = s_w + S * T::kWBytes;      // S x kSideBytes
-  float* s_red = reinterpret_cast<float*>(s_side + S * T::kSideBytes);
+  uint8_t* s_act = smem;                        // SL x kActBytes, 1024-aligned (128B swizzle)
+  uint8_t* s_w = s_act + SL * T::kActBytes;     // SL x kWBytes
+  uint8_t* s_side = s_w + SL * T::kWBytes;      // SL x kSideBytes
+  float* s_red = reinterpret_cast<float*>(s_side + SL * T::kSideBytes);
   uint64_t* full = reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(s_red) + T::kRedBytes);
-  uint64_t* empty = full + S;
+  uint64_t* empty = full + SL;
   // K-lane reduction hand-off of slice r (WK > 1): red_full when lanes 1..WK-1 stored their sums,
   // red_free when lane 0 has read them. mbarriers rather than named barriers: compute-sanitizer's
   // racecheck models mbarrier arrive/wait but not barriers of part of the CTA (it flagged the
   // named-barrier version; scripts/racecheck-named-barrier.cu shows the same on a race-free kernel).
-  uint64_t* red_full = empty + S;
+  uint64_t* red_full = empty + SL;
   uint64_t* red_free = red_full + WR;
   // tma_full[s]: the stage's TMA bytes landed (the loader warp of the stage waits for it, permutes
   // the activations in place and then arrives on full[s], which the consumers wait for).
@@ -195,6 +204,9 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
 
   if (wg == 0) {
     ptx::setmaxnreg_dec<T::kProducerRegs>();
+#ifdef DSV4_GEMM_TIMING_KNOBS
+    if (args.no_wait) return;
+#endif
     if (warp == 0) {
       if (lane != 0) return;
       ptx::tma_prefetch_desc(&tm_act);
@@ -250,6 +262,14 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
       for (int i = 0; i < n && p.valid; ++i) step(p);
     };
     auto load = [&](const Pos& p, Regs& r) {
+#ifdef DSV4_GEMM_TIMING_KNOBS
+      if (args.skip_scales) {
+#pragma unroll
+        for (int q = 0; q < kBRows * kBWords; ++q) r.b[q] = 0x7F7F7F7Fu;
+        r.a = 0x3F800000u;
+        return;
+      }
+#endif
       constexpr int kPer = T::kNV ? 8 : 4;  // scale bytes a row a stage
 #pragma unroll
       for (int q = 0; q < kBRows; ++q) {
@@ -459,7 +479,11 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   };
   auto convert = [&](Stg st, int half, Frag& f) {
     const int slot = st.slot;
+#ifdef DSV4_GEMM_TIMING_KNOBS
+    if (half == 0 && !args.no_wait) {
+#else
     if (half == 0) {
+#endif
       ptx::mbar_wait(&full[slot], st.phase);
       ptx::mbar_wait(&tma_full[slot], st.phase);  // (complete already: the TMA bytes' visibility)
     }
@@ -584,6 +608,17 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
     for (int i = 0; i < 8; ++i) acc[i] = 0.f;
     ptx::fence_accumulators(acc);
     const int cnt = n > j ? (n - j + WK - 1) / WK : 0;  // this K lane's stages
+#ifdef DSV4_GEMM_TIMING_KNOBS
+    if (args.skip_compute && cnt > 0) {
+      Stg st{(it_base + j) % S, uint32_t((it_base + j) / S) & 1};
+      for (int q = 0; q < cnt; ++q) {
+        ptx::mbar_wait(&full[st.slot], st.phase);
+        ptx::mbar_wait(&tma_full[st.slot], st.phase);
+        ptx::mbar_arrive(&empty[st.slot]);
+        st = next(st);
+      }
+    } else
+#endif
     if (cnt > 0) {
       const int it0 = it_base + j;  // this K lane's first stage of the unit
       Frag f0, f1;

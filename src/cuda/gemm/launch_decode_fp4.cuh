@@ -109,6 +109,19 @@ Status gemm_decode_fp4(const GemmParams& p, const gemm_detail::DecodeFp4Config& 
   // in only with -DDSV4_GEMM_TIMING_KNOBS, never in a normal build.
   static const bool env_noperm = std::getenv("DSV4_DECODE_FP4_NOPERM") != nullptr;
   args.skip_permute = env_noperm;
+  // Consumers only wait for and release each stage (the data pipeline's own pace), and a shorter
+  // ring than the layout's (how deep the prefetch should be).
+  static const bool env_skipc = std::getenv("DSV4_DECODE_FP4_SKIPC") != nullptr;
+  static const int env_ring = [] {
+    const char* e = std::getenv("DSV4_DECODE_FP4_RING");
+    return e ? std::atoi(e) : 0;
+  }();
+  args.skip_compute = env_skipc;
+  args.ring = env_ring;
+  static const bool env_noscale = std::getenv("DSV4_DECODE_FP4_NOSCALE") != nullptr;
+  args.skip_scales = env_noscale;
+  static const bool env_nowait = std::getenv("DSV4_DECODE_FP4_NOWAIT") != nullptr;
+  args.no_wait = env_nowait;
 #endif
 
   switch (f) {
