@@ -166,7 +166,9 @@ TEST(GemmConfig, DecodeFp4InvariantsOverSweep) {
         if (mx_a && f != GemmFormat::kW4A8MXFP4) continue;
         const int wk = decode_fp4_wk(wr);
         SCOPED_TRACE(testing::Message() << gemm_format_name(f) << " mx_a=" << mx_a << " wr=" << wr);
-        EXPECT_GE(decode_fp4_stages(f, mx_a, wr, wk), 8);
+        // At least 8 K blocks in flight (a stage holds kDecodeFp4Blocks).
+        EXPECT_GE(decode_fp4_stages(f, mx_a, wr, wk) * kDecodeFp4Blocks, 8);
+        EXPECT_GE(decode_fp4_stages(f, mx_a, wr, wk), 4);
         EXPECT_LE(decode_fp4_stages(f, mx_a, wr, wk), kDecodeFp4MaxStages);
         EXPECT_LE(decode_fp4_smem_bytes(f, mx_a, wr, wk), kSmemLimit);
         EXPECT_EQ(decode_fp4_act_bytes(f) % 1024, 0);
@@ -175,7 +177,7 @@ TEST(GemmConfig, DecodeFp4InvariantsOverSweep) {
   // The 4-lane instances (W4A16 only, DSV4_DECODE_FP4_WK=4).
   for (GemmFormat f : {GemmFormat::kW4A16MXFP4, GemmFormat::kW4A16NVFP4}) {
     EXPECT_TRUE(decode_fp4_wk_ok(f, 1, 4));
-    EXPECT_GE(decode_fp4_stages(f, false, 1, 4), 8);
+    EXPECT_GE(decode_fp4_stages(f, false, 1, 4) * kDecodeFp4Blocks, 8);
     EXPECT_LE(decode_fp4_smem_bytes(f, false, 1, 4), kSmemLimit);
   }
   EXPECT_FALSE(decode_fp4_wk_ok(GemmFormat::kW4A8MXFP4, 1, 4));

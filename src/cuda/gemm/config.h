@@ -222,20 +222,30 @@ inline constexpr int kDecodeFp4MaxStages = 32;
 constexpr bool decode_fp4_for(int64_t M, GemmFormat f, bool grouped) {
   return f != GemmFormat::kFP8Block && !grouped && M >= 1 && M <= kDecodeFp4MaxM;
 }
-// A stage: the 16-token activation tile (TMA, 128B swizzle: bf16 two 64-K boxes, e4m3 one), the
-// packed weights (64 * WR rows x 64 bytes) and the scales the loader warps convert (per weight row:
+// A stage holds kDecodeFp4Blocks 128-K blocks: per block the 16-token activation tile (TMA, 128B
+// swizzle: bf16 two 64-K boxes, e4m3 one) and the scales the loader warps convert (per weight row:
 // MXFP4 4 bf16x2 or W4A8 4 f32 = 16 bytes, NVFP4 8 bf16x2 = 32; W4A8 adds 16 token scales as f32,
-// four each with MXFP8 activations).
-constexpr int decode_fp4_act_bytes(GemmFormat f) { return is_w4a16(f) ? 16 * kBK * 2 : 16 * kBK; }
+// four each with MXFP8 activations); the packed weights of both blocks come as one box of
+// 64 * WR rows x 128 bytes (128B swizzle). Two blocks a stage halve the TMA transactions and
+// barrier round trips a weight byte: scripts/tma-rate.cu streams 16 x 4096 x 7168's FP4 weights
+// with bf16 activations in 9.9 us as 64-byte rows a stage and 7.3 us as 128-byte rows (H100,
+// from graphs, cold L2; docs/notes/gemm.md round 10).
+inline constexpr int kDecodeFp4Blocks = 2;
+constexpr int decode_fp4_act_block_bytes(GemmFormat f) { return is_w4a16(f) ? 16 * kBK * 2 : 16 * kBK; }
+constexpr int decode_fp4_act_bytes(GemmFormat f) { return kDecodeFp4Blocks * decode_fp4_act_block_bytes(f); }
 constexpr int decode_fp4_scale_row_bytes(GemmFormat f) { return f == GemmFormat::kW4A16NVFP4 ? 32 : 16; }
 constexpr int decode_fp4_a_scale_bytes(GemmFormat f, bool mx_a) {
   return f == GemmFormat::kW4A8MXFP4 ? 16 * 4 * (mx_a ? 4 : 1) : 0;
 }
-constexpr int decode_fp4_side_bytes(GemmFormat f, bool mx_a, int wr) {
+constexpr int decode_fp4_block_side_bytes(GemmFormat f, bool mx_a, int wr) {
   return 64 * wr * decode_fp4_scale_row_bytes(f) + decode_fp4_a_scale_bytes(f, mx_a);
 }
+constexpr int decode_fp4_side_bytes(GemmFormat f, bool mx_a, int wr) {
+  return kDecodeFp4Blocks * decode_fp4_block_side_bytes(f, mx_a, wr);
+}
+constexpr int decode_fp4_w_bytes(int wr) { return 64 * wr * kDecodeFp4Blocks * (kBK / 2); }
 constexpr int decode_fp4_stage_bytes(GemmFormat f, bool mx_a, int wr) {
-  return decode_fp4_act_bytes(f) + 64 * wr * 64 + decode_fp4_side_bytes(f, mx_a, wr);
+  return decode_fp4_act_bytes(f) + decode_fp4_w_bytes(wr) + decode_fp4_side_bytes(f, mx_a, wr);
 }
 // The K-lane warpgroups' partial sums (64 rows x 16 tokens f32 each), summed by K lane 0.
 constexpr int decode_fp4_red_bytes(int wr, int wk) { return wr * (wk - 1) * 64 * 16 * 4; }

@@ -4,9 +4,10 @@
 // shared memory; docs/notes/gemm.md, "Design for the FP4-weight decode kernel").
 //
 // Per CTA (one a SM, persistent over units; config.h, choose_decode_fp4_config):
-//  - warp 0 of the producer warpgroup streams each 128-K stage by TMA: the 16-token activation tile
-//    (128B swizzle, rows past M zero-filled) and the packed weights of the unit's 64 * WR rows
-//    (64 bytes a row, no swizzle), into a ring of up to 32 stages;
+//  - warp 0 of the producer warpgroup streams each stage of two 128-K blocks by TMA: per block the
+//    16-token activation tile (128B swizzle, rows past M zero-filled), and the packed weights of
+//    the unit's 64 * WR rows for both blocks as one box (128 bytes a row, 128B swizzle), into a
+//    ring of stages (config.h, kDecodeFp4Blocks: fewer, larger transactions a weight byte);
 //  - warps 1-3 ("loaders") take the stages in turn and write their scales next to the tiles,
 //    converted once: W4A16 block scales as bf16x2, W4A8's B exponents and token scales as f32;
 //  - the loader warp of a stage also permutes its activation tile's K order in place (see
@@ -107,9 +108,12 @@ struct DecodeTraits {
   static constexpr int kConsumerWGs = WR * WK;
   static constexpr int kThreads = 128 * (1 + kConsumerWGs);
   static constexpr int kRows = 64 * WR;
+  static constexpr int kB = kDecodeFp4Blocks;  // 128-K blocks a stage
+  static constexpr int kActBlockBytes = decode_fp4_act_block_bytes(F);
   static constexpr int kActBytes = decode_fp4_act_bytes(F);
-  static constexpr int kWBytes = kRows * 64;
+  static constexpr int kWBytes = decode_fp4_w_bytes(WR);
   static constexpr int kScaleRowBytes = decode_fp4_scale_row_bytes(F);
+  static constexpr int kBlockSideBytes = decode_fp4_block_side_bytes(F, kMXFP8A, WR);
   static constexpr int kSideBytes = decode_fp4_side_bytes(F, kMXFP8A, WR);
   static constexpr int kStages = decode_fp4_stages(F, kMXFP8A, WR, WK);
   static constexpr int kRedBytes = decode_fp4_red_bytes(WR, WK);
@@ -123,13 +127,15 @@ struct DecodeTraits {
                                            (128 * kConsumerWGs) / 8 * 8;
   static constexpr int kConsumerRegs = kConsumerRegsFree > 232 ? 232 : kConsumerRegsFree;
   static constexpr int kLoaderWarps = 3;
-  // Stages of scale loads in flight a loader warp (2 with four consumer warpgroups, where the
-  // permutation's registers leave no room for a third in 72).
-  static constexpr int kLoaderDepth = kConsumerWGs >= 4 ? 2 : 3;
+  // Stages (of kB blocks each) of scale loads in flight a loader warp: two, one for the formats with
+  // twice the scale words (NVFP4 B, MXFP8 A), which spill in 72 registers next to the permutation.
+  static constexpr int kLoaderDepth = kNV || kMXFP8A ? 1 : 2;
   static_assert(WR == 1 || WR == 2, "one or two 64-row slices a CTA");
   static_assert(WK >= 1 && WK <= 4, "at most four K lanes");
   static_assert(!kMXFP8A || F == GemmFormat::kW4A8MXFP4, "MXFP8 activations are W4A8's");
-  static_assert(kActBytes % 1024 == 0, "activation stages keep the 1024-byte swizzle alignment");
+  static_assert(kActBytes % 1024 == 0 && kActBlockBytes % 1024 == 0 && kWBytes % 1024 == 0,
+                "activation and weight stages keep the 1024-byte swizzle alignment");
+  static_assert(kB == 2 && kRows * kB * (kBK / 2) == kWBytes, "a weight row of a stage is one 128-byte swizzle row");
   static_assert(kSideBytes % 16 == 0 && kRedBytes % 16 == 0, "16-byte aligned side data");
   static_assert(kStages >= 4, "pipeline depth");
   static_assert(1024 + 24 * kStages + 16 * WR <= kDecodeFp4Reserved, "reserved smem too small");
@@ -192,7 +198,7 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
     for (int s = 0; s < S; ++s) {
       ptx::mbar_init(&full[s], 32);           // the loader warp's lanes
       ptx::mbar_init(&tma_full[s], 1);        // TMA issuer (+ transaction bytes)
-      ptx::mbar_init(&empty[s], 128 * WR);    // every thread of the K lane's warpgroups
+      ptx::mbar_init(&empty[s], 128 * WR * T::kB);  // every thread of the K lane's warpgroups, a block
     }
     for (int r = 0; r < WR && WK > 1; ++r) {
       ptx::mbar_init(&red_full[r], 128 * (WK - 1));  // every thread of lanes 1..WK-1
@@ -215,15 +221,17 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
       uint32_t phase = 0;
       for (int unit = blockIdx.x; unit < units; unit += gridDim.x) {
         const DecodeUnit u = decode_unit(args, unit);
-        for (int kb = u.kb0; kb < u.kb1; ++kb) {
+        // A unit's odd last block still loads a whole stage: past K the boxes are zero-filled, inside
+        // K (the next split's block) they are read and never used.
+        for (int kb = u.kb0; kb < u.kb1; kb += T::kB) {
           ptx::mbar_wait(&empty[slot], phase ^ 1);
           ptx::mbar_arrive_expect_tx(&tma_full[slot], T::kActBytes + T::kWBytes);
           uint8_t* act = s_act + slot * T::kActBytes;
-          if constexpr (T::kBF16) {
-            ptx::tma_load_2d(act, &tm_act, &tma_full[slot], kb * kBK, 0);
-            ptx::tma_load_2d(act + 16 * 128, &tm_act, &tma_full[slot], kb * kBK + 64, 0);
-          } else {
-            ptx::tma_load_2d(act, &tm_act, &tma_full[slot], kb * kBK, 0);
+#pragma unroll
+          for (int b = 0; b < T::kB; ++b) {
+            uint8_t* ab = act + b * T::kActBlockBytes;
+            ptx::tma_load_2d(ab, &tm_act, &tma_full[slot], (kb + b) * kBK, 0);
+            if constexpr (T::kBF16) ptx::tma_load_2d(ab + 16 * 128, &tm_act, &tma_full[slot], (kb + b) * kBK + 64, 0);
           }
           ptx::tma_load_2d(s_w + slot * T::kWBytes, &tm_w, &tma_full[slot], kb * (kBK / 2), u.ru * T::kRows);
           if (++slot == S) slot = 0, phase ^= 1;
@@ -238,9 +246,9 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
     constexpr int kBRows = T::kRows / 32;           // weight rows a lane
     constexpr int kBWords = T::kNV ? 2 : 1;         // scale words a row a stage (4 or 8 bytes)
     constexpr bool kA = F == GemmFormat::kW4A8MXFP4;
-    struct Regs {
-      uint32_t b[kBRows * kBWords];
-      uint32_t a;  // token `lane`'s scale bits (MXFP8: four ue8m0 bytes)
+    struct Regs {  // per block of the stage
+      uint32_t b[T::kB][kBRows * kBWords];
+      uint32_t a[T::kB];  // token `lane`'s scale bits (MXFP8: four ue8m0 bytes)
     };
     struct Pos {
       int it, unit, kb, kb1, ru;
@@ -254,7 +262,8 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
     };
     auto step = [&](Pos& p) {
       ++p.it;
-      if (++p.kb < p.kb1) return;
+      p.kb += T::kB;
+      if (p.kb < p.kb1) return;
       p.unit += gridDim.x;
       set_unit(p);
     };
@@ -262,46 +271,55 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
       for (int i = 0; i < n && p.valid; ++i) step(p);
     };
     auto load = [&](const Pos& p, Regs& r) {
+#pragma unroll
+      for (int bb = 0; bb < T::kB; ++bb) {
+        const int kb = p.kb + bb;
+        r.a[bb] = 0;
 #ifdef DSV4_GEMM_TIMING_KNOBS
-      if (args.skip_scales) {
+        if (args.skip_scales) {
 #pragma unroll
-        for (int q = 0; q < kBRows * kBWords; ++q) r.b[q] = 0x7F7F7F7Fu;
-        r.a = 0x3F800000u;
-        return;
-      }
+          for (int q = 0; q < kBRows * kBWords; ++q) r.b[bb][q] = 0x7F7F7F7Fu;
+          r.a[bb] = 0x3F800000u;
+          continue;
+        }
 #endif
-      constexpr int kPer = T::kNV ? 8 : 4;  // scale bytes a row a stage
+        if (kb >= p.kb1) {  // the unit's odd last block: nothing to load (its results are never used)
 #pragma unroll
-      for (int q = 0; q < kBRows; ++q) {
-        const int64_t row = int64_t(p.ru) * T::kRows + lane + 32 * q;
-        const uint8_t* sp = args.b_scales + row * args.bs_s0 + int64_t(p.kb) * kPer * args.bs_s1;
-        if (args.b_vec) {
-          if constexpr (T::kNV) {
-            const uint2 v = __ldg(reinterpret_cast<const uint2*>(sp));
-            r.b[2 * q] = v.x, r.b[2 * q + 1] = v.y;
+          for (int q = 0; q < kBRows * kBWords; ++q) r.b[bb][q] = 0;
+          continue;
+        }
+        constexpr int kPer = T::kNV ? 8 : 4;  // scale bytes a row a block
+#pragma unroll
+        for (int q = 0; q < kBRows; ++q) {
+          const int64_t row = int64_t(p.ru) * T::kRows + lane + 32 * q;
+          const uint8_t* sp = args.b_scales + row * args.bs_s0 + int64_t(kb) * kPer * args.bs_s1;
+          if (args.b_vec) {
+            if constexpr (T::kNV) {
+              const uint2 v = __ldg(reinterpret_cast<const uint2*>(sp));
+              r.b[bb][2 * q] = v.x, r.b[bb][2 * q + 1] = v.y;
+            } else {
+              r.b[bb][q] = __ldg(reinterpret_cast<const uint32_t*>(sp));
+            }
           } else {
-            r.b[q] = __ldg(reinterpret_cast<const uint32_t*>(sp));
-          }
-        } else {
 #pragma unroll
-          for (int w = 0; w < kBWords; ++w) {
-            uint32_t v = 0;
+            for (int w = 0; w < kBWords; ++w) {
+              uint32_t v = 0;
 #pragma unroll
-            for (int b = 0; b < 4; ++b) v |= uint32_t(__ldg(sp + (w * 4 + b) * args.bs_s1)) << (8 * b);
-            r.b[q * kBWords + w] = v;
+              for (int b = 0; b < 4; ++b) v |= uint32_t(__ldg(sp + (w * 4 + b) * args.bs_s1)) << (8 * b);
+              r.b[bb][q * kBWords + w] = v;
+            }
           }
         }
-      }
-      r.a = 0;
-      if constexpr (kA) {
-        if (lane < 16) {
-          const int64_t t = min(lane, args.M - 1);  // tokens past M: any finite value (never stored)
-          if constexpr (kMXFP8A) {
-            const uint8_t* sp = args.a_scales + t * args.as_s0 + int64_t(p.kb) * 4 * args.as_s1;
-            r.a = uint32_t(__ldg(sp)) | (uint32_t(__ldg(sp + args.as_s1)) << 8) |
-                  (uint32_t(__ldg(sp + 2 * args.as_s1)) << 16) | (uint32_t(__ldg(sp + 3 * args.as_s1)) << 24);
-          } else {
-            r.a = load_scale_bits(args.a_scales, t * args.as_s0 + int64_t(p.kb) * args.as_s1, args.a_scale_f32);
+        if constexpr (kA) {
+          if (lane < 16) {
+            const int64_t t = min(lane, args.M - 1);  // tokens past M: any finite value (never stored)
+            if constexpr (kMXFP8A) {
+              const uint8_t* sp = args.a_scales + t * args.as_s0 + int64_t(kb) * 4 * args.as_s1;
+              r.a[bb] = uint32_t(__ldg(sp)) | (uint32_t(__ldg(sp + args.as_s1)) << 8) |
+                        (uint32_t(__ldg(sp + 2 * args.as_s1)) << 16) | (uint32_t(__ldg(sp + 3 * args.as_s1)) << 24);
+            } else {
+              r.a[bb] = load_scale_bits(args.a_scales, t * args.as_s0 + int64_t(kb) * args.as_s1, args.a_scale_f32);
+            }
           }
         }
       }
@@ -319,7 +337,7 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
       const uint32_t sw = t & 7;
       if constexpr (T::kBF16) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < 2 * T::kB; ++h) {  // the stage's 64-K boxes
           uint8_t* rowp = act + h * 16 * 128 + t * 128;
           uint32_t in[4][4];
 #pragma unroll
@@ -338,9 +356,11 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
           }
         }
       } else {
-        uint8_t* rowp = act + t * 128;
+#pragma unroll
+        for (int bb = 0; bb < T::kB; ++bb)
 #pragma unroll
         for (int q = 0; q < 2; ++q) {
+          uint8_t* rowp = act + bb * T::kActBlockBytes + t * 128;
           const int s = 2 * b + q;
           uint4* p0 = reinterpret_cast<uint4*>(rowp + ((uint32_t(2 * s) ^ sw) << 4));
           uint4* p1 = reinterpret_cast<uint4*>(rowp + ((uint32_t(2 * s + 1) ^ sw) << 4));
@@ -357,7 +377,9 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
       // The TMA of this round was issued after the stage went free, so its landing implies both.
       ptx::mbar_wait(&tma_full[slot], (it / S) & 1);
       if (!args.skip_permute) permute(slot);
-      uint8_t* side = s_side + slot * T::kSideBytes;
+#pragma unroll
+      for (int bb = 0; bb < T::kB; ++bb) {
+      uint8_t* side = s_side + slot * T::kSideBytes + bb * T::kBlockSideBytes;
 #pragma unroll
       for (int q = 0; q < kBRows; ++q) {
         uint8_t* dst = side + (lane + 32 * q) * T::kScaleRowBytes;
@@ -370,18 +392,18 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
               // stays NaN), each scale then doubled into a bf16x2.
               if (e % 2 == 0) {
                 const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
-                    static_cast<__nv_fp8x2_storage_t>((r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFFFF), __NV_E4M3);
+                    static_cast<__nv_fp8x2_storage_t>((r.b[bb][q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFFFF), __NV_E4M3);
               const float2 f2 = __half22float2(*reinterpret_cast<const __half2*>(&h));
               constexpr float kUp = float(1ull << 62) * float(1ull << (126 - kDecodeBf16Fold - 62));
               const __nv_bfloat162 b2 = __floats2bfloat162_rn(f2.x * kUp, f2.y * kUp);
-                const uint32_t bb = *reinterpret_cast<const uint32_t*>(&b2);
-                o[e] = __byte_perm(bb, 0, 0x1010);
-                o[e + 1] = __byte_perm(bb, 0, 0x3232);
+                const uint32_t b2bits = *reinterpret_cast<const uint32_t*>(&b2);
+                o[e] = __byte_perm(b2bits, 0, 0x1010);
+                o[e + 1] = __byte_perm(b2bits, 0, 0x3232);
               }
             } else {
               // 2^(s - 127) as bf16 bits (the same exponent bias): NaN for 0xFF, the subnormal
               // 2^-127 for 0.
-              const uint32_t sb = (r.b[q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFF;
+              const uint32_t sb = (r.b[bb][q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFF;
               const uint32_t bits = sb == 0xFF ? 0x7FC0u : sb == 0 ? 0x0040u : sb << 7;
               o[e] = bits | (bits << 16);
             }
@@ -390,7 +412,7 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
           for (int w = 0; w < kBWords; ++w)
             reinterpret_cast<uint4*>(dst)[w] = make_uint4(o[4 * w], o[4 * w + 1], o[4 * w + 2], o[4 * w + 3]);
         } else {
-          const uint32_t v = r.b[q];
+          const uint32_t v = r.b[bb][q];
           *reinterpret_cast<float4*>(dst) =
               make_float4(num::ue8m0_to_float(v & 0xFF), num::ue8m0_to_float((v >> 8) & 0xFF),
                           num::ue8m0_to_float((v >> 16) & 0xFF), num::ue8m0_to_float(v >> 24));
@@ -401,12 +423,13 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
         if (lane < 16) {
           if constexpr (kMXFP8A) {
             *reinterpret_cast<float4*>(sa + 4 * lane) =
-                make_float4(num::ue8m0_to_float(r.a & 0xFF), num::ue8m0_to_float((r.a >> 8) & 0xFF),
-                            num::ue8m0_to_float((r.a >> 16) & 0xFF), num::ue8m0_to_float(r.a >> 24));
+                make_float4(num::ue8m0_to_float(r.a[bb] & 0xFF), num::ue8m0_to_float((r.a[bb] >> 8) & 0xFF),
+                            num::ue8m0_to_float((r.a[bb] >> 16) & 0xFF), num::ue8m0_to_float(r.a[bb] >> 24));
           } else {
-            sa[lane] = scale_from_bits(r.a, args.a_scale_f32);
+            sa[lane] = scale_from_bits(r.a[bb], args.a_scale_f32);
           }
         }
+      }
       }
       // The permuted activations are read by wgmma (the async proxy).
       ptx::fence_proxy_async_smem();
@@ -465,9 +488,8 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   struct Frag {
     uint32_t x[4][4];
   };
-  // Waits for stage `it`, loads this thread's words of its two weight rows and their scales, and
-  // builds the fragments.
-  // A stage of this K lane: ring slot and barrier parity, advanced by WK stages at a time.
+#ifdef DSV4_GEMM_TIMING_KNOBS
+  // A stage of this K lane (the skip_compute knob's walk): ring slot and barrier parity.
   struct Stg {
     int slot;
     uint32_t phase;
@@ -477,23 +499,38 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
     if (st.slot >= S) st.slot -= S, st.phase ^= 1;
     return st;
   };
-  auto convert = [&](Stg st, int half, Frag& f) {
-    const int slot = st.slot;
-#ifdef DSV4_GEMM_TIMING_KNOBS
-    if (half == 0 && !args.no_wait) {
-#else
-    if (half == 0) {
 #endif
-      ptx::mbar_wait(&full[slot], st.phase);
-      ptx::mbar_wait(&tma_full[slot], st.phase);  // (complete already: the TMA bytes' visibility)
+  // A block of this K lane: ring slot and parity of its stage, the stage's index in the unit and
+  // the block's in the stage. Blocks advance within a stage, then by WK stages.
+  struct Blk {
+    int slot;
+    uint32_t phase;
+    int p, b;
+  };
+  auto convert = [&](const Blk& bk, int half, Frag& f) {
+    const int slot = bk.slot;
+#ifdef DSV4_GEMM_TIMING_KNOBS
+    if (bk.b == 0 && half == 0 && !args.no_wait) {
+#else
+    if (bk.b == 0 && half == 0) {
+#endif
+      ptx::mbar_wait(&full[slot], bk.phase);
+      ptx::mbar_wait(&tma_full[slot], bk.phase);  // (complete already: the TMA bytes' visibility)
     }
+    // Waits for the stage (its first block), loads this thread's words of its two weight rows and
+    // their scales, and builds the fragments of half `half` (bf16) or the whole block (e4m3).
+    // Weight row r of the stage: 128 bytes (block b at byte 64b), 16-byte chunk q stored at q ^ (r & 7)
+    // (TMA's 128B swizzle; r & 7 = g for both of this thread's rows, so the 8 rows a warp reads
+    // together hit distinct banks).
     const uint8_t* wbase = s_w + slot * T::kWBytes;
-    const uint8_t* side = s_side + slot * T::kSideBytes;
+    const uint8_t* side = s_side + slot * T::kSideBytes + bk.b * T::kBlockSideBytes;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = row0 + 8 * h;
+      const uint8_t* wrowp = wbase + row * 128;
       if constexpr (T::kBF16) {
-        const uint2 wv = *reinterpret_cast<const uint2*>(wbase + row * 64 + 32 * half + 8 * c);
+        const int chunk = 4 * bk.b + 2 * half + (c >> 1);
+        const uint2 wv = *reinterpret_cast<const uint2*>(wrowp + ((chunk ^ g) << 4) + 8 * (c & 1));
         const uint32_t sc = *reinterpret_cast<const uint32_t*>(
             side + row * T::kScaleRowBytes + 4 * (T::kNV ? 4 * half + c : 2 * half + (c >> 1)));
         const __nv_bfloat162 s2 = *reinterpret_cast<const __nv_bfloat162*>(&sc);
@@ -512,9 +549,11 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
           }
         }
       } else {
-        const uint32_t* wrow = reinterpret_cast<const uint32_t*>(wbase + row * 64);
 #pragma unroll
-        for (int s = 0; s < 4; ++s) e2m1x8_to_e4m3_sub(wrow[4 * s + c], f.x[s][h], f.x[s][2 + h]);
+        for (int s = 0; s < 4; ++s) {
+          const uint32_t w = *reinterpret_cast<const uint32_t*>(wrowp + (((4 * bk.b + s) ^ g) << 4) + 4 * c);
+          e2m1x8_to_e4m3_sub(w, f.x[s][h], f.x[s][2 + h]);
+        }
       }
     }
   };
@@ -531,8 +570,10 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
   // never carrying out of its 14 bits): built before the fence, so no descriptor arithmetic sits
   // between the wgmmas of a group.
   const uint32_t desc_lo0 = static_cast<uint32_t>(desc_act0), desc_hi = static_cast<uint32_t>(desc_act0 >> 32);
-  auto issue = [&](Stg st, int half, Frag& f) {
-    const uint32_t lo = desc_lo0 + ((uint32_t(st.slot) * T::kActBytes + (T::kBF16 ? half * 16 * 128 : 0)) >> 4);
+  auto issue = [&](const Blk& bk, int half, Frag& f) {
+    const uint32_t lo = desc_lo0 + ((uint32_t(bk.slot) * T::kActBytes + uint32_t(bk.b) * T::kActBlockBytes +
+                                     (T::kBF16 ? half * 16 * 128 : 0)) >>
+                                    4);
     uint64_t db[4];
 #pragma unroll
     for (int s = 0; s < 4; ++s)
@@ -555,14 +596,15 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
     }
     ptx::wgmma_commit();
   };
-  // After wgmma_wait<0>: stage it's wgmmas are done; W4A8 promotes its sub-block tiles, then the
-  // stage goes back to the producer.
-  auto retire = [&](Stg st) {
-    const int slot = st.slot;
+  // After wgmma_wait<0>: the block's wgmmas are done; W4A8 promotes its sub-block tiles. Each
+  // thread arrives on the stage's `empty` once a block, and for the blocks a short last stage lacks
+  // with its last one (an arrival count rather than a branch next to the wgmmas: C7518).
+  auto retire = [&](const Blk& bk, uint32_t arrivals) {
+    const int slot = bk.slot;
     if constexpr (!T::kBF16) {
 #pragma unroll
       for (int s = 0; s < 4; ++s) ptx::fence_accumulators(scr[s]);
-      const uint8_t* side = s_side + slot * T::kSideBytes;
+      const uint8_t* side = s_side + slot * T::kSideBytes + bk.b * T::kBlockSideBytes;
       const float4 b0 = *reinterpret_cast<const float4*>(side + row0 * 16);
       const float4 b1 = *reinterpret_cast<const float4*>(side + (row0 + 8) * 16);
       const float* sa = reinterpret_cast<const float*>(side + T::kRows * T::kScaleRowBytes);
@@ -596,7 +638,7 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
         }
       }
     }
-    ptx::mbar_arrive(&empty[slot]);
+    ptx::mbar_arrive_n(&empty[slot], arrivals);
   };
 
   int it_base = 0;  // stage index of the unit's first K block in the CTA's sequence
@@ -607,38 +649,59 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[i] = 0.f;
     ptx::fence_accumulators(acc);
-    const int cnt = n > j ? (n - j + WK - 1) / WK : 0;  // this K lane's stages
+    const int nst = (n + T::kB - 1) / T::kB;  // the unit's stages
+    const int cst = nst > j ? (nst - j + WK - 1) / WK : 0;  // this K lane's stages: j, j + WK, ...
+    // Its blocks: kB a stage, fewer in the unit's last stage when n is not a multiple of kB.
+    const int cnt = cst * T::kB - (cst > 0 && (nst - 1 - j) % WK == 0 ? nst * T::kB - n : 0);
+    auto blocks_in = [&](int p) { return min(T::kB, n - p * T::kB); };
+    auto adv = [&](Blk x) {
+      if (x.b + 1 < blocks_in(x.p)) {
+        ++x.b;
+        return x;
+      }
+      x.b = 0;
+      x.p += WK;
+      x.slot += WK;
+      if (x.slot >= S) x.slot -= S, x.phase ^= 1;
+      return x;
+    };
+    // Arrivals for block x: 1, plus the blocks its stage lacks when x is the stage's last.
+    auto arrivals = [&](const Blk& x) {
+      return uint32_t(1 + (x.b + 1 == blocks_in(x.p) ? T::kB - blocks_in(x.p) : 0));
+    };
 #ifdef DSV4_GEMM_TIMING_KNOBS
-    if (args.skip_compute && cnt > 0) {
+    if (args.skip_compute && cst > 0) {
       Stg st{(it_base + j) % S, uint32_t((it_base + j) / S) & 1};
-      for (int q = 0; q < cnt; ++q) {
+      for (int q = 0; q < cst; ++q) {
         ptx::mbar_wait(&full[st.slot], st.phase);
         ptx::mbar_wait(&tma_full[st.slot], st.phase);
-        ptx::mbar_arrive(&empty[st.slot]);
+        ptx::mbar_arrive_n(&empty[st.slot], T::kB);
         st = next(st);
       }
     } else
 #endif
     if (cnt > 0) {
       const int it0 = it_base + j;  // this K lane's first stage of the unit
+      const Blk first{it0 % S, uint32_t(it0 / S) & 1, j, 0};
       Frag f0, f1;
       if constexpr (T::kBF16) {
-        // Half-stage groups H0(q), H1(q) in the two fragment sets: each half converts while the
-        // previous one's wgmmas run, then waits for them before it issues (ptxas serialises every
-        // wgmma (C7513) when a group is issued from freshly written registers while another is
-        // still in flight; two full-stage sets need 64 registers and hit C7512 at 512 threads).
-        Stg cur{it0 % S, uint32_t(it0 / S) & 1};
+        // Half-block groups H0(q), H1(q) of block q in the two fragment sets: each half converts
+        // while the previous one's wgmmas run, then waits for them before it issues (ptxas
+        // serialises every wgmma (C7513) when a group is issued from freshly written registers
+        // while another is still in flight; two full-block sets need 64 registers and hit C7512
+        // at 512 threads).
+        Blk cur = first;
         convert(cur, 0, f0);
         issue(cur, 0, f0);
         int q = 0;
         for (; q + 1 < cnt; ++q) {
-          const Stg nxt = next(cur);
+          const Blk nxt = adv(cur);
           convert(cur, 1, f1);
           ptx::wgmma_wait<0>();  // H0(q) done: f0 free
           issue(cur, 1, f1);
           convert(nxt, 0, f0);
-          ptx::wgmma_wait<0>();  // H1(q) done: f1 free, stage q read
-          retire(cur);
+          ptx::wgmma_wait<0>();  // H1(q) done: f1 free, block q read
+          retire(cur, arrivals(cur));
           issue(nxt, 0, f0);
           cur = nxt;
         }
@@ -646,40 +709,40 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
         ptx::wgmma_wait<0>();
         issue(cur, 1, f1);
         ptx::wgmma_wait<0>();
-        retire(cur);
+        retire(cur, arrivals(cur));
       } else {
-        // Two fragment sets: stage q + 1 converts while stage q's wgmmas run. Fixed wait counts
-        // in a two-stage steady state, the odd stage peeled.
-        Stg prev{it0 % S, uint32_t(it0 / S) & 1};
+        // Two fragment sets: block q + 1 converts while block q's wgmmas run. Fixed wait counts
+        // in a two-block steady state, the odd block peeled.
+        Blk prev = first;
         convert(prev, 0, f0);
         issue(prev, 0, f0);
         int q = 1;
         for (; q + 1 < cnt; q += 2) {
-          const Stg a = next(prev), b = next(a);
+          const Blk a = adv(prev), b = adv(a);
           convert(a, 0, f1);
           ptx::wgmma_wait<0>();
-          retire(prev);
+          retire(prev, arrivals(prev));
           issue(a, 0, f1);
           convert(b, 0, f0);
           ptx::wgmma_wait<0>();
-          retire(a);
+          retire(a, arrivals(a));
           issue(b, 0, f0);
           prev = b;
         }
         if (q < cnt) {
-          const Stg a = next(prev);
+          const Blk a = adv(prev);
           convert(a, 0, f1);
           ptx::wgmma_wait<0>();
-          retire(prev);
+          retire(prev, arrivals(prev));
           issue(a, 0, f1);
           prev = a;
         }
         ptx::wgmma_wait<0>();
-        retire(prev);
+        retire(prev, arrivals(prev));
       }
     }
     ptx::fence_accumulators(acc);
-    it_base += n;
+    it_base += nst;
 
     // K lanes 1..WK-1 hand their sums to lane 0 through shared memory (summed in lane order).
     if constexpr (WK > 1) {

@@ -90,9 +90,10 @@ Status gemm_decode_fp4(const GemmParams& p, const gemm_detail::DecodeFp4Config& 
   else
     DSV4_RETURN_IF_ERROR(encode_2d(&tm_act, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.a.data, K, M, row_bytes(p.a), 128, 16,
                                    CU_TENSOR_MAP_SWIZZLE_128B, kOp, "a"));
-  // Packed weights: 64 bytes (128 K) x 64 * wr rows, no swizzle.
-  DSV4_RETURN_IF_ERROR(encode_2d(&tm_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K / 2, N, row_bytes(p.b), 64,
-                                 static_cast<uint32_t>(64 * cfg.wr), CU_TENSOR_MAP_SWIZZLE_NONE, kOp, "b"));
+  // Packed weights: 128 bytes (two 128-K blocks) x 64 * wr rows a stage, 128B swizzle.
+  DSV4_RETURN_IF_ERROR(encode_2d(&tm_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.b.data, K / 2, N, row_bytes(p.b),
+                                 gemm_detail::kDecodeFp4Blocks * 64, static_cast<uint32_t>(64 * cfg.wr),
+                                 CU_TENSOR_MAP_SWIZZLE_128B, kOp, "b"));
 
   gemm_detail::DecodeArgs args;
   args.M = static_cast<int>(M), args.N = static_cast<int>(N), args.K = static_cast<int>(K);
