@@ -93,7 +93,7 @@ void record_safe(Result& r, const Timing& tm, const TimerOptions& t) {
 Result lt_case(bool fp8, int64_t M, int64_t N, int64_t K, const TimerOptions& t) {
   const int64_t eb = fp8 ? 1 : 2;
   const int64_t a_bytes = M * K * eb, b_bytes = N * K * eb, set = (a_bytes + b_bytes + 255) / 256 * 256;
-  const int copies = rotation_copies(set);
+  const int copies = rotation_copies(set, t);
   DeviceBuffer in(set * copies), d(M * N * 2);
   fill_random(in.data(), in.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 77);
   LtGemm lt(fp8, M, N, K);
@@ -163,7 +163,7 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
       const Sizes z = sizes(f, M, N, K);
       const int64_t set = (z.a + 255) / 256 * 256 + (z.as + 255) / 256 * 256 + (z.b + 255) / 256 * 256 +
                           (z.bs + 255) / 256 * 256;
-      const int copies = rotation_copies(set);
+      const int copies = rotation_copies(set, t);
       DeviceBuffer in(set * copies), d(z.d), g(16);
       const float one = 1.f;
       to_device(g.data(), &one, 4);

@@ -156,9 +156,6 @@ void fill_random(void* dst, size_t bytes, Fill kind, uint64_t seed) {
   BENCH_CUDA(kernels::fill(dst, bytes, k, seed, std::max(gpu().sms, 1), cstream()));
 }
 
-// Set by timer_options(): a bench reads its options before it sizes its input copies.
-static bool g_l2_hot = false;
-
 TimerOptions timer_options(const Options& o) {
   TimerOptions t;
   t.warmup = static_cast<int>(o.get_int("warmup", t.warmup));
@@ -168,15 +165,14 @@ TimerOptions timer_options(const Options& o) {
   else if (l2 == "flush") t.l2 = L2Policy::kFlush;
   else if (l2 == "hot") t.l2 = L2Policy::kHot;
   else throw BenchError("--l2 must be 'rotate', 'flush' or 'hot', got '" + l2 + "'");
-  g_l2_hot = t.l2 == L2Policy::kHot;
   t.chain = static_cast<int>(o.get_int("graph", 0));
   if (t.iters < 1 || t.warmup < 0) throw BenchError("--iters must be >= 1 and --warmup >= 0");
   if (t.chain < 0 || t.chain > 1000) throw BenchError("--graph must be 0..1000 calls, got " + std::to_string(t.chain));
   return t;
 }
 
-int rotation_copies(size_t bytes) {
-  if (g_l2_hot) return 1;
+int rotation_copies(size_t bytes, const TimerOptions& t) {
+  if (t.l2 == L2Policy::kHot) return 1;
   const double l2 = static_cast<double>(std::max<int64_t>(gpu().l2_bytes, 1 << 20));
   if (bytes == 0) return 1;
   return static_cast<int>(std::clamp(std::ceil(3.0 * l2 / static_cast<double>(bytes)), 1.0, 64.0));
@@ -243,7 +239,7 @@ Timing time_gpu(const std::function<void(int)>& enqueue, const TimerOptions& t) 
 
 Timing time_memcpy(double traffic_bytes, const TimerOptions& t) {
   const size_t half = static_cast<size_t>(traffic_bytes / 2) / 256 * 256;
-  const int copies = rotation_copies(half);
+  const int copies = rotation_copies(half, t);
   DeviceBuffer src(half * copies), dst(half);
   fill_random(src.data(), src.size(), Fill::kBytes, 99);
   return time_gpu(

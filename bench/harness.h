@@ -85,8 +85,8 @@ struct Timing {
 // capturable: no synchronisation), and `iters` replays are timed, each divided by N.
 Timing time_gpu(const std::function<void(int)>& enqueue, const TimerOptions& t);
 // Copies of a `bytes`-sized working set that together exceed 3x L2, so a rotated input is never
-// L2-resident when its run starts; at least 1. 1 after timer_options() has read `--l2 hot`.
-int rotation_copies(size_t bytes);
+// L2-resident when its run starts; at least 1. 1 with `--l2 hot`.
+int rotation_copies(size_t bytes, const TimerOptions& t);
 
 // The same-process ceilings: measured on the first call (about a second), then cached.
 const Ceilings& ceilings();

@@ -38,7 +38,7 @@ TimerOptions timer_options(const Options& o) {
   return t;
 }
 Timing time_gpu(const std::function<void(int)>&, const TimerOptions&) { no_cuda(); }
-int rotation_copies(size_t) { return 1; }
+int rotation_copies(size_t, const TimerOptions&) { return 1; }
 const Ceilings& ceilings() { no_cuda(); }
 Timing time_memcpy(double, const TimerOptions&) { no_cuda(); }
 void record(Result&, const Timing&, const TimerOptions&, bool) { no_cuda(); }

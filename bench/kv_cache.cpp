@@ -77,7 +77,7 @@ void bench_kv_cache(const Options& o, std::vector<Result>& out) {
   std::shuffle(gather_idx.begin(), gather_idx.end(), rng);  // sparse attention reads slots in any order
 
   const int64_t kv_bytes = T * kKVDim * 2;
-  const int kvcopies = rotation_copies(kv_bytes);
+  const int kvcopies = rotation_copies(kv_bytes, t);
   DeviceBuffer kv(kv_bytes * kvcopies), dslots(T * 8), didx(T * 4), gout(kv_bytes * 2);  // gout: room for the f32 gather
   fill_random(kv.data(), kv.size(), Fill::kBF16, 5);
   to_device(dslots.data(), slots.data(), T * 8);
@@ -85,7 +85,7 @@ void bench_kv_cache(const Options& o, std::vector<Result>& out) {
 
   for (const Layout& L : kLayouts) {
     const CacheShape cs{L.layout, pages, P};
-    const int ccopies = rotation_copies(cs.total());
+    const int ccopies = rotation_copies(cs.total(), t);
     DeviceBuffer cache(cs.total() * ccopies);
     fill_bytes(cache.data(), 0, cache.size());
     auto cache_at = [&](int i) { return static_cast<uint8_t*>(cache.data()) + (i % ccopies) * cs.total(); };

@@ -97,7 +97,7 @@ void bench_quant(const Options& o, std::vector<Result>& out) {
     const std::string wname(dtype_name(wide));
     const std::string variant = std::string(quant_format_name(f)) + (fp8_blocks ? (f32_scales ? " f32-scale" : " ue8m0") : "");
     const std::string shape = shape_str({M, K});
-    const int xcopies = rotation_copies(sz.x_bytes);
+    const int xcopies = rotation_copies(sz.x_bytes, t);
     DeviceBuffer x(sz.x_bytes * xcopies), g(16);
     fill_random(x.data(), x.size(), wide == DType::BF16 ? Fill::kBF16 : Fill::kF32, 1000 + static_cast<int>(f));
 
@@ -114,7 +114,7 @@ void bench_quant(const Options& o, std::vector<Result>& out) {
 
     // The dequantize inputs: `qcopies` copies of a real quantization of x (q and scales back to back).
     const int64_t qs_bytes = (sz.q_bytes + sz.s_bytes + 255) / 256 * 256;
-    const int qcopies = rotation_copies(qs_bytes);
+    const int qcopies = rotation_copies(qs_bytes, t);
     DeviceBuffer qs(qs_bytes * qcopies);
     auto qptr = [&](int i) { return static_cast<uint8_t*>(qs.data()) + (i % qcopies) * qs_bytes; };
     check_ok(quantize(qparams(0, qptr(0), qptr(0) + sz.q_bytes, nv), st), "quantize");

@@ -114,7 +114,7 @@ void bench_sparse_decode(const Options& o, std::vector<Result>& out) {
     const int64_t K = kMainKeys + sh.k_extra, tokens = sh.B * sh.S;
     const int64_t slots = tokens * K, pages = (slots + kPage - 1) / kPage;
     const int64_t cache_bytes = pages * model1_page_bytes(kPage);
-    const int copies = rotation_copies(static_cast<size_t>(cache_bytes));
+    const int copies = rotation_copies(static_cast<size_t>(cache_bytes), t);
     DeviceBuffer cache(cache_bytes * copies);
     fill_random(cache.data(), cache.size(), Fill::kE4M3, 11);  // finite codes; scales and rope read as finite too
     // Pages in shuffled order (a block allocator's), tokens in order within a page; copy c's
