@@ -379,57 +379,57 @@ __global__ void __launch_bounds__(DecodeTraits<F, kMXFP8A, WR, WK>::kThreads, 1)
       if (!args.skip_permute) permute(slot);
 #pragma unroll
       for (int bb = 0; bb < T::kB; ++bb) {
-      uint8_t* side = s_side + slot * T::kSideBytes + bb * T::kBlockSideBytes;
+        uint8_t* side = s_side + slot * T::kSideBytes + bb * T::kBlockSideBytes;
 #pragma unroll
-      for (int q = 0; q < kBRows; ++q) {
-        uint8_t* dst = side + (lane + 32 * q) * T::kScaleRowBytes;
-        if constexpr (T::kBF16) {
-          uint32_t o[kBWords * 4];
+        for (int q = 0; q < kBRows; ++q) {
+          uint8_t* dst = side + (lane + 32 * q) * T::kScaleRowBytes;
+          if constexpr (T::kBF16) {
+            uint32_t o[kBWords * 4];
 #pragma unroll
-          for (int e = 0; e < kBWords * 4; ++e) {
-            if constexpr (T::kNV) {
-              // e4m3 pairs by the hardware converter (exact through f16 and f32 into bf16; NaN
-              // stays NaN), each scale then doubled into a bf16x2.
-              if (e % 2 == 0) {
-                const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
-                    static_cast<__nv_fp8x2_storage_t>((r.b[bb][q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFFFF), __NV_E4M3);
-              const float2 f2 = __half22float2(*reinterpret_cast<const __half2*>(&h));
-              constexpr float kUp = float(1ull << 62) * float(1ull << (126 - kDecodeBf16Fold - 62));
-              const __nv_bfloat162 b2 = __floats2bfloat162_rn(f2.x * kUp, f2.y * kUp);
-                const uint32_t b2bits = *reinterpret_cast<const uint32_t*>(&b2);
-                o[e] = __byte_perm(b2bits, 0, 0x1010);
-                o[e + 1] = __byte_perm(b2bits, 0, 0x3232);
+            for (int e = 0; e < kBWords * 4; ++e) {
+              if constexpr (T::kNV) {
+                // e4m3 pairs by the hardware converter (exact through f16 and f32 into bf16; NaN
+                // stays NaN), each scale then doubled into a bf16x2.
+                if (e % 2 == 0) {
+                  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+                      static_cast<__nv_fp8x2_storage_t>((r.b[bb][q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFFFF), __NV_E4M3);
+                  const float2 f2 = __half22float2(*reinterpret_cast<const __half2*>(&h));
+                  constexpr float kUp = float(1ull << 62) * float(1ull << (126 - kDecodeBf16Fold - 62));
+                  const __nv_bfloat162 b2 = __floats2bfloat162_rn(f2.x * kUp, f2.y * kUp);
+                  const uint32_t b2bits = *reinterpret_cast<const uint32_t*>(&b2);
+                  o[e] = __byte_perm(b2bits, 0, 0x1010);
+                  o[e + 1] = __byte_perm(b2bits, 0, 0x3232);
+                }
+              } else {
+                // 2^(s - 127) as bf16 bits (the same exponent bias): NaN for 0xFF, the subnormal
+                // 2^-127 for 0.
+                const uint32_t sb = (r.b[bb][q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFF;
+                const uint32_t bits = sb == 0xFF ? 0x7FC0u : sb == 0 ? 0x0040u : sb << 7;
+                o[e] = bits | (bits << 16);
               }
+            }
+#pragma unroll
+            for (int w = 0; w < kBWords; ++w)
+              reinterpret_cast<uint4*>(dst)[w] = make_uint4(o[4 * w], o[4 * w + 1], o[4 * w + 2], o[4 * w + 3]);
+          } else {
+            const uint32_t v = r.b[bb][q];
+            *reinterpret_cast<float4*>(dst) =
+                make_float4(num::ue8m0_to_float(v & 0xFF), num::ue8m0_to_float((v >> 8) & 0xFF),
+                            num::ue8m0_to_float((v >> 16) & 0xFF), num::ue8m0_to_float(v >> 24));
+          }
+        }
+        if constexpr (kA) {
+          float* sa = reinterpret_cast<float*>(side + T::kRows * T::kScaleRowBytes);
+          if (lane < 16) {
+            if constexpr (kMXFP8A) {
+              *reinterpret_cast<float4*>(sa + 4 * lane) =
+                  make_float4(num::ue8m0_to_float(r.a[bb] & 0xFF), num::ue8m0_to_float((r.a[bb] >> 8) & 0xFF),
+                              num::ue8m0_to_float((r.a[bb] >> 16) & 0xFF), num::ue8m0_to_float(r.a[bb] >> 24));
             } else {
-              // 2^(s - 127) as bf16 bits (the same exponent bias): NaN for 0xFF, the subnormal
-              // 2^-127 for 0.
-              const uint32_t sb = (r.b[bb][q * kBWords + e / 4] >> (8 * (e % 4))) & 0xFF;
-              const uint32_t bits = sb == 0xFF ? 0x7FC0u : sb == 0 ? 0x0040u : sb << 7;
-              o[e] = bits | (bits << 16);
+              sa[lane] = scale_from_bits(r.a[bb], args.a_scale_f32);
             }
           }
-#pragma unroll
-          for (int w = 0; w < kBWords; ++w)
-            reinterpret_cast<uint4*>(dst)[w] = make_uint4(o[4 * w], o[4 * w + 1], o[4 * w + 2], o[4 * w + 3]);
-        } else {
-          const uint32_t v = r.b[bb][q];
-          *reinterpret_cast<float4*>(dst) =
-              make_float4(num::ue8m0_to_float(v & 0xFF), num::ue8m0_to_float((v >> 8) & 0xFF),
-                          num::ue8m0_to_float((v >> 16) & 0xFF), num::ue8m0_to_float(v >> 24));
         }
-      }
-      if constexpr (kA) {
-        float* sa = reinterpret_cast<float*>(side + T::kRows * T::kScaleRowBytes);
-        if (lane < 16) {
-          if constexpr (kMXFP8A) {
-            *reinterpret_cast<float4*>(sa + 4 * lane) =
-                make_float4(num::ue8m0_to_float(r.a[bb] & 0xFF), num::ue8m0_to_float((r.a[bb] >> 8) & 0xFF),
-                            num::ue8m0_to_float((r.a[bb] >> 16) & 0xFF), num::ue8m0_to_float(r.a[bb] >> 24));
-          } else {
-            sa[lane] = scale_from_bits(r.a[bb], args.a_scale_f32);
-          }
-        }
-      }
       }
       // The permuted activations are read by wgmma (the async proxy).
       ptx::fence_proxy_async_smem();
