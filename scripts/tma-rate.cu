@@ -43,13 +43,6 @@ struct Job {
   int slot = 0;  // bytes a ring slot (set by main)
 };
 
-__device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                   smem_addr(dst)),
-               "l"(src), "r"(bytes), "r"(smem_addr(bar))
-               : "memory");
-}
-
 __global__ void __launch_bounds__(64, 1)
     stream(const __grid_constant__ CUtensorMap tm_w, const __grid_constant__ CUtensorMap tm_act, const uint8_t* w,
            const Job j) {
@@ -75,7 +68,7 @@ __global__ void __launch_bounds__(64, 1)
       uint8_t* dst = smem + s * j.slot;
       const int k0 = sp * kb + it * j.box_bytes;
       if (j.packed)
-        bulk_g2s(dst, w + (size_t(rb) * j.splits * stages + size_t(sp) * stages + it) * j.rows * j.box_bytes,
+        bulk_load_1d(dst, w + (size_t(rb) * j.splits * stages + size_t(sp) * stages + it) * j.rows * j.box_bytes,
                  j.rows * j.box_bytes, &full[s]);
       else
         tma_load_2d(dst, &tm_w, &full[s], k0, rb * j.rows);

@@ -53,11 +53,6 @@ __device__ __forceinline__ void wgmma_m64n192k32_e4m3(float (&d)[96], uint64_t d
                : "l"(desc_a), "l"(desc_b), "r"(acc));
 }
 
-__device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, uint32_t bytes, uint64_t* bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(smem_addr(bar))
-               : "memory");
-}
 
 enum Mode { kChain, kTwo, kOne, kHalves, kHalfChain };
 constexpr int kThreads = 384;
@@ -187,12 +182,12 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
           const int kb = kTma == 12 ? 0 : it % 56;
           const int am = kTma == 12 ? 0 : tm0, bn = kTma == 12 ? 0 : tn0;
           uint64_t* bar = &full[s];
-          bulk_g2s(dst + kABytes + N * 128, scales + kb * 4096 + am, 512, bar);
-          bulk_g2s(dst + kABytes + N * 128 + 512, scales + 4096 * 56 + ((bn / 128) * 56 + kb) / 4 * 4, 16, bar);
+          bulk_load_1d(dst + kABytes + N * 128, scales + kb * 4096 + am, 512, bar);
+          bulk_load_1d(dst + kABytes + N * 128 + 512, scales + 4096 * 56 + ((bn / 128) * 56 + kb) / 4 * 4, 16, bar);
         }
         continue;
       }
-      for (uint32_t b = 0; b < bytes; b += chunk) bulk_g2s(dst + b, src + off + b, chunk, &full[s]);
+      for (uint32_t b = 0; b < bytes; b += chunk) bulk_load_1d(dst + b, src + off + b, chunk, &full[s]);
       off += bytes;
       if (off + bytes > src_bytes) off = 0;
     }

@@ -56,6 +56,16 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 }
 
 // ---- TMA ----
+// 1-D bulk copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) from global memory to
+// shared memory at the shared-space address `smem_dst`, completion counted in bytes on `bar`.
+__device__ __forceinline__ void bulk_load_1d(uint32_t smem_dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_dst),
+               "l"(src), "r"(bytes), "r"(smem_addr(bar))
+               : "memory");
+}
+__device__ __forceinline__ void bulk_load_1d(void* smem_dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  bulk_load_1d(smem_addr(smem_dst), src, bytes, bar);
+}
 // The tensor map lives in kernel parameter space (__grid_constant__); prefetching its descriptor
 // hides the first load's descriptor fetch.
 __device__ __forceinline__ void tma_prefetch_desc(const void* tensor_map) {
