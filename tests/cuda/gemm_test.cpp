@@ -617,6 +617,25 @@ TEST(GemmCuda, Fp4ExtremeBlockScalesStayExact) {
       const std::vector<uint16_t> want = run_cpu(h);
       expect_gpu_bitwise(h, want);
     }
+  // Scales that differ between the K blocks of a unit and between the rows of a stage: 2^7 in one
+  // K block of a few rows (spans within a row small enough for exact sums), rows near the bottom of
+  // the range (2^-124 .. 2^-122) and at 2^6. A decode that chose its scale handling per stage or per
+  // row (docs/notes/gemm.md, round 11) must stay exact on every mix.
+  for (GemmFormat f : {GemmFormat::kW4A16MXFP4, GemmFormat::kW4A8MXFP4})
+    for (int64_t M : {int64_t(1), int64_t(16)}) {
+      HostGemm h = test::make_exact_gemm(f, M, 384, 640, g);
+      const int64_t cols = h.K / 32;
+      for (int64_t n = 0; n < h.N; ++n)
+        for (int64_t j = 0; j < cols; ++j) {
+          uint8_t& e = h.b_scales[n * cols + j];
+          if (n % 64 == 5) {
+            if (j / 4 == 3) e = j % 4 == 1 ? 134 : 131;  // K block 3 of rows 5, 69, ...
+          } else if (n % 7 == 0) e = static_cast<uint8_t>(3 + (n + j) % 3);  // 2^-124 .. 2^-122
+          else if (n % 11 == 0) e = 133;  // the largest folded scale
+        }
+      const std::vector<uint16_t> want = run_cpu(h);
+      expect_gpu_bitwise(h, want);
+    }
 }
 
 TEST(GemmCuda, BadInputLeavesOutputUntouched) {
