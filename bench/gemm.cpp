@@ -90,17 +90,18 @@ void record_safe(Result& r, const Timing& tm, const TimerOptions& t) {
 
 #if defined(DSV4_HAVE_CUDA)
 
-Result lt_case(bool fp8, int64_t M, int64_t N, int64_t K, const TimerOptions& t) {
+Result lt_case(bool fp8, int64_t M, int64_t N, int64_t K, const TimerOptions& t, bool normal) {
   const int64_t eb = fp8 ? 1 : 2;
   const int64_t a_bytes = M * K * eb, b_bytes = N * K * eb, set = (a_bytes + b_bytes + 255) / 256 * 256;
   const int copies = rotation_copies(set, t);
   DeviceBuffer in(set * copies), d(M * N * 2);
-  fill_random(in.data(), in.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 77);
+  fill_random(in.data(), in.size(), fp8 ? (normal ? Fill::kE4M3Normal : Fill::kE4M3) : (normal ? Fill::kBF16Normal : Fill::kBF16),
+              77);
   LtGemm lt(fp8, M, N, K);
   lt.select(in.data(), in.as<uint8_t>() + a_bytes, d.data());
   Result r;
   r.op = "gemm";
-  r.case_name = fp8 ? "cuBLASLt fp8 (per-tensor)" : "cuBLASLt bf16";
+  r.case_name = std::string(fp8 ? "cuBLASLt fp8 (per-tensor)" : "cuBLASLt bf16") + (normal ? " normal-data" : "");
   r.shape = shape_str({M, N, K});
   r.flops = 2.0 * M * N * K;
   r.bytes = static_cast<double>(a_bytes + b_bytes + M * N * 2);
@@ -139,6 +140,14 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
   const std::string b_spread = o.get("b-scales", "narrow");
   if (b_spread != "narrow" && b_spread != "wide") throw BenchError("--b-scales: narrow or wide, got '" + b_spread + "'");
   const Fill mx_b_fill = b_spread == "narrow" ? Fill::kUE8M0Narrow : Fill::kUE8M0;
+  // --data uniform|normal: operand codes with exponents spread evenly over their fill range and
+  // random mantissas (default), or values like a model's: N(0, 1) samples quantized per block as
+  // DeepGEMM's tests draw them (torch.randn, amax at the format's top). Tensor-core power, hence the
+  // clock of a power-capped GEMM, depends on the operand bits (docs/notes/gemm.md, round 9), so the
+  // compute-bound shapes read differently under the two; cuBLASLt's baselines take the same data.
+  const std::string data = o.get("data", "uniform");
+  if (data != "uniform" && data != "normal") throw BenchError("--data: uniform or normal, got '" + data + "'");
+  const bool normal = data == "normal";
   require_gpu();
   for (const auto& s : shapes) check_shape(s[0], s[1], s[2]);
   void* st = stream();
@@ -149,7 +158,7 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
     if (baselines) {
       for (bool fp8 : {false, true}) {
         try {
-          Result b = lt_case(fp8, M, N, K, t);
+          Result b = lt_case(fp8, M, N, K, t, normal);
           (fp8 ? lt_fp8_us : lt_bf16_us) = b.median_us;
           out.push_back(b);
         } catch (const BenchError& e) {
@@ -172,9 +181,12 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
                     off_bs = off_b + (z.b + 255) / 256 * 256;
       for (int c = 0; c < copies; ++c) {
         uint8_t* base = in.as<uint8_t>() + c * set;
-        fill_random(base, z.a, a_bf16(f) ? Fill::kBF16 : Fill::kE4M3, 100 + c);
+        fill_random(base, z.a, a_bf16(f) ? (normal ? Fill::kBF16Normal : Fill::kBF16) : (normal ? Fill::kE4M3Normal : Fill::kE4M3),
+                    100 + c);
         if (z.as) fill_random(base + off_as, z.as, Fill::kUE8M0, 200 + c);
-        fill_random(base + off_b, z.b, f == GemmFormat::kFP8Block ? Fill::kE4M3 : Fill::kBytes, 300 + c);
+        fill_random(base + off_b, z.b,
+                    f == GemmFormat::kFP8Block ? (normal ? Fill::kE4M3Normal : Fill::kE4M3) : (normal ? Fill::kE2M1Normal : Fill::kBytes),
+                    300 + c);
         fill_random(base + off_bs, z.bs,
                     f == GemmFormat::kW4A16NVFP4 ? Fill::kE4M3 : f == GemmFormat::kFP8Block ? Fill::kUE8M0 : mx_b_fill, 400 + c);
       }
@@ -199,7 +211,7 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
       // The workspace holds split-K partials (only at M <= 256) or the expanded FP4 B (only at
       // M >= 512): src/cuda/gemm/config.h.
       r.case_name = std::string(gemm_format_name(f)) + (ws_bytes == 0 ? "" : M <= 256 ? " splitK" : " pre-expanded") +
-                    (f == GemmFormat::kW4A8MXFP4 && b_spread == "wide" ? " wide-B-scales" : "");
+                    (f == GemmFormat::kW4A8MXFP4 && b_spread == "wide" ? " wide-B-scales" : "") + (normal ? " normal-data" : "");
       r.shape = shape_str({M, N, K});
       r.flops = 2.0 * M * N * K;
       r.bytes = static_cast<double>(z.a + z.as + z.b + z.bs + z.d);

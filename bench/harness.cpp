@@ -152,6 +152,9 @@ void fill_random(void* dst, size_t bytes, Fill kind, uint64_t seed) {
     case Fill::kUE8M0: k = kernels::kFillUE8M0; break;
     case Fill::kUE8M0Narrow: k = kernels::kFillUE8M0Narrow; break;
     case Fill::kBytes: k = kernels::kFillBytes; break;
+    case Fill::kBF16Normal: k = kernels::kFillBF16Normal; break;
+    case Fill::kE4M3Normal: k = kernels::kFillE4M3Normal; break;
+    case Fill::kE2M1Normal: k = kernels::kFillE2M1Normal; break;
   }
   BENCH_CUDA(kernels::fill(dst, bytes, k, seed, std::max(gpu().sms, 1), cstream()));
 }

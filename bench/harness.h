@@ -53,6 +53,11 @@ enum class Fill {
   kUE8M0,  // 2^[-8, 8]
   kUE8M0Narrow,  // 2^[-3, 3]: the exponent spread of MXFP4 scales of a trained weight's block
   kBytes,  // any byte (valid for packed e2m1)
+  // Values like a model's (`dsv4 bench gemm --data normal`): N(0, 1) samples quantized as the
+  // per-block scaled formats store them, the block's largest magnitude near the format's top.
+  kBF16Normal,  // bf16 of N(0, 1)
+  kE4M3Normal,  // e4m3 of N(0, 1) x 448 / 3.5 (a 128-element block's amax ~3.5 sigma at 448), saturated
+  kE2M1Normal,  // packed e2m1 of N(0, 1) x 6 / 2.5 (a 32-element block's amax ~2.5 sigma at 6), saturated
 };
 void fill_random(void* dst, size_t bytes, Fill kind, uint64_t seed);
 

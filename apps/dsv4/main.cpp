@@ -51,6 +51,8 @@ options (bench and verify):
   gemm:     --m M --n N --k K (bench: the issue's shapes) --formats fp8block,w4a8-mxfp4,w4a16-mxfp4,w4a16-nvfp4
             --no-workspace (no split-K, FP4 weights expanded in the kernel) --no-baseline (skip cuBLASLt)
             --b-scales narrow|wide (MXFP4 weight exponents in 2^[-3,3], default, or 2^[-8,8])
+            --data uniform|normal (operand codes spread evenly, default, or N(0,1) values quantized
+                                   per block like a model's; cuBLASLt baselines alike)
 
 exit codes: 0 ok (or GPU work skipped for lack of a GPU), 1 a failure, 2 a usage error
 )";
