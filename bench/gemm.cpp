@@ -88,6 +88,17 @@ void record_safe(Result& r, const Timing& tm, const TimerOptions& t) {
   }
 }
 
+// An operand's fill under `--data`: the default codes, or their model-like (N(0, 1)) counterpart.
+Fill data_fill(Fill uniform, bool normal) {
+  if (!normal) return uniform;
+  switch (uniform) {
+    case Fill::kE4M3: return Fill::kE4M3Normal;
+    case Fill::kBF16: return Fill::kBF16Normal;
+    case Fill::kBytes: return Fill::kE2M1Normal;  // packed e2m1 operands
+    default: return uniform;
+  }
+}
+
 #if defined(DSV4_HAVE_CUDA)
 
 Result lt_case(bool fp8, int64_t M, int64_t N, int64_t K, const TimerOptions& t, bool normal) {
@@ -95,8 +106,7 @@ Result lt_case(bool fp8, int64_t M, int64_t N, int64_t K, const TimerOptions& t,
   const int64_t a_bytes = M * K * eb, b_bytes = N * K * eb, set = (a_bytes + b_bytes + 255) / 256 * 256;
   const int copies = rotation_copies(set, t);
   DeviceBuffer in(set * copies), d(M * N * 2);
-  fill_random(in.data(), in.size(), fp8 ? (normal ? Fill::kE4M3Normal : Fill::kE4M3) : (normal ? Fill::kBF16Normal : Fill::kBF16),
-              77);
+  fill_random(in.data(), in.size(), data_fill(fp8 ? Fill::kE4M3 : Fill::kBF16, normal), 77);
   LtGemm lt(fp8, M, N, K);
   lt.select(in.data(), in.as<uint8_t>() + a_bytes, d.data());
   Result r;
@@ -181,12 +191,9 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
                     off_bs = off_b + (z.b + 255) / 256 * 256;
       for (int c = 0; c < copies; ++c) {
         uint8_t* base = in.as<uint8_t>() + c * set;
-        fill_random(base, z.a, a_bf16(f) ? (normal ? Fill::kBF16Normal : Fill::kBF16) : (normal ? Fill::kE4M3Normal : Fill::kE4M3),
-                    100 + c);
+        fill_random(base, z.a, data_fill(a_bf16(f) ? Fill::kBF16 : Fill::kE4M3, normal), 100 + c);
         if (z.as) fill_random(base + off_as, z.as, Fill::kUE8M0, 200 + c);
-        fill_random(base + off_b, z.b,
-                    f == GemmFormat::kFP8Block ? (normal ? Fill::kE4M3Normal : Fill::kE4M3) : (normal ? Fill::kE2M1Normal : Fill::kBytes),
-                    300 + c);
+        fill_random(base + off_b, z.b, data_fill(f == GemmFormat::kFP8Block ? Fill::kE4M3 : Fill::kBytes, normal), 300 + c);
         fill_random(base + off_bs, z.bs,
                     f == GemmFormat::kW4A16NVFP4 ? Fill::kE4M3 : f == GemmFormat::kFP8Block ? Fill::kUE8M0 : mx_b_fill, 400 + c);
       }
