@@ -1,10 +1,10 @@
 // The harness's own kernels: random fills for GiB-sized inputs and the read-bandwidth probe.
 #include <cuda_bf16.h>
-#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "dsv4/numerics.h"
 #include "harness_kernels.h"
 
 namespace dsv4::bench::kernels {
@@ -30,15 +30,6 @@ __device__ __forceinline__ uint32_t e4m3_code(uint32_t r) {
 __device__ __forceinline__ float normal_sample(uint32_t r) {
   const float u1 = (float(r & 0xFFFF) + 0.5f) * (1.0f / 65536.0f), u2 = float(r >> 16) * (1.0f / 65536.0f);
   return sqrtf(-2.0f * __logf(u1)) * __cosf(6.2831853f * u2);
-}
-__device__ __forceinline__ uint32_t e4m3_of(float v) {
-  return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
-}
-// e2m1 code (sign bit 3) of v rounded to the nearest of {0, 0.5, 1, 1.5, 2, 3, 4, 6}, saturated.
-__device__ __forceinline__ uint32_t e2m1_of(float v) {
-  const float a = fabsf(v);
-  const uint32_t m = a < 0.25f ? 0 : a < 0.75f ? 1 : a < 1.25f ? 2 : a < 1.75f ? 3 : a < 2.5f ? 4 : a < 3.5f ? 5 : a < 5.0f ? 6 : 7;
-  return (v < 0.0f ? 8u : 0u) | m;
 }
 
 __global__ void fill_kernel(uint8_t* dst, size_t bytes, int kind, uint64_t seed) {
@@ -77,10 +68,10 @@ __global__ void fill_kernel(uint8_t* dst, size_t bytes, int kind, uint64_t seed)
         }
         break;
       case kFillE4M3Normal:
-        for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(e4m3_of(normal_sample(static_cast<uint32_t>(mix64(h0 + i))) * (448.0f / 3.5f))) << (8 * i);
+        for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(num::e4m3_from_float(normal_sample(static_cast<uint32_t>(mix64(h0 + i))) * (448.0f / 3.5f))) << (8 * i);
         break;
       case kFillE2M1Normal:
-        for (int i = 0; i < 16; ++i) v |= static_cast<uint64_t>(e2m1_of(normal_sample(static_cast<uint32_t>(mix64(h0 + i))) * (6.0f / 2.5f))) << (4 * i);
+        for (int i = 0; i < 16; ++i) v |= static_cast<uint64_t>(num::e2m1_from_float(normal_sample(static_cast<uint32_t>(mix64(h0 + i))) * (6.0f / 2.5f))) << (4 * i);
         break;
       case kFillUE8M0Narrow:
         for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(127 - 3 + ((h0 >> (8 * i)) & 0xFF) % 7) << (8 * i);
