@@ -125,6 +125,54 @@ Result lt_case(bool fp8, int64_t M, int64_t N, int64_t K, const TimerOptions& t,
   record_safe(r, tm, t);
   return r;
 }
+
+// cuBLASLt's own block-scaled FP8 GEMM (LtScales::kBlock): the same math as FP8Block, A per token
+// and 128 K, B per 128 x 128 block, f32 scales drawn as the FP8Block case's ue8m0 (2^[-8, 8]); it
+// stores D transposed (see LtGemm).
+Result lt_block_case(int64_t M, int64_t N, int64_t K, const TimerOptions& t, bool normal) {
+  const int64_t a_bytes = M * K, b_bytes = N * K, as_n = M * (K / 128), bs_n = N / 128 * lt_b_scale_cols(K);
+  const int64_t off_b = (a_bytes + 255) / 256 * 256, off_as = off_b + (b_bytes + 255) / 256 * 256,
+                off_bs = off_as + (as_n * 4 + 255) / 256 * 256, set = off_bs + (bs_n * 4 + 255) / 256 * 256;
+  const int copies = rotation_copies(set, t);
+  DeviceBuffer in(set * copies), d(M * N * 2);
+  std::mt19937_64 rng(91);
+  std::uniform_int_distribution<int> e(127 - 8, 127 + 8);
+  std::vector<uint8_t> ae(as_n), be(N / 128 * (K / 128));
+  std::vector<float> af(as_n), bf(bs_n);
+  for (int c = 0; c < copies; ++c) {
+    uint8_t* base = in.as<uint8_t>() + c * set;
+    fill_random(base, a_bytes, data_fill(Fill::kE4M3, normal), 100 + c);
+    fill_random(base + off_b, b_bytes, data_fill(Fill::kE4M3, normal), 300 + c);
+    for (auto& v : ae) v = static_cast<uint8_t>(e(rng));
+    for (auto& v : be) v = static_cast<uint8_t>(e(rng));
+    lt_block_scales(ae.data(), be.data(), M, N, K, af.data(), bf.data());
+    to_device(base + off_as, af.data(), as_n * 4);
+    to_device(base + off_bs, bf.data(), bs_n * 4);
+  }
+  LtGemm lt(true, M, N, K, LtScales::kBlock);
+  auto use = [&](int i) {
+    const uint8_t* base = in.as<uint8_t>() + (i % copies) * set;
+    lt.set_scales(reinterpret_cast<const float*>(base + off_as), reinterpret_cast<const float*>(base + off_bs));
+    return base;
+  };
+  const uint8_t* b0 = use(0);
+  lt.select(b0, b0 + off_b, d.data());
+  Result r;
+  r.op = "gemm";
+  r.case_name = std::string("cuBLASLt fp8 (1x128/128x128 blocks)") + (normal ? " normal-data" : "");
+  r.shape = shape_str({M, N, K});
+  r.flops = 2.0 * M * N * K;
+  r.bytes = static_cast<double>(a_bytes + b_bytes + as_n + N / 128 * (K / 128) + M * N * 2);  // ue8m0-sized scales, as FP8Block's
+  r.peak = Peak::kFP8;
+  const Timing tm = time_gpu(
+      [&](int i) {
+        const uint8_t* base = use(i);
+        lt.run(base, base + off_b, d.data());
+      },
+      t);
+  record_safe(r, tm, t);
+  return r;
+}
 #endif
 
 // The shapes: prefill-sized, and the decode shapes bound by weight bytes.
@@ -163,8 +211,18 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
   void* st = stream();
   for (const auto& s : shapes) {
     const int64_t M = s[0], N = s[1], K = s[2];
-    double lt_fp8_us = 0, lt_bf16_us = 0;
+    double lt_fp8_us = 0, lt_bf16_us = 0, lt_block_us = 0;
 #if defined(DSV4_HAVE_CUDA)
+    if (baselines && std::find(formats.begin(), formats.end(), GemmFormat::kFP8Block) != formats.end()) {
+      try {
+        Result b = lt_block_case(M, N, K, t, normal);
+        lt_block_us = b.median_us;
+        out.push_back(b);
+      } catch (const BenchError& e) {
+        std::fprintf(stderr, "gemm bench: cuBLASLt block-scaled fp8 baseline for %lldx%lldx%lld unavailable: %s\n",
+                     (long long)M, (long long)N, (long long)K, e.what());
+      }
+    }
     if (baselines) {
       for (bool fp8 : {false, true}) {
         try {
@@ -229,6 +287,11 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
       }
       const Timing tm = time_gpu([&](int i) { check_ok(gemm(params(i), st), r.case_name); }, t);
       record_safe(r, tm, t);
+      if (f == GemmFormat::kFP8Block && lt_block_us > 0) {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "t / cuBLASLt block-scaled fp8 = %.3f", r.median_us / lt_block_us);
+        r.note += std::string(r.note.empty() ? "" : "; ") + buf;
+      }
       out.push_back(r);
     }
   }
@@ -311,6 +374,65 @@ GemmParams problem_params(const HostProblem& h, void* a, void* as, void* b, void
   return p;
 }
 
+// got against the CPU reference: bit for bit on exact problems, else within one bf16 ulp (both
+// sides round) + 2^-11 of sum |a b| (f32 and the fp8 tensor cores' ~14-bit internal accumulation
+// err by about 2^-13 of it).
+void compare(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want, const std::vector<uint16_t>& absref,
+             bool exact, VerifyReport& rep) {
+  int64_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double gv = num::bf16_to_float(got[i]), wv = num::bf16_to_float(want[i]);
+    const double e = std::fabs(gv - wv);
+    const double tol = exact ? 0.0 : std::ldexp(std::fabs(wv), -7) + std::ldexp(double(num::bf16_to_float(absref[i])), -11);
+    if (!(e <= tol)) ++bad;
+    if (std::isfinite(e)) rep.max_abs_err = std::max(rep.max_abs_err, e);
+    else rep.max_abs_err = INFINITY;
+  }
+  rep.mismatches = bad;
+  rep.pass = bad == 0;
+  rep.detail = std::to_string(bad) + "/" + std::to_string(got.size()) + " elements " +
+               (exact ? "differ from the reference bits" : "beyond 1 bf16 ulp + 2^-11 sum|ab|");
+}
+
+#if defined(DSV4_HAVE_CUDA)
+// The bench's cuBLASLt block-scaled peer (lt_block_case) on the same FP8Block problem, held to the
+// same reference and tolerance: checks the scale layouts the bench hands cuBLASLt, so its timing is
+// of the same math. cuBLASLt refusing the shape is reported, not failed.
+VerifyReport verify_lt_block(const HostProblem& h, const std::vector<uint16_t>& want, const std::vector<uint16_t>& absref,
+                             bool exact, const std::string& name) {
+  VerifyReport rep;
+  rep.op = "gemm";
+  rep.case_name = name + " (cuBLASLt block-scaled peer)";
+  rep.shape = shape_str({h.M, h.N, h.K});
+  const int64_t as_n = h.M * (h.K / 128), bs_n = h.N / 128 * lt_b_scale_cols(h.K);
+  std::vector<float> af(as_n), bf(bs_n);
+  lt_block_scales(h.as.data(), h.bs.data(), h.M, h.N, h.K, af.data(), bf.data());
+  DeviceBuffer a(h.a.size()), b(h.b.size()), as(as_n * 4), bs(bs_n * 4), d(h.M * h.N * 2);
+  to_device(a.data(), h.a.data(), h.a.size());
+  to_device(b.data(), h.b.data(), h.b.size());
+  to_device(as.data(), af.data(), as_n * 4);
+  to_device(bs.data(), bf.data(), bs_n * 4);
+  fill_bytes(d.data(), 0xFF, h.M * h.N * 2);  // NaN poison
+  try {
+    LtGemm lt(true, h.M, h.N, h.K, LtScales::kBlock);
+    lt.set_scales(as.as<float>(), bs.as<float>());
+    lt.select(a.data(), b.data(), d.data());
+    sync();
+  } catch (const BenchError& e) {
+    rep.pass = true;
+    rep.detail = std::string("skipped: cuBLASLt refuses this problem (") + e.what() + ")";
+    return rep;
+  }
+  rep.gpu_ran = true;
+  std::vector<uint16_t> dt(h.M * h.N), got(h.M * h.N);
+  to_host(dt.data(), d.data(), dt.size() * 2);
+  for (int64_t m = 0; m < h.M; ++m)
+    for (int64_t n = 0; n < h.N; ++n) got[m * h.N + n] = dt[n * h.M + m];  // cuBLASLt wrote D^T (LtGemm)
+  compare(got, want, absref, exact, rep);
+  return rep;
+}
+#endif
+
 void verify_gemm(const Options& o, std::vector<VerifyReport>& out) {
   std::string why;
   const bool gpu_ok = gpu_usable(&why);
@@ -365,25 +487,12 @@ void verify_gemm(const Options& o, std::vector<VerifyReport>& out) {
       check_ok(gemm(p, stream()), "GPU gemm");
       std::vector<uint16_t> got(M * N);
       to_host(got.data(), d.data(), z.d);
-      int64_t bad = 0;
-      for (int64_t i = 0; i < M * N; ++i) {
-        const double gv = num::bf16_to_float(got[i]), wv = num::bf16_to_float(want[i]);
-        const double e = std::fabs(gv - wv);
-        // One bf16 ulp (both sides round) + 2^-11 of sum |a b|: f32 and the fp8 tensor cores'
-        // ~14-bit internal accumulation err by about 2^-13 of it.
-        const double tol =
-            exact ? 0.0 : std::ldexp(std::fabs(wv), -7) + std::ldexp(double(num::bf16_to_float(absref[i])), -11);
-        if (!(e <= tol)) ++bad;
-        if (std::isfinite(e)) rep.max_abs_err = std::max(rep.max_abs_err, e);
-        else rep.max_abs_err = INFINITY;
-      }
-      rep.mismatches = bad;
-      rep.pass = bad == 0;
-      std::ostringstream det;
-      det << bad << "/" << M * N << " elements " << (exact ? "differ from the reference bits" : "beyond 1 bf16 ulp + 2^-11 sum|ab|")
-          << (ws_bytes == 0 ? "" : M <= 256 ? " (split-K)" : " (B pre-expanded)");
-      rep.detail = det.str();
+      compare(got, want, absref, exact, rep);
+      rep.detail += ws_bytes == 0 ? "" : M <= 256 ? " (split-K)" : " (B pre-expanded)";
       out.push_back(rep);
+#if defined(DSV4_HAVE_CUDA)
+      if (f == GemmFormat::kFP8Block) out.push_back(verify_lt_block(h, want, absref, exact, rep.case_name));
+#endif
     }
 }
 

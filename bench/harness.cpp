@@ -76,7 +76,7 @@ double gemm_tflops(bool fp8) {
   DeviceBuffer a(n * n * eb), b(n * n * eb), d(n * n * 2);
   fill_random(a.data(), a.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 11);
   fill_random(b.data(), b.size(), fp8 ? Fill::kE4M3 : Fill::kBF16, 12);
-  LtGemm lt(fp8, n, n, n, size_t(64) << 20);
+  LtGemm lt(fp8, n, n, n, LtScales::kTensor, size_t(64) << 20);
   lt.select(a.data(), b.data(), d.data());
   TimerOptions t;
   t.warmup = 5;
