@@ -179,9 +179,10 @@ Result lt_block_case(int64_t M, int64_t N, int64_t K, const TimerOptions& t, boo
 std::vector<std::array<int64_t, 3>> shapes_from(const Options& o) {
   if (o.has("m") || o.has("n") || o.has("k"))
     return {{o.get_int("m", 4096), o.get_int("n", 4096), o.get_int("k", 7168)}};
-  return {{4096, 4096, 7168}, {4096, 7168, 2048}, {4096, 24576, 1536}, {512, 4096, 7168}, {256, 4096, 7168},
-          {128, 4096, 7168},  {64, 4096, 7168},   {16, 4096, 7168},    {16, 7168, 2048},  {16, 24576, 1536},
-          {1, 4096, 7168}};
+  // 384 and 129: either side of the M = 256 and M = 128 plan changes (config.h), where a cliff would show.
+  return {{4096, 4096, 7168}, {4096, 7168, 2048}, {4096, 24576, 1536}, {512, 4096, 7168}, {384, 4096, 7168},
+          {256, 4096, 7168},  {129, 4096, 7168},  {128, 4096, 7168},   {64, 4096, 7168},  {16, 4096, 7168},
+          {16, 7168, 2048},   {16, 24576, 1536},  {1, 4096, 7168}};
 }
 
 void bench_gemm(const Options& o, std::vector<Result>& out) {

@@ -43,7 +43,7 @@ TEST(GemmConfig, InvariantsOverSweep) {
               ASSERT_LE(smem_bytes(f, c.bm, c.stages, c.bn, c.pre_expand), kSmemLimit);
               // B is expanded before the kernel exactly when FP4 weights meet a large M and the
               // workspace holds the expanded B; that plan never splits K.
-              ASSERT_EQ(c.pre_expand, f != GemmFormat::kFP8Block && M >= kPreExpandMinM && pre_expand_bytes(f, N, K) <= ws);
+              ASSERT_EQ(c.pre_expand, f != GemmFormat::kFP8Block && M >= pre_expand_min_m(f) && pre_expand_bytes(f, N, K) <= ws);
               ASSERT_GE(c.splits, 1);
               ASSERT_LE(c.splits, kMaxSplits);
               // Every K block belongs to exactly one split and no split is empty.

@@ -15,6 +15,7 @@
 #include "backend/backends.h"
 #include "backend/gemm.h"
 #include "common/gemm_test_util.h"
+#include "cuda/gemm/config.h"
 #include "dsv4/ops/gemm.h"
 
 namespace dsv4 {
@@ -248,12 +249,14 @@ int max_block_span(const HostGemm& h) {
 TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 g = test::rng_for_test();
-  const int64_t M = 600;
+  // W4A8 is expanded once from M = 257 (config.h), the others from 512: each at both ends.
+  for (const int64_t M : {int64_t(600), int64_t(257)})
   for (const FormatCase& c : kCases) {
     if (c.f == GemmFormat::kFP8Block) continue;
+    if (M < cuda::gemm_detail::pre_expand_min_m(c.f)) continue;
     // W4A16 also at N = 512 (a multiple of 256: bn_for weighs the wide tiles, here too few of them).
     for (int variant = 0; variant < 7; ++variant) {
-      SCOPED_TRACE(testing::Message() << "variant " << variant);
+      SCOPED_TRACE(testing::Message() << "M " << M << " variant " << variant);
       const bool w4a8 = c.f == GemmFormat::kW4A8MXFP4;
       if ((variant >= 2 && variant < 5 && !w4a8) || (variant >= 5 && w4a8)) continue;
       const int64_t N = variant >= 5 ? 512 : 384;

@@ -8,9 +8,10 @@
 // partials, no reduction kernel), each CTA streaming its weight rows with up to 16 stages in
 // flight; and pre-expanded W4A16, 256 (see bn_for). Other
 // small problems split K so that about one CTA runs per SM: at decode the GEMM is bound by weight
-// bytes. Large problems with FP4 weights (M >= kPreExpandMinM) expand B once into the caller's
-// workspace (e4m3 with per-row scales, or bf16) and run the kernel on the expanded operand: the
-// in-kernel expansion is repeated by each of the M / BM tiles that read a B tile.
+// bytes. Large problems with FP4 weights (M >= pre_expand_min_m: 257 for W4A8, 512 for W4A16)
+// expand B once into the caller's workspace (e4m3 with per-row scales, or bf16) and run the kernel
+// on the expanded operand: the in-kernel expansion is repeated by each of the M / BM tiles that
+// read a B tile.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -97,8 +98,14 @@ constexpr int smem_bytes(GemmFormat f, int bm, int stages, int bn = kBN, bool pr
 // tile expands it again in the kernel: at M = 4096 W4A8 spent ~60% of its time expanding (625 us
 // against 228 for FP8 on the same shape, H100), while one expansion pass over a 4096 x 7168 weight
 // costs about as much as three tiles' share.
+// W4A8 from M = 257: past 256 rows K is no longer split, and its in-kernel expansion ran 85-104 us
+// at 257..511 x 4096 x 7168 against 56-61 expanded once (H100, from graphs; 50-54 at M = 256 split-K
+// in the kernel), so the time now grows smoothly through 256. W4A16's expanded B is bf16, twice the
+// bytes: there the pass does not pay below 512 (511: 73 us in the kernel, 512: 76 expanded).
 inline constexpr int64_t kPreExpandMinM = 512;
-constexpr bool pre_expand_for(int64_t M, GemmFormat f) { return f != GemmFormat::kFP8Block && M >= kPreExpandMinM; }
+inline constexpr int64_t kPreExpandMinMW4A8 = 257;
+constexpr int64_t pre_expand_min_m(GemmFormat f) { return f == GemmFormat::kW4A8MXFP4 ? kPreExpandMinMW4A8 : kPreExpandMinM; }
+constexpr bool pre_expand_for(int64_t M, GemmFormat f) { return f != GemmFormat::kFP8Block && M >= pre_expand_min_m(f); }
 // Workspace of the expanded B (b_rows x K). W4A16: bf16 elements. W4A8: e4m3 elements, then
 // (each piece 256-aligned) f32 scales a row and 128-K block, f32 scales and their ue8m0 exponents a
 // 128 x 128 block, and one u32 flag. The flag is 0 when every 128 x 128 block's exponents span at
