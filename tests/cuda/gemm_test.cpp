@@ -250,44 +250,45 @@ TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 g = test::rng_for_test();
   // W4A8 is expanded once from M = 257 (config.h), the others from 512: each at both ends.
-  for (const int64_t M : {int64_t(600), int64_t(257)})
-  for (const FormatCase& c : kCases) {
-    if (c.f == GemmFormat::kFP8Block) continue;
-    if (M < cuda::gemm_detail::pre_expand_min_m(c.f)) continue;
-    // W4A16 also at N = 512 (a multiple of 256: bn_for weighs the wide tiles, here too few of them).
-    for (int variant = 0; variant < 7; ++variant) {
-      SCOPED_TRACE(testing::Message() << "M " << M << " variant " << variant);
-      const bool w4a8 = c.f == GemmFormat::kW4A8MXFP4;
-      if ((variant >= 2 && variant < 5 && !w4a8) || (variant >= 5 && w4a8)) continue;
-      const int64_t N = variant >= 5 ? 512 : 384;
-      HostGemm h = test::make_random_gemm(c.f, M, N, 1536, g, c.scale, c.mx_a);
-      if (w4a8 && variant < 2) ASSERT_LE(max_block_span(h), 14) << "random weights should take the block mode";
-      if (variant == 1 || variant == 6) {
-        h.has_bias = h.has_residual = true;
-        test::add_epilogue_inputs(h, g, false);
+  for (const int64_t M : {int64_t(600), int64_t(257)}) {
+    for (const FormatCase& c : kCases) {
+      if (c.f == GemmFormat::kFP8Block) continue;
+      if (M < cuda::gemm_detail::pre_expand_min_m(c.f)) continue;
+      // W4A16 also at N = 512 (a multiple of 256: bn_for weighs the wide tiles, here too few of them).
+      for (int variant = 0; variant < 7; ++variant) {
+        SCOPED_TRACE(testing::Message() << "M " << M << " variant " << variant);
+        const bool w4a8 = c.f == GemmFormat::kW4A8MXFP4;
+        if ((variant >= 2 && variant < 5 && !w4a8) || (variant >= 5 && w4a8)) continue;
+        const int64_t N = variant >= 5 ? 512 : 384;
+        HostGemm h = test::make_random_gemm(c.f, M, N, 1536, g, c.scale, c.mx_a);
+        if (w4a8 && variant < 2) ASSERT_LE(max_block_span(h), 14) << "random weights should take the block mode";
+        if (variant == 1 || variant == 6) {
+          h.has_bias = h.has_residual = true;
+          test::add_epilogue_inputs(h, g, false);
+        }
+        if (variant == 2) {  // B exponents spanning 20 in a block: row mode, small sub-blocks round
+          for (int64_t n = 0; n < h.N; ++n)
+            for (int64_t j = 0; j < h.K / 32; ++j)
+              h.b_scales[n * (h.K / 32) + j] = static_cast<uint8_t>(j % 4 == n % 4 ? 131 : 111 + (n + j) % 11);
+          ASSERT_GT(max_block_span(h), 14);
+        }
+        if (variant == 3 || variant == 4) {  // the last block's last sub-block at span 15 (row mode) or exactly 14 (block mode)
+          const int64_t cols = h.K / 32;
+          int hi = 0;
+          for (int64_t n = h.N - 128; n < h.N; ++n)
+            for (int64_t j = cols - 4; j < cols; ++j) hi = std::max<int>(hi, h.b_scales[n * cols + j]);
+          h.b_scales[(h.N - 1) * cols + cols - 1] = static_cast<uint8_t>(hi - (variant == 3 ? 15 : 14));
+          ASSERT_EQ(max_block_span(h) > 14, variant == 3);
+        }
+        ASSERT_GT(gemm_workspace_size(h.format, h.M, h.N, h.K, Device::cuda(0)), 0) << where(h);
+        const std::vector<uint16_t> want = run_cpu(h);
+        GpuRun pre = run_gpu(h, true, variant == 1 || variant == 6);
+        ASSERT_TRUE(pre.status.ok()) << where(h) << ": " << pre.status.message();
+        GpuRun in_kernel = run_gpu(h, false);
+        ASSERT_TRUE(in_kernel.status.ok()) << where(h) << ": " << in_kernel.status.message();
+        expect_bitwise(h, pre.d, in_kernel.d);
+        expect_close(h, pre.d, want);
       }
-      if (variant == 2) {  // B exponents spanning 20 in a block: row mode, small sub-blocks round
-        for (int64_t n = 0; n < h.N; ++n)
-          for (int64_t j = 0; j < h.K / 32; ++j)
-            h.b_scales[n * (h.K / 32) + j] = static_cast<uint8_t>(j % 4 == n % 4 ? 131 : 111 + (n + j) % 11);
-        ASSERT_GT(max_block_span(h), 14);
-      }
-      if (variant == 3 || variant == 4) {  // the last block's last sub-block at span 15 (row mode) or exactly 14 (block mode)
-        const int64_t cols = h.K / 32;
-        int hi = 0;
-        for (int64_t n = h.N - 128; n < h.N; ++n)
-          for (int64_t j = cols - 4; j < cols; ++j) hi = std::max<int>(hi, h.b_scales[n * cols + j]);
-        h.b_scales[(h.N - 1) * cols + cols - 1] = static_cast<uint8_t>(hi - (variant == 3 ? 15 : 14));
-        ASSERT_EQ(max_block_span(h) > 14, variant == 3);
-      }
-      ASSERT_GT(gemm_workspace_size(h.format, h.M, h.N, h.K, Device::cuda(0)), 0) << where(h);
-      const std::vector<uint16_t> want = run_cpu(h);
-      GpuRun pre = run_gpu(h, true, variant == 1 || variant == 6);
-      ASSERT_TRUE(pre.status.ok()) << where(h) << ": " << pre.status.message();
-      GpuRun in_kernel = run_gpu(h, false);
-      ASSERT_TRUE(in_kernel.status.ok()) << where(h) << ": " << in_kernel.status.message();
-      expect_bitwise(h, pre.d, in_kernel.d);
-      expect_close(h, pre.d, want);
     }
   }
   // A NaN scale reaches exactly the outputs it feeds on the expanded path too.
