@@ -12,7 +12,7 @@ constexpr GemmFormat kFormats[] = {GemmFormat::kFP8Block, GemmFormat::kW4A16MXFP
 constexpr int64_t kHuge = int64_t(1) << 40;
 
 TEST(GemmConfig, InvariantsOverSweep) {
-  const int64_t Ms[] = {1, 7, 16, 64, 65, 128, 129, 256, 1000, 4096, 65536};
+  const int64_t Ms[] = {1, 7, 16, 64, 65, 128, 129, 200, 256, 257, 1000, 4096, 65536};
   const int64_t Ns[] = {128, 512, 1536, 4096, 7168, 24576};
   const int64_t Ks[] = {128, 256, 512, 2048, 4096, 7168};
   const int sms[] = {1, 16, 114, 132};
@@ -28,7 +28,10 @@ TEST(GemmConfig, InvariantsOverSweep) {
               ASSERT_EQ(c.stage_k, is_w4a16(f) && c.bn == kBNWide ? 64 : kBK);
               const int kblocks = static_cast<int>(K / c.stage_k);
               ASSERT_TRUE(c.bm == 64 || c.bm == 128);
-              ASSERT_EQ(c.bm, M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128);
+              const bool fp8 = f == GemmFormat::kFP8Block;
+              const bool mid64 = fp8 && M > 128 && M <= 256 && (M + 127) / 128 * (N / 128) * 4 < int64_t(sm) * 3 &&
+                                 (M + 63) / 64 * (N / 128) <= sm;
+              ASSERT_EQ(c.bm, M <= 64 || (fp8 && M <= 128) || mid64 ? 64 : 128);
               const int64_t mt = (M + 127) / 128;
               const bool wide = is_w4a16(f) && c.pre_expand && N % 256 == 0 &&
                                 (mt * (N / 256) + sm - 1) / sm < (mt * (N / 128) + sm - 1) / sm;
@@ -85,6 +88,26 @@ TEST(GemmConfig, DecodeShapesSplitAcrossAllSms) {
       EXPECT_GE(c.tiles * c.splits, 100);
       EXPECT_EQ(c.grid, c.tiles * c.splits);
     }
+}
+
+TEST(GemmConfig, Fp8MidSizedMTakes64RowTilesWhere128WouldSplit) {
+  // 129..256 x 4096 x 7168 on 132 SMs: 128-row tiles (64) would split K; 64-row ones (96, 128) make
+  // one round without a split.
+  for (int64_t M : {129, 192, 256}) {
+    const GemmConfig c = choose_gemm_config(M, 4096, 7168, GemmFormat::kFP8Block, 132, kHuge);
+    SCOPED_TRACE(testing::Message() << "M=" << M);
+    EXPECT_EQ(c.bm, 64);
+    EXPECT_EQ(c.bn, kBN);
+    EXPECT_EQ(c.splits, 1);
+    EXPECT_EQ(c.tiles, (M + 63) / 64 * 32);
+    EXPECT_EQ(c.workspace_bytes, 0);
+  }
+  // Enough 128-row tiles without a split (N = 7168: 112; N = 24576: 384): BM stays 128.
+  EXPECT_EQ(choose_gemm_config(129, 7168, 2048, GemmFormat::kFP8Block, 132, kHuge).bm, 128);
+  EXPECT_EQ(choose_gemm_config(256, 24576, 1536, GemmFormat::kFP8Block, 132, kHuge).bm, 128);
+  // Past 256 rows, and for FP4 weights, 128-row tiles.
+  EXPECT_EQ(choose_gemm_config(257, 4096, 7168, GemmFormat::kFP8Block, 132, kHuge).bm, 128);
+  EXPECT_EQ(choose_gemm_config(129, 4096, 7168, GemmFormat::kW4A8MXFP4, 132, kHuge).bm, 128);
 }
 
 TEST(GemmConfig, LargeProblemsDoNotSplit) {

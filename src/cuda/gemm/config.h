@@ -3,7 +3,8 @@
 //
 // Tiles are BM x BN output elements, BK = 128 K elements a pipeline stage (one scale block of the
 // FP8 formats, four of MXFP4). BM is 64 (one consumer warpgroup, decode-sized M) or 128 (two
-// consumer warpgroups). BN is 128, except FP8 decode (8 <= M <= 128, BM = 64): 32- or 64-row
+// consumer warpgroups; FP8 also at 129..256 rows where 128-row tiles would split K, see bm_for).
+// BN is 128, except FP8 decode (8 <= M <= 128, BM = 64): 32- or 64-row
 // weight tiles, the narrowest whose tiles cover the SMs in one round without split-K (no
 // partials, no reduction kernel), each CTA streaming its weight rows with up to 16 stages in
 // flight; and pre-expanded W4A16, 256 (see bn_for). Other
@@ -138,7 +139,23 @@ inline constexpr int kFoldMaxSpan = 14;  // e2m1 * 2^(s - smax + 6) stays exact 
 // tiles sharing each B tile through L2 beat one 128-row tile (H100, 128x4096x7168, same-run A/B:
 // 22.7/22.3 vs 24.3/23.9 us); with FP4 weights the doubled expansion makes BM = 64 slower there
 // (W4A16 44.6 vs 36.5 us).
-constexpr int bm_for(int64_t M, GemmFormat f) { return M <= 64 || (f == GemmFormat::kFP8Block && M <= 128) ? 64 : 128; }
+// FP8 at 129..256 rows also takes BM = 64 (x 128-wide tiles, no split) where 128-row tiles would be
+// too few and split K, and the 64-row tiles still make one round: each CTA then reads its A and B
+// once, with no f32 partials and no reduction kernel. H100, same-run A/B from graphs (us, BM = 128
+// split-K 2 -> BM = 64): 129 / 160 / 192 / 256 x 4096 x 7168 29.5 / 24.0-26.6 / 23.8-25.7 / 27.3-27.8
+// -> 22.3-24.3 / 20.8-21.8 / 20.3-24.2 / 18.7-19.9; 129 x 24576 x 1536 (BM = 64 in 4.4 rounds instead
+// of 2.9) 29.6-31.2 -> 26.0-28.4, but 192 and 256 x 24576 x 1536 and 129..256 x 7168 x 2048 (no
+// split at BM = 128) 5-20% slower, hence the split condition (docs/notes/gemm.md, round 13).
+constexpr int bm_for(int64_t M, int64_t N, GemmFormat f, int sm_count) {
+  if (M <= 64) return 64;
+  if (f != GemmFormat::kFP8Block) return 128;
+  if (M <= 128) return 64;
+  if (M <= 256) {
+    const int64_t tiles128 = (M + 127) / 128 * (N / kBN), tiles64 = (M + 63) / 64 * (N / kBN);
+    if (tiles128 * 4 < int64_t(sm_count) * 3 && tiles64 <= sm_count) return 64;
+  }
+  return 128;
+}
 
 // FP8 at decode sizes takes 32-row weight tiles (see the top of this file) when they make one round
 // of CTAs, else 64-row ones if those do: with more tiles than SMs each CTA walks several short
@@ -189,7 +206,7 @@ inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat
   sm_count = std::max(sm_count, 1);
   if (b_rows <= 0) b_rows = N;
   c.pre_expand = pre_expand_for(M, f) && pre_expand_bytes(f, b_rows, K) <= workspace_limit;
-  c.bm = bm_for(M, f);
+  c.bm = bm_for(M, N, f, sm_count);
   c.bn = bn_for(M, N, f, sm_count, c.pre_expand);
   c.stage_k = stage_k(f, c.bn, c.pre_expand);
   c.stages = max_stages(f, c.bm, c.bn, c.pre_expand);
