@@ -2,8 +2,8 @@
 // split-K. No CUDA includes, so the CPU tests check it directly (tests/cpu/gemm_config_test.cpp).
 //
 // Tiles are BM x BN output elements, BK = 128 K elements a pipeline stage (one scale block of the
-// FP8 formats, four of MXFP4). BM is 64 (one consumer warpgroup, decode-sized M) or 128 (two
-// consumer warpgroups; FP8 also at 129..256 rows where 128-row tiles would split K, see bm_for).
+// FP8 formats, four of MXFP4). BM is 64 (one consumer warpgroup: decode-sized M, and FP8 at 129..256
+// rows where 128-row tiles would split K, see bm_for) or 128 (two consumer warpgroups).
 // BN is 128, except FP8 decode (8 <= M <= 128, BM = 64): 32- or 64-row
 // weight tiles, the narrowest whose tiles cover the SMs in one round without split-K (no
 // partials, no reduction kernel), each CTA streaming its weight rows with up to 16 stages in
