@@ -108,6 +108,8 @@ TEST(GemmConfig, Fp8MidSizedMTakes64RowTilesWhere128WouldSplit) {
   // Past 256 rows, and for FP4 weights, 128-row tiles.
   EXPECT_EQ(choose_gemm_config(257, 4096, 7168, GemmFormat::kFP8Block, 132, kHuge).bm, 128);
   EXPECT_EQ(choose_gemm_config(129, 4096, 7168, GemmFormat::kW4A8MXFP4, 132, kHuge).bm, 128);
+  // Grouped (b_rows = groups x N; M a group's average rows): 128-row tiles.
+  EXPECT_EQ(choose_gemm_config(200, 4096, 7168, GemmFormat::kFP8Block, 132, kHuge, 8 * 4096).bm, 128);
 }
 
 TEST(GemmConfig, LargeProblemsDoNotSplit) {

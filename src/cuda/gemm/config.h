@@ -146,11 +146,12 @@ inline constexpr int kFoldMaxSpan = 14;  // e2m1 * 2^(s - smax + 6) stays exact 
 // -> 22.3-24.3 / 20.8-21.8 / 20.3-24.2 / 18.7-19.9; 129 x 24576 x 1536 (BM = 64 in 4.4 rounds instead
 // of 2.9) 29.6-31.2 -> 26.0-28.4, but 192 and 256 x 24576 x 1536 and 129..256 x 7168 x 2048 (no
 // split at BM = 128) 5-20% slower, hence the split condition (docs/notes/gemm.md, round 13).
-constexpr int bm_for(int64_t M, int64_t N, GemmFormat f, int sm_count) {
+// Grouped GEMMs (M is then a group's average) have tiles enough for every SM: not for them.
+constexpr int bm_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool grouped = false) {
   if (M <= 64) return 64;
   if (f != GemmFormat::kFP8Block) return 128;
   if (M <= 128) return 64;
-  if (M <= 256) {
+  if (M <= 256 && !grouped) {
     const int64_t tiles128 = (M + 127) / 128 * (N / kBN), tiles64 = (M + 63) / 64 * (N / kBN);
     if (tiles128 * 4 < int64_t(sm_count) * 3 && tiles64 <= sm_count) return 64;
   }
@@ -206,7 +207,7 @@ inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat
   sm_count = std::max(sm_count, 1);
   if (b_rows <= 0) b_rows = N;
   c.pre_expand = pre_expand_for(M, f) && pre_expand_bytes(f, b_rows, K) <= workspace_limit;
-  c.bm = bm_for(M, N, f, sm_count);
+  c.bm = bm_for(M, N, f, sm_count, b_rows > N);
   c.bn = bn_for(M, N, f, sm_count, c.pre_expand);
   c.stage_k = stage_k(f, c.bn, c.pre_expand);
   c.stages = max_stages(f, c.bm, c.bn, c.pre_expand);
