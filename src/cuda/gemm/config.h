@@ -139,6 +139,9 @@ inline constexpr int kFoldMaxSpan = 14;  // e2m1 * 2^(s - smax + 6) stays exact 
 // tiles sharing each B tile through L2 beat one 128-row tile (H100, 128x4096x7168, same-run A/B:
 // 22.7/22.3 vs 24.3/23.9 us); with FP4 weights the doubled expansion makes BM = 64 slower there
 // (W4A16 44.6 vs 36.5 us).
+// Whether `tiles` work units leave more than a quarter of the SMs idle: where split-K pays.
+constexpr bool leaves_sms_idle(int64_t tiles, int64_t sm_count) { return tiles * 4 < sm_count * 3; }
+
 // FP8 at 129..256 rows also takes BM = 64 (x 128-wide tiles, no split) where 128-row tiles would be
 // too few and split K, and the 64-row tiles still make one round: each CTA then reads its A and B
 // once, with no f32 partials and no reduction kernel. H100, same-run A/B from graphs (us, BM = 128
@@ -153,7 +156,7 @@ constexpr int bm_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool grou
   if (M <= 128) return 64;
   if (M <= 256 && !grouped) {
     const int64_t tiles128 = (M + 127) / 128 * (N / kBN), tiles64 = (M + 63) / 64 * (N / kBN);
-    if (tiles128 * 4 < int64_t(sm_count) * 3 && tiles64 <= sm_count) return 64;
+    if (leaves_sms_idle(tiles128, sm_count) && tiles64 <= sm_count) return 64;
   }
   return 128;
 }
@@ -218,7 +221,7 @@ inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat
   // Split only when the tiles leave more than a quarter of the SMs idle, keep at least 2 K blocks
   // (one 128-deep scale block each) per split so the pipeline fills, and never split big-M work:
   // there the f32 round trip would cost more than the idle SMs.
-  if (c.tiles * 4 < static_cast<int64_t>(sm_count) * 3 && M <= 256 && kblocks >= 4) {
+  if (leaves_sms_idle(c.tiles, sm_count) && M <= 256 && kblocks >= 4) {
     // Floor, so tiles x splits fits one wave: a second, partial wave would cost a whole split.
     int want = static_cast<int>(sm_count / c.tiles);
     want = std::min({want, kMaxSplits, kblocks / 2});
@@ -322,7 +325,7 @@ inline DecodeFp4Config choose_decode_fp4_config(int64_t M, int64_t N, int64_t K,
   c.wk = decode_fp4_wk(c.wr);
   const int64_t row_units = slices / c.wr;
   c.splits = 1;
-  if (row_units * 4 < sms * 3 && kblocks >= 4) {
+  if (leaves_sms_idle(row_units, sms) && kblocks >= 4) {
     int want = static_cast<int>(sms / row_units);
     want = std::min({want, kMaxSplits, kblocks / 2});
     while (want > 1 && want * M * N * 4 > workspace_limit) --want;
