@@ -409,13 +409,18 @@ __global__ void __launch_bounds__(256) pre_expand_kernel(const uint8_t* __restri
   const uint8_t* src = b + row * b_ld + k0 / 2;
   const uint8_t* srow = bs + row * bs_s0;
   if constexpr (F == GemmFormat::kW4A8MXFP4) {
+    // Every load up front, the block's exponent and the flag too (not the block exponent after the
+    // flag has arrived): a thread expands only 16 bytes, so a second load latency in its chain
+    // costs bandwidth.
     const uint32_t packed_s = load_exponents4(srow, kb, bs_s1, vec4);
+    const int block_smax = __ldg(block_exps + (row / kBK) * kblocks + kb);
+    const bool fold_block = __ldg(flag) == 0;
+    const uint4 w = __ldg(reinterpret_cast<const uint4*>(src));
     int smax = w4a8_fold_smax(packed_s);
     if (c % kChunks == 0) out_scales[row * kblocks + kb] = w4a8_fold_scale(smax);
-    if (*flag == 0) smax = block_exps[(row / kBK) * kblocks + kb];
+    if (fold_block) smax = block_smax;
     uint32_t lut0, lut1;
     e4m3_table(int((packed_s >> (8 * (c % kChunks))) & 0xFF) - smax + 6, lut0, lut1);
-    const uint4 w = __ldg(reinterpret_cast<const uint4*>(src));
     uint4* dst = reinterpret_cast<uint4*>(out) + 2 * chunk;
     dst[0] = e2m1x16_lookup(w.x, w.y, lut0, lut1);
     dst[1] = e2m1x16_lookup(w.z, w.w, lut0, lut1);
