@@ -177,8 +177,13 @@ Result lt_block_case(int64_t M, int64_t N, int64_t K, const TimerOptions& t, boo
 
 // The shapes: prefill-sized, and the decode shapes bound by weight bytes.
 std::vector<std::array<int64_t, 3>> shapes_from(const Options& o) {
-  if (o.has("m") || o.has("n") || o.has("k"))
-    return {{o.get_int("m", 4096), o.get_int("n", 4096), o.get_int("k", 7168)}};
+  if (o.has("m") || o.has("n") || o.has("k")) {
+    // --m may list several row counts (one process for an M sweep: --m 64,128,129,256,257).
+    std::vector<std::array<int64_t, 3>> out;
+    const int64_t n = o.get_int("n", 4096), k = o.get_int("k", 7168);
+    for (int64_t m : o.get_int_list("m", {4096})) out.push_back({m, n, k});
+    return out;
+  }
   // 384 and 129: either side of the M = 256 and M = 128 plan changes (config.h), where a cliff would show.
   return {{4096, 4096, 7168}, {4096, 7168, 2048}, {4096, 24576, 1536}, {512, 4096, 7168}, {384, 4096, 7168},
           {256, 4096, 7168},  {129, 4096, 7168},  {128, 4096, 7168},   {64, 4096, 7168},  {16, 4096, 7168},

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 namespace dsv4::bench {
@@ -49,6 +50,27 @@ int64_t Options::get_int(const std::string& key, int64_t def) const {
   if (end == it->second.c_str() || *end != '\0')
     throw BenchError("option --" + key + " needs an integer, got '" + it->second + "'");
   return v;
+}
+
+std::vector<int64_t> Options::get_int_list(const std::string& key, const std::vector<int64_t>& def) const {
+  read_[key] = true;
+  auto it = kv_.find(key);
+  if (it == kv_.end()) return def;
+  std::vector<int64_t> out;
+  const std::string& text = it->second;
+  size_t pos = 0;
+  for (;;) {
+    const size_t comma = text.find(',', pos);
+    const std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || end == item.c_str() || *end != '\0')
+      throw BenchError("option --" + key + " needs integers separated by commas, got '" + text + "'");
+    out.push_back(v);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
 }
 
 std::vector<std::string> Options::unused() const {

@@ -31,6 +31,8 @@ class Options {
   bool has(const std::string& key) const;
   std::string get(const std::string& key, const std::string& def) const;
   int64_t get_int(const std::string& key, int64_t def) const;  // throws BenchError on a non-number
+  // A comma-separated list of integers ("64,128,129"); `def` when the key is absent.
+  std::vector<int64_t> get_int_list(const std::string& key, const std::vector<int64_t>& def) const;
   void set(const std::string& key, const std::string& value) { kv_[key] = value; }
   // Keys present on the command line that no get_*/has call asked about.
   std::vector<std::string> unused() const;

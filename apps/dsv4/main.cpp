@@ -48,7 +48,8 @@ options (bench and verify):
   quant:    --m M --k K (bench 16384x8192, verify 4096x7168) --formats mxfp4,nvfp4,mxfp8,fp8_1x128,fp8_128x128
             --wide bf16,f32 (both) --scales ue8m0,f32 (both; FP8 1x128/128x128 only)
   kv_cache: --tokens T (bench 262144, verify 16384) --page-size P (64)
-  gemm:     --m M --n N --k K (bench: the issue's shapes) --formats fp8block,w4a8-mxfp4,w4a16-mxfp4,w4a16-nvfp4
+  gemm:     --m M --n N --k K (bench: the issue's shapes; --m may list rows, e.g. 64,128,129,256)
+            --formats fp8block,w4a8-mxfp4,w4a16-mxfp4,w4a16-nvfp4
             --no-workspace (no split-K, FP4 weights expanded in the kernel) --no-baseline (skip cuBLASLt)
             --b-scales narrow|wide (MXFP4 weight exponents in 2^[-3,3], default, or 2^[-8,8])
             --data uniform|normal (operand codes spread evenly, default, or N(0,1) values quantized
