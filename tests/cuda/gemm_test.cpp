@@ -206,6 +206,19 @@ TEST(GemmCuda, ExactLargeM) {
     HostGemm hr = test::make_random_gemm(GemmFormat::kFP8Block, M, N, 1024, g);
     expect_gpu_close(hr, run_cpu(hr));
   }
+  // FP8 at 129..256 rows on 64 x 128 tiles without split-K (bm_for: N = 4096 makes 64 tiles of
+  // 128 rows, which would split, and 96 / 128 of 64 rows on a 132-SM H100/H200), with the
+  // TMA-store epilogue of a partial last M tile (M = 200) and the direct one (bias + residual).
+  for (int64_t M : {int64_t(129), int64_t(200)}) {
+    HostGemm h = test::make_exact_gemm(GemmFormat::kFP8Block, M, 4096, 256, g);
+    if (M == 200) {
+      h.has_bias = h.has_residual = true;
+      test::add_epilogue_inputs(h, g, true);
+    }
+    expect_gpu_bitwise(h, run_cpu(h));
+    HostGemm hr = test::make_random_gemm(GemmFormat::kFP8Block, M, 4096, 1024, g);
+    expect_gpu_close(hr, run_cpu(hr));
+  }
   // Pre-expanded W4A16 on 128 x 256 tiles (bn_for picks them where they make fewer waves: 68 wide
   // tiles against 136 narrow ones on a 132-SM H100/H200), with the 256-wide TMA-store epilogue and,
   // for MXFP4, the direct one (bias + residual).
