@@ -18,9 +18,12 @@
 // (wgmmas serialised: accumulator registers read between start and end of a pipeline stage) for
 // the block / sub / nocvt instances, whose promotion reads one scratch tile while the other's
 // RS group is in flight; the SS loop of kernel.cuh does the same without the warning, and the FP4
-// decode kernel promotes only after wgmma_wait<0>. Whether the RS form allows that overlap at all
-// is the first thing to settle (SASS: WARPGROUP.DEPBAR / ARRIVE placement), before the numbers of
-// those modes mean what their names say; chain has only C7517 (a wait injected at the loop exit).
+// decode kernel promotes only after wgmma_wait<0>. Checked here: the warning stays with SS wgmmas
+// in place of the RS ones, without the fragment pins and without fence_accumulators, and goes when
+// the promotion does not read the scratch tile: so it is this loop's structure, not the RS form.
+// Settle that first (compare the SASS, WARPGROUP.DEPBAR / ARRIVE placement, with kernel.cuh's
+// two-scratch loop) before the numbers of those modes mean what their names say; chain has only
+// C7517 (a wait injected at the loop exit).
 // Build and run on the GPU machine:
 //   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Isrc -o /tmp/rs scripts/rs-rate.cu && /tmp/rs
 #include <cuda_runtime.h>
