@@ -457,9 +457,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
   // Pre-expanded W4A8: one B scale a 128 x 128 block (FP8's promotion) or one a row (per column).
   bool block_mode = false;
   if constexpr (T::kColScales) block_mode = *args.pre_flag == 0;
-  // The warpgroup index through a shuffle: ptxas then knows it is warp-uniform and can keep what
-  // derives from it (the consumers' wgmma descriptors) in uniform registers.
-  const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0);
+  const int wg = ptx::warp_uniform(static_cast<int>(threadIdx.x / 128));  // descriptors in uniform registers
   const int tid_wg = threadIdx.x % 128;
   const int warp = tid_wg / 32, lane = tid_wg % 32;
   // Lets a programmatic dependent (the split-K reduction) get launched early; it waits for this

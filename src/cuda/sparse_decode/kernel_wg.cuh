@@ -399,9 +399,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
   uint64_t* bar_pready = bar_full + 4;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
-  // the descriptor arithmetic that depends on it in uniform registers.
-  const int dg = __shfl_sync(0xffffffffu, tid >> 7, 0);
+  const int dg = ptx::warp_uniform(tid >> 7);  // descriptor arithmetic in uniform registers
   // The split combine is launched as a programmatic dependent (launch.cu): let its CTAs launch
   // now, onto the SMs this grid leaves free, so that they wait at griddepcontrol.wait instead of
   // behind a launch gap. Nothing here depends on it; a no-op without a dependent.
@@ -425,10 +423,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) sparse_decode_wg_kernel(const A
     if (ks.len) n = max(0, min(n, ks.len[b * ks.len_sb + s * ks.len_ss]));
     return n;
   };
-  // Broadcast from lane 0: the compiler then treats the lengths, and the tile indices derived from
-  // them, as warp-uniform (uniform registers, not per-thread ones).
-  const int len0 = __shfl_sync(0xffffffffu, eff_len(a.set[0]), 0);
-  const int len1 = __shfl_sync(0xffffffffu, eff_len(a.set[1]), 0);
+  // Uniform lengths: the tile indices derived from them live in uniform registers.
+  const int len0 = ptx::warp_uniform(eff_len(a.set[0]));
+  const int len1 = ptx::warp_uniform(eff_len(a.set[1]));
   const int t_begin = split * sc.tiles_per_split;
   const int t_end = min(t_begin + sc.tiles_per_split, sc.tiles_main + sc.tiles_extra);
   // The first tile at or after t that holds a key below its set's length (t_end when none): every
