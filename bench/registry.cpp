@@ -41,14 +41,21 @@ std::string Options::get(const std::string& key, const std::string& def) const {
   return it == kv_.end() ? def : it->second;
 }
 
+namespace {
+// The whole of `text` as a base-10 integer, or false.
+bool parse_int(const std::string& text, int64_t* v) {
+  char* end = nullptr;
+  *v = std::strtoll(text.c_str(), &end, 10);
+  return end != text.c_str() && *end == '\0';
+}
+}  // namespace
+
 int64_t Options::get_int(const std::string& key, int64_t def) const {
   read_[key] = true;
   auto it = kv_.find(key);
   if (it == kv_.end()) return def;
-  char* end = nullptr;
-  const long long v = std::strtoll(it->second.c_str(), &end, 10);
-  if (end == it->second.c_str() || *end != '\0')
-    throw BenchError("option --" + key + " needs an integer, got '" + it->second + "'");
+  int64_t v = 0;
+  if (!parse_int(it->second, &v)) throw BenchError("option --" + key + " needs an integer, got '" + it->second + "'");
   return v;
 }
 
@@ -61,10 +68,8 @@ std::vector<int64_t> Options::get_int_list(const std::string& key, const std::ve
   size_t pos = 0;
   for (;;) {
     const size_t comma = text.find(',', pos);
-    const std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    char* end = nullptr;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || end == item.c_str() || *end != '\0')
+    int64_t v = 0;
+    if (!parse_int(text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos), &v))
       throw BenchError("option --" + key + " needs integers separated by commas, got '" + text + "'");
     out.push_back(v);
     if (comma == std::string::npos) break;
