@@ -280,7 +280,7 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
       Result r;
       r.op = "gemm";
       // The workspace holds split-K partials (only at M <= 256) or the expanded FP4 B (only at
-      // M >= 512): src/cuda/gemm/config.h.
+      // M >= 257): src/cuda/gemm/config.h.
       r.case_name = std::string(gemm_format_name(f)) + (ws_bytes == 0 ? "" : M <= 256 ? " splitK" : " pre-expanded") +
                     (f == GemmFormat::kW4A8MXFP4 && b_spread == "wide" ? " wide-B-scales" : "") + (normal ? " normal-data" : "");
       r.shape = shape_str({M, N, K});

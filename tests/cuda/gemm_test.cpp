@@ -262,7 +262,8 @@ int max_block_span(const HostGemm& h) {
 TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 g = test::rng_for_test();
-  // W4A8 is expanded once from M = 257 (config.h), the others from 512: each at both ends.
+  // W4A8 and W4A16-NVFP4 are expanded once from M = 257 (config.h), W4A16-MXFP4 from 512: each at
+  // both ends.
   for (const int64_t M : {int64_t(600), int64_t(257)}) {
     for (const FormatCase& c : kCases) {
       if (c.f == GemmFormat::kFP8Block) continue;

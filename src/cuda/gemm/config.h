@@ -9,7 +9,8 @@
 // partials, no reduction kernel), each CTA streaming its weight rows with up to 16 stages in
 // flight; and pre-expanded W4A16, 256 (see bn_for). Other
 // small problems split K so that about one CTA runs per SM: at decode the GEMM is bound by weight
-// bytes. Large problems with FP4 weights (M >= pre_expand_min_m: 257 for W4A8, 512 for W4A16)
+// bytes. Large problems with FP4 weights (M >= pre_expand_min_m: 257 for W4A8 and W4A16-NVFP4, 512
+// for W4A16-MXFP4)
 // expand B once into the caller's workspace (e4m3 with per-row scales, or bf16) and run the kernel
 // on the expanded operand: the in-kernel expansion is repeated by each of the M / BM tiles that
 // read a B tile.
@@ -102,10 +103,18 @@ constexpr int smem_bytes(GemmFormat f, int bm, int stages, int bn = kBN, bool pr
 // W4A8 from M = 257: past 256 rows K is no longer split, and its in-kernel expansion ran 85-104 us
 // at 257..511 x 4096 x 7168 against 56-61 expanded once (H100, from graphs; 50-54 at M = 256 split-K
 // in the kernel), so the time now grows smoothly through 256. W4A16's expanded B is bf16, twice the
-// bytes: there the pass does not pay below 512 (511: 73 us in the kernel, 512: 76 expanded).
+// bytes: for MXFP4 the pass does not pay below 512 (511: 73 us in the kernel, 512: 76 expanded;
+// 257..448: 69.7-74.3 in the kernel against 73.7-79.8 expanded), while NVFP4's in-kernel expansion
+// (16-element blocks, e4m3 scales) is slower and the pass pays from 257 (H100, same binary, graphs,
+// 257 / 320 / 384 / 448 x 4096 x 7168: 84.1-86.9 us in the kernel against 80.7 / 75.8-76.3 /
+// 75.3-75.4 / 77.6 expanded; docs/notes/gemm.md round 14). Below 257 the in-kernel path with split-K
+// wins for every format (W4A8 8-18%, W4A16 46-80% faster at 129..256).
 inline constexpr int64_t kPreExpandMinM = 512;
 inline constexpr int64_t kPreExpandMinMW4A8 = 257;
-constexpr int64_t pre_expand_min_m(GemmFormat f) { return f == GemmFormat::kW4A8MXFP4 ? kPreExpandMinMW4A8 : kPreExpandMinM; }
+inline constexpr int64_t kPreExpandMinMNVFP4 = 257;
+constexpr int64_t pre_expand_min_m(GemmFormat f) {
+  return f == GemmFormat::kW4A8MXFP4 ? kPreExpandMinMW4A8 : f == GemmFormat::kW4A16NVFP4 ? kPreExpandMinMNVFP4 : kPreExpandMinM;
+}
 constexpr bool pre_expand_for(int64_t M, GemmFormat f) { return f != GemmFormat::kFP8Block && M >= pre_expand_min_m(f); }
 // Workspace of the expanded B (b_rows x K). W4A16: bf16 elements. W4A8: e4m3 elements, then
 // (each piece 256-aligned) f32 scales a row and 128-K block, f32 scales and their ue8m0 exponents a
@@ -204,12 +213,14 @@ struct GemmConfig {
 // M >= 1; N, K positive multiples of 128; sm_count >= 1. workspace_limit caps the split-K or
 // expanded-B scratch (pass a huge value to ask for the ideal choice). b_rows: rows of B (all
 // groups'), N when 0. With too small a workspace FP4 weights are expanded in the kernel.
+// pre_min_m > 0 replaces pre_expand_min_m (same-binary A/Bs: DSV4_GEMM_PRE_EXPAND_MIN_M).
 inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat f, int sm_count,
-                                     int64_t workspace_limit, int64_t b_rows = 0) {
+                                     int64_t workspace_limit, int64_t b_rows = 0, int64_t pre_min_m = 0) {
   GemmConfig c;
   sm_count = std::max(sm_count, 1);
   if (b_rows <= 0) b_rows = N;
-  c.pre_expand = pre_expand_for(M, f) && pre_expand_bytes(f, b_rows, K) <= workspace_limit;
+  const bool pre = pre_min_m > 0 ? f != GemmFormat::kFP8Block && M >= pre_min_m : pre_expand_for(M, f);
+  c.pre_expand = pre && pre_expand_bytes(f, b_rows, K) <= workspace_limit;
   c.bm = bm_for(M, N, f, sm_count, b_rows > N);
   c.bn = bn_for(M, N, f, sm_count, c.pre_expand);
   c.stage_k = stage_k(f, c.bn, c.pre_expand);
@@ -221,7 +232,8 @@ inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat
   // Split only when the tiles leave more than a quarter of the SMs idle, keep at least 2 K blocks
   // (one 128-deep scale block each) per split so the pipeline fills, and never split big-M work:
   // there the f32 round trip would cost more than the idle SMs.
-  if (leaves_sms_idle(c.tiles, sm_count) && M <= 256 && kblocks >= 4) {
+  // (The expanded B occupies the workspace: no split with it.)
+  if (leaves_sms_idle(c.tiles, sm_count) && M <= 256 && kblocks >= 4 && !c.pre_expand) {
     // Floor, so tiles x splits fits one wave: a second, partial wave would cost a whole split.
     int want = static_cast<int>(sm_count / c.tiles);
     want = std::min({want, kMaxSplits, kblocks / 2});

@@ -107,6 +107,16 @@ Status launch_pre_expand(const GemmParams& p, int64_t b_rows, int64_t K, uint8_t
 
 }  // namespace
 
+// Experiment override for same-binary A/Bs: the M from which FP4 weights are expanded before the
+// GEMM (config.h, pre_expand_min_m), both formats; unset or 0 keeps the heuristic.
+static int64_t env_pre_expand_min_m() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("DSV4_GEMM_PRE_EXPAND_MIN_M");
+    return e ? std::atoll(e) : 0;
+  }();
+  return v;
+}
+
 int64_t gemm_workspace_size(GemmFormat format, int64_t M, int64_t N, int64_t K, int device_index) {
   int sms = 0;
   if (!sm_count(device_index, &sms).ok()) {
@@ -115,7 +125,8 @@ int64_t gemm_workspace_size(GemmFormat format, int64_t M, int64_t N, int64_t K, 
   }
   if (gemm_detail::decode_fp4_for(M, format, false))
     return decode_fp4_plan(M, N, K, format, sms, int64_t(1) << 62).workspace_bytes;
-  return gemm_detail::choose_gemm_config(M, N, K, format, sms, int64_t(1) << 62, N).workspace_bytes;
+  return gemm_detail::choose_gemm_config(M, N, K, format, sms, int64_t(1) << 62, N, env_pre_expand_min_m())
+      .workspace_bytes;
 }
 
 namespace {
@@ -138,7 +149,8 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
                            f == GemmFormat::kW4A8MXFP4 && p.a_scales.shape[1] == K / 32, sms,
                            static_cast<cudaStream_t>(stream_));
   gemm_detail::GemmConfig cfg =
-      gemm_detail::choose_gemm_config(std::max<int64_t>(M / num_groups, 1), N, K, f, sms, ws_bytes, b_rows);
+      gemm_detail::choose_gemm_config(std::max<int64_t>(M / num_groups, 1), N, K, f, sms, ws_bytes, b_rows,
+                                      env_pre_expand_min_m());
   // W4A8 with MXFP8 activations promotes every 32 along K; it keeps the in-kernel expansion.
   const bool mx_a = f == GemmFormat::kW4A8MXFP4 && p.a_scales.shape[1] == K / 32;
   const bool pre = cfg.pre_expand && !mx_a;
