@@ -25,8 +25,8 @@
 //
 // CUDA: asynchronous on `stream`, no allocation, no host synchronisation (CUDA-graph capturable).
 // Small-M problems split K across CTAs so every SM streams weights; the partial sums need the
-// caller's `workspace` of gemm_workspace_size() bytes. Large-M problems with FP4 weights (W4A8 at
-// M >= 257, W4A16 at M >= 512) expand B once into the workspace (W4A8: e4m3 plus an f32 scale a row and 128-K block, N*K*33/32
+// caller's `workspace` of gemm_workspace_size() bytes. Large-M problems with FP4 weights (W4A8 and
+// W4A16-NVFP4 at M >= 257, W4A16-MXFP4 at M >= 512) expand B once into the workspace (W4A8: e4m3 plus an f32 scale a row and 128-K block, N*K*33/32
 // bytes; W4A16: bf16, 2*N*K bytes) before the GEMM kernel runs on it, instead of re-expanding each
 // B tile in every M tile; same bits either way. W4A8 with MXFP8 activations keeps the in-kernel
 // expansion (the workspace size is reported for the 1x128 case and then goes unused). With a
