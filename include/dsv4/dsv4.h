@@ -144,7 +144,7 @@ typedef enum dsv4_gemm_format {
 /* gemm: d [M, N] bf16 = a [M, K] x b [N, K]^T (+ bias [N]) (+ residual [M, N], may be d itself);
  * see dsv4::gemm. a_scales: NULL for W4A16. b_global_scale: NVFP4 only. workspace: u8, at least
  * dsv4_gemm_workspace_size() bytes (optional): split-K for small M, and FP4 weights expanded once
- * (instead of in every M tile) for M >= 512. */
+ * (instead of in every M tile) for M >= 257 (W4A8, W4A16-NVFP4) or 512 (W4A16-MXFP4). */
 DSV4_API int dsv4_gemm(int32_t format, const dsv4_tensor* a, const dsv4_tensor* a_scales /* optional */,
                        const dsv4_tensor* b, const dsv4_tensor* b_scales,
                        const dsv4_tensor* b_global_scale /* optional */, const dsv4_tensor* bias /* optional */,
