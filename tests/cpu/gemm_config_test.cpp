@@ -158,6 +158,26 @@ TEST(GemmConfig, NoWorkspaceMeansNoSplit) {
   EXPECT_EQ(c2.splits, 2);
 }
 
+// The A/B override of the expansion threshold (DSV4_GEMM_PRE_EXPAND_MIN_M reaches choose_gemm_config
+// as pre_min_m): below 257 rows the expanded B holds the workspace, so the plan must not split K
+// into the same bytes, and FP8 never expands.
+TEST(GemmConfig, PreExpandOverrideNeverSplits) {
+  for (GemmFormat f : {GemmFormat::kW4A8MXFP4, GemmFormat::kW4A16MXFP4, GemmFormat::kW4A16NVFP4})
+    for (int64_t M : {129, 200, 256}) {
+      const GemmConfig base = choose_gemm_config(M, 4096, 7168, f, 132, kHuge);
+      EXPECT_FALSE(base.pre_expand);
+      EXPECT_GT(base.splits, 1) << gemm_format_name(f) << " M=" << M;  // what the override turns off
+      const GemmConfig c = choose_gemm_config(M, 4096, 7168, f, 132, kHuge, 0, 129);
+      EXPECT_TRUE(c.pre_expand) << gemm_format_name(f) << " M=" << M;
+      EXPECT_EQ(c.splits, 1);
+      EXPECT_EQ(c.workspace_bytes, pre_expand_bytes(f, 4096, 7168));
+    }
+  EXPECT_FALSE(choose_gemm_config(200, 4096, 7168, GemmFormat::kFP8Block, 132, kHuge, 0, 129).pre_expand);
+  // W4A16-NVFP4 expands from 257 by default, MXFP4 from 512.
+  EXPECT_TRUE(choose_gemm_config(257, 4096, 7168, GemmFormat::kW4A16NVFP4, 132, kHuge).pre_expand);
+  EXPECT_FALSE(choose_gemm_config(511, 4096, 7168, GemmFormat::kW4A16MXFP4, 132, kHuge).pre_expand);
+}
+
 TEST(GemmConfig, StageBudgetPerFormat) {
   // The pipeline must stay deep enough to hide TMA latency on every path.
   EXPECT_GE(max_stages(GemmFormat::kFP8Block, 128), 5);
