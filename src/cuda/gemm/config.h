@@ -115,7 +115,10 @@ inline constexpr int64_t kPreExpandMinMNVFP4 = 257;
 constexpr int64_t pre_expand_min_m(GemmFormat f) {
   return f == GemmFormat::kW4A8MXFP4 ? kPreExpandMinMW4A8 : f == GemmFormat::kW4A16NVFP4 ? kPreExpandMinMNVFP4 : kPreExpandMinM;
 }
-constexpr bool pre_expand_for(int64_t M, GemmFormat f) { return f != GemmFormat::kFP8Block && M >= pre_expand_min_m(f); }
+// min_m > 0 replaces pre_expand_min_m (same-binary A/Bs: DSV4_GEMM_PRE_EXPAND_MIN_M).
+constexpr bool pre_expand_for(int64_t M, GemmFormat f, int64_t min_m = 0) {
+  return f != GemmFormat::kFP8Block && M >= (min_m > 0 ? min_m : pre_expand_min_m(f));
+}
 // Workspace of the expanded B (b_rows x K). W4A16: bf16 elements. W4A8: e4m3 elements, then
 // (each piece 256-aligned) f32 scales a row and 128-K block, f32 scales and their ue8m0 exponents a
 // 128 x 128 block, and one u32 flag. The flag is 0 when every 128 x 128 block's exponents span at
@@ -213,14 +216,13 @@ struct GemmConfig {
 // M >= 1; N, K positive multiples of 128; sm_count >= 1. workspace_limit caps the split-K or
 // expanded-B scratch (pass a huge value to ask for the ideal choice). b_rows: rows of B (all
 // groups'), N when 0. With too small a workspace FP4 weights are expanded in the kernel.
-// pre_min_m > 0 replaces pre_expand_min_m (same-binary A/Bs: DSV4_GEMM_PRE_EXPAND_MIN_M).
+// pre_min_m: pre_expand_for's override.
 inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat f, int sm_count,
                                      int64_t workspace_limit, int64_t b_rows = 0, int64_t pre_min_m = 0) {
   GemmConfig c;
   sm_count = std::max(sm_count, 1);
   if (b_rows <= 0) b_rows = N;
-  const bool pre = pre_min_m > 0 ? f != GemmFormat::kFP8Block && M >= pre_min_m : pre_expand_for(M, f);
-  c.pre_expand = pre && pre_expand_bytes(f, b_rows, K) <= workspace_limit;
+  c.pre_expand = pre_expand_for(M, f, pre_min_m) && pre_expand_bytes(f, b_rows, K) <= workspace_limit;
   c.bm = bm_for(M, N, f, sm_count, b_rows > N);
   c.bn = bn_for(M, N, f, sm_count, c.pre_expand);
   c.stage_k = stage_k(f, c.bn, c.pre_expand);
