@@ -204,6 +204,13 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
   const std::string b_spread = o.get("b-scales", "narrow");
   if (b_spread != "narrow" && b_spread != "wide") throw BenchError("--b-scales: narrow or wide, got '" + b_spread + "'");
   const Fill mx_b_fill = b_spread == "narrow" ? Fill::kUE8M0Narrow : Fill::kUE8M0;
+  // --a-scales row|col: activation scales [M, K/128] row-major (default) or column-major (K-block
+  // rows of M rounded up to 16), as the quantizer writes them given column-major strides and as
+  // DeepGEMM takes them; FP8 past 256 rows then runs on 128 x 256 tiles with the scales coming by
+  // TMA (src/cuda/gemm/config.h, fp8_wide_for).
+  const std::string a_layout = o.get("a-scales", "row");
+  if (a_layout != "row" && a_layout != "col") throw BenchError("--a-scales: row or col, got '" + a_layout + "'");
+  const bool a_col = a_layout == "col";
   // --data uniform|normal: operand codes with exponents spread evenly over their fill range and
   // random mantissas (default), or values like a model's: N(0, 1) samples quantized per block as
   // DeepGEMM's tests draw them (torch.randn, amax at the format's top). Tensor-core power, hence the
@@ -243,7 +250,9 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
     }
 #endif
     for (GemmFormat f : formats) {
-      const Sizes z = sizes(f, M, N, K);
+      Sizes z = sizes(f, M, N, K);
+      const int64_t as_ld = (M + 15) / 16 * 16;
+      if (a_col && z.as) z.as = as_ld * z.as_cols;
       const int64_t set = (z.a + 255) / 256 * 256 + (z.as + 255) / 256 * 256 + (z.b + 255) / 256 * 256 +
                           (z.bs + 255) / 256 * 256;
       const int copies = rotation_copies(set, t);
@@ -268,7 +277,9 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
         GemmParams p;
         p.format = f;
         p.a = view(base, a_bf16(f) ? DType::BF16 : DType::E4M3, {M, K}, true);
-        if (z.as) p.a_scales = view(base + off_as, DType::UE8M0, {M, z.as_cols}, true);
+        if (z.as)
+          p.a_scales = a_col ? make_strided_tensor(base + off_as, DType::UE8M0, {M, z.as_cols}, {1, as_ld}, Device::cuda(0))
+                             : view(base + off_as, DType::UE8M0, {M, z.as_cols}, true);
         p.b = view(base + off_b, f == GemmFormat::kFP8Block ? DType::E4M3 : DType::E2M1, {N, K}, true);
         p.b_scales = view(base + off_bs, f == GemmFormat::kW4A16NVFP4 ? DType::E4M3 : DType::UE8M0,
                           {z.bs_rows, z.bs_cols}, true);
@@ -282,7 +293,8 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
       // The workspace holds split-K partials (only at M <= 256) or the expanded FP4 B (only at
       // M >= 257): src/cuda/gemm/config.h.
       r.case_name = std::string(gemm_format_name(f)) + (ws_bytes == 0 ? "" : M <= 256 ? " splitK" : " pre-expanded") +
-                    (f == GemmFormat::kW4A8MXFP4 && b_spread == "wide" ? " wide-B-scales" : "") + (normal ? " normal-data" : "");
+                    (f == GemmFormat::kW4A8MXFP4 && b_spread == "wide" ? " wide-B-scales" : "") + (normal ? " normal-data" : "") +
+                    (a_col && z.as ? " col-A-scales" : "");
       r.shape = shape_str({M, N, K});
       r.flops = 2.0 * M * N * K;
       r.bytes = static_cast<double>(z.a + z.as + z.b + z.bs + z.d);

@@ -14,6 +14,9 @@
 //   halves     N = 256: one 64 x 128 scratch, the stage as two n128 halves, each wait<0> + promote
 //              into its half of the 64 x 256 accumulator (acc 128 + scratch 64 registers)
 //   halfchain  N = 256 as two n128 chains (A read twice), no promotion
+//   rshalves   as halves, but A from registers: the stage's four k32 fragments loaded once by
+//              ldmatrix and used by both n128 halves (A read once from shared memory, as m64n256)
+//   rschain    N = 256 as two n128 register-A chains sharing the fragments, no promotion
 // Reports TFLOP/s from events, the SM clock (clock64 against %globaltimer) and the share of the
 // tensor peak at that clock (4096 e4m3 MACs a clock an SM). WR_SET=N picks a set of runs (main());
 // WR_DATA=full fills the operands with every non-NaN e4m3 code (the default keeps them in
@@ -54,7 +57,22 @@ __device__ __forceinline__ void wgmma_m64n192k32_e4m3(float (&d)[96], uint64_t d
 }
 
 
-enum Mode { kChain, kTwo, kOne, kHalves, kHalfChain };
+// D(64 x 128, f32) (+)= A(64 x 32 e4m3, registers: the ldmatrix.x4 fragment of the k32 step) * B^T.
+__device__ __forceinline__ void wgmma_m64n128k32_e4m3_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b,
+                                                         int acc) {
+  asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %69, 0;\n\t"
+               "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " DSV4_WGMMA_D64
+               ", {%64, %65, %66, %67}, %68, p, 1, 1;\n\t}"
+               : DSV4_WGMMA_ACC64(d, 0)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(acc));
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+enum Mode { kChain, kTwo, kOne, kHalves, kHalfChain, kRSHalves, kRSChain };
 constexpr int kThreads = 384;
 constexpr int kABytes = 128 * 128;
 template <int N>
@@ -312,6 +330,64 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
       }
     }
     (void)t1;
+  } else if constexpr (M == kRSHalves || M == kRSChain) {
+    static_assert(N == 256, "register-A modes at n256");
+    // ldmatrix.x4 of k32 step k: lanes 0-7 / 8-15 address rows 0-7 / 8-15 of the warp's 16 at the
+    // step's first 16-byte chunk, lanes 16-31 the same rows at its second: the registers are then
+    // the wgmma A fragment (rows g, g + 8; K bytes 4c.. and 16 + 4c..). 128B swizzle: chunk ^ row % 8.
+    const int lrow = wg * 64 + warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+    const uint32_t a_lane = base + lrow * 128;
+    const int a_hi = lane >> 4, a_sw = lane & 7;
+    float t0[64], t1[M == kRSChain ? 64 : 1];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) t0[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < (M == kRSChain ? 64 : 1); ++i) t1[i] = 0.f;
+    for (int it = 0; it < iters; ++it) {
+      uint64_t da, db;
+      stage_descs(it, da, db);
+      (void)da;
+      uint32_t af[4][4];
+      const uint32_t a_stage = a_lane + (it % kStages) * stage_bytes<N>();
+#pragma unroll
+      for (int k = 0; k < 4; ++k) ldsm_x4(a_stage + (((2 * k + a_hi) ^ a_sw) << 4), af[k]);
+      if constexpr (M == kRSChain) {
+        wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          wgmma_m64n128k32_e4m3_rs(t0, af[k], db + k * 2, 1);
+          wgmma_m64n128k32_e4m3_rs(t1, af[k], db + (128 * 128 >> 4) + k * 2, 1);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();  // the fragments are rewritten next stage
+        release(it);
+      } else {
+        const float s_lo = scale_of(it, row), s_hi = scale_of(it, row + 8);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          wgmma_fence();
+#pragma unroll
+          for (int k = 0; k < 4; ++k) wgmma_m64n128k32_e4m3_rs(t0, af[k], db + h * (128 * 128 >> 4) + k * 2, k > 0);
+          wgmma_commit();
+          wgmma_wait<0>();
+          fence_accumulators(t0);
+#pragma unroll
+          for (int j = 0; j < 16; ++j) {
+            acc[64 * h + 4 * j + 0] += t0[4 * j + 0] * s_lo;
+            acc[64 * h + 4 * j + 1] += t0[4 * j + 1] * s_lo;
+            acc[64 * h + 4 * j + 2] += t0[4 * j + 2] * s_hi;
+            acc[64 * h + 4 * j + 3] += t0[4 * j + 3] * s_hi;
+          }
+        }
+        release(it);
+      }
+    }
+    fence_accumulators(t0);
+    fence_accumulators(t1);
+    if constexpr (M == kRSChain) {
+#pragma unroll
+      for (int i = 0; i < 64; ++i) acc[i] = t0[i] + t1[i];
+    }
   } else {
     static_assert(N == 256, "halves mode at n256");
     float t0[64];
@@ -569,6 +645,20 @@ int main() {
     rc |= run<128, kTwo, true, 5, 2>("two scratch, no loaders", src, big, sms, d_out, sink);
     rc |= run<128, kTwo, true, 5, 3>("two scratch, loaders", src, big, sms, d_out, sink);
     rc |= run<128, kTwo, true, 5, 6>("two scratch, loaders no full arrive", src, big, sms, d_out, sink);
+  }
+  if (set == 0 || set == 12) {  // A from registers, read once for both n128 halves (the smem-bandwidth model)
+    rc |= run<256, kChain, true, 3, 2>("n256 chain, TMA", src, big, sms, d_out, sink);
+    rc |= run<256, kHalfChain, true, 3, 2>("two n128 chains (SS), TMA", src, big, sms, d_out, sink);
+    rc |= run<256, kRSChain, true, 3, 2>("two n128 chains (RS), TMA", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 2>("halves SS + promotion, TMA", src, big, sms, d_out, sink);
+    rc |= run<256, kRSHalves, true, 3, 2>("halves RS + promotion, TMA", src, big, sms, d_out, sink);
+    rc |= run<256, kRSHalves, true, 4, 2>("halves RS + promotion, TMA, 4 st", src, big, sms, d_out, sink);
+    rc |= run<256, kRSHalves, true, 3, 3>("halves RS, loaders", src, big, sms, d_out, sink);
+    rc |= run<256, kRSHalves, true, 3, 11>("halves RS, scales by bulk copy", src, big, sms, d_out, sink);
+    rc |= run<256, kHalves, true, 3, 11>("halves SS, scales by bulk copy", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 2>("two scratch (n128), TMA", src, big, sms, d_out, sink);
+    rc |= run<128, kTwo, true, 5, 3>("two scratch (n128), loaders", src, big, sms, d_out, sink);
+    rc |= run<256, kRSHalves, false>("halves RS, no feed", src, l2, sms, d_out, sink);
   }
   if (set == 0 || set == 2) {
     // What bounds the feed: ring depth (stages), request size, where the bytes come from.
