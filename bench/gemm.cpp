@@ -206,8 +206,7 @@ void bench_gemm(const Options& o, std::vector<Result>& out) {
   const Fill mx_b_fill = b_spread == "narrow" ? Fill::kUE8M0Narrow : Fill::kUE8M0;
   // --a-scales row|col: activation scales [M, K/128] row-major (default) or column-major (K-block
   // rows of M rounded up to 16), as the quantizer writes them given column-major strides and as
-  // DeepGEMM takes them; FP8 past 256 rows then runs on 128 x 256 tiles with the scales coming by
-  // TMA (src/cuda/gemm/config.h, fp8_wide_for).
+  // DeepGEMM takes them (the loader warps then read a K block's scales as contiguous runs).
   const std::string a_layout = o.get("a-scales", "row");
   if (a_layout != "row" && a_layout != "col") throw BenchError("--a-scales: row or col, got '" + a_layout + "'");
   const bool a_col = a_layout == "col";

@@ -53,7 +53,7 @@ options (bench and verify):
             --no-workspace (no split-K, FP4 weights expanded in the kernel) --no-baseline (skip cuBLASLt)
             --b-scales narrow|wide (MXFP4 weight exponents in 2^[-3,3], default, or 2^[-8,8])
             --a-scales row|col (activation scales row-major, default, or column-major as DeepGEMM
-                                takes them: FP8 past 256 rows then runs on 128 x 256 tiles)
+                                takes them)
             --data uniform|normal (operand codes spread evenly, default, or N(0,1) values quantized
                                    per block like a model's; cuBLASLt baselines alike)
 

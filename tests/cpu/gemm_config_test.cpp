@@ -21,11 +21,10 @@ TEST(GemmConfig, InvariantsOverSweep) {
       for (int64_t N : Ns)
         for (int64_t K : Ks)
           for (int sm : sms)
-            for (int64_t ws : {int64_t(0), int64_t(1) << 20, kHuge})
-              for (bool tma : {false, true}) {
-              const GemmConfig c = choose_gemm_config(M, N, K, f, sm, ws, 0, 0, tma);
+            for (int64_t ws : {int64_t(0), int64_t(1) << 20, kHuge}) {
+              const GemmConfig c = choose_gemm_config(M, N, K, f, sm, ws);
               SCOPED_TRACE(testing::Message() << gemm_format_name(f) << " M=" << M << " N=" << N << " K=" << K
-                                              << " sms=" << sm << " ws=" << ws << " scale_tma=" << tma);
+                                              << " sms=" << sm << " ws=" << ws);
               ASSERT_EQ(c.stage_k, is_w4a16(f) && c.bn == kBNWide ? 64 : kBK);
               const int kblocks = static_cast<int>(K / c.stage_k);
               ASSERT_TRUE(c.bm == 64 || c.bm == 128);
@@ -36,13 +35,11 @@ TEST(GemmConfig, InvariantsOverSweep) {
               const int64_t mt = (M + 127) / 128;
               const bool wide = is_w4a16(f) && c.pre_expand && N % 256 == 0 &&
                                 (mt * (N / 256) + sm - 1) / sm < (mt * (N / 128) + sm - 1) / sm;
-              const bool wide8 = fp8 && tma && M > 256 && N % 256 == 0 && K <= 128 * kWideMaxKBlocks &&
-                                 16 * ((mt * (N / 256) + sm - 1) / sm) <= 9 * ((mt * (N / 128) + sm - 1) / sm);
               const bool dec = f == GemmFormat::kFP8Block && M >= 8 && M <= 128;
               const int64_t dmt = (M + 63) / 64;
               ASSERT_EQ(c.bn, dec && dmt * (N / 32) <= sm                                          ? kBNDecode
                               : dec && dmt * (N / 64) <= sm                                          ? 2 * kBNDecode
-                              : wide || wide8                                                ? kBNWide
+                              : wide                                                         ? kBNWide
                                                                                              : kBN);
               ASSERT_GE(c.stages, 2);
               ASSERT_LE(c.stages, c.bn < kBN ? kMaxStagesDecode : kMaxStages);
@@ -68,33 +65,7 @@ TEST(GemmConfig, InvariantsOverSweep) {
                 ASSERT_LE(c.tiles * c.splits, sm) << "split-K must not spill into a second wave";
                 ASSERT_LE(M, 256);
               }
-              if (c.bn == kBNWide && fp8) ASSERT_EQ(c.splits, 1);
-              }
-}
-
-// FP8 past 256 rows takes 128 x 256 tiles when TMA can bring the A scales and the wide tiles' rounds
-// of CTAs cost at most ~9/16 of the narrow ones' (H100: 132 SMs); the GPU tests'
-// GemmCuda.WideFp8ColumnMajorScales shapes rely on these plans.
-TEST(GemmConfig, WideFp8Tiles) {
-  auto bn = [](int64_t M, int64_t N, int64_t K, bool tma) {
-    return choose_gemm_config(M, N, K, GemmFormat::kFP8Block, 132, kHuge, 0, 0, tma).bn;
-  };
-  EXPECT_EQ(bn(4096, 4096, 7168, true), kBNWide);   // 4 rounds against 8
-  EXPECT_EQ(bn(4096, 7168, 2048, true), kBNWide);   // 7 against 14
-  EXPECT_EQ(bn(4096, 24576, 1536, true), kBNWide);  // 24 against 47
-  EXPECT_EQ(bn(2100, 1024, 384, true), kBNWide);
-  EXPECT_EQ(bn(4224, 1024, 256, true), kBNWide);
-  EXPECT_EQ(bn(1433, 2048, 256, true), kBNWide);    // the grouped test's average group
-  EXPECT_EQ(bn(4096, 4096, 7168, false), kBN);      // row-major A scales: the loader warps
-  EXPECT_EQ(bn(512, 4096, 7168, true), kBN);        // one round either way: twice the CTAs
-  EXPECT_EQ(bn(256, 4096, 7168, true), kBN);        // at most 256 rows: the split-K / 64-row plans
-  EXPECT_EQ(bn(4096, 4224, 7168, true), kBN);       // N % 256
-  EXPECT_EQ(bn(4096, 4096, 128 * (kWideMaxKBlocks + 1), true), kBN);  // the B-scale slots hold 256 K blocks
-  const GemmConfig c = choose_gemm_config(4096, 4096, 7168, GemmFormat::kFP8Block, 132, kHuge, 0, 0, true);
-  EXPECT_EQ(c.splits, 1);
-  EXPECT_EQ(c.stages, 3);
-  EXPECT_EQ(c.tiles, 32 * 16);
-  EXPECT_LE(smem_bytes(GemmFormat::kFP8Block, 128, c.stages, kBNWide), kSmemLimit);
+            }
 }
 
 TEST(GemmConfig, DecodeShapesSplitAcrossAllSms) {

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -46,40 +45,17 @@ struct GpuRun {
   Status status;
 };
 
-// A's scales transposed into a column-major buffer ([cols] rows of ld = M rounded up to 16
-// elements), as the quantizer writes them when given column-major strides: FP8 past 256 rows then
-// takes them by TMA on 128 x 256 tiles (config.h, fp8_wide_for).
-struct ColMajorScales {
-  std::vector<uint8_t> bytes;
-  int64_t ld = 0;
-};
-ColMajorScales col_major_a_scales(const HostGemm& h) {
-  const int64_t es = h.a_scale_dtype == DType::F32 ? 4 : 1, cols = h.a_scale_cols;
-  ColMajorScales c;
-  c.ld = (h.M + 15) / 16 * 16;
-  c.bytes.assign(static_cast<size_t>(c.ld * cols * es), 0);
-  for (int64_t m = 0; m < h.M; ++m)
-    for (int64_t k = 0; k < cols; ++k)
-      std::memcpy(c.bytes.data() + (k * c.ld + m) * es, h.a_scales.data() + (m * cols + k) * es, es);
-  return c;
-}
-
 // Uploads the problem, poisons d with NaN, runs gemm (optionally with the split-K workspace, in a
-// CUDA graph, in place on the residual, or with A's scales column-major) and downloads d.
-GpuRun run_gpu(const HostGemm& h, bool workspace = true, bool graph = false, bool in_place = false,
-               bool col_major_scales = false) {
-  const ColMajorScales cm = col_major_scales ? col_major_a_scales(h) : ColMajorScales{};
-  DevBuf a(h.a.data(), h.a.size()),
-      as(col_major_scales ? cm.bytes.data() : h.a_scales.data(), col_major_scales ? cm.bytes.size() : h.a_scales.size()),
-      b(h.b.data(), h.b.size()), bs(h.b_scales.data(), h.b_scales.size()), g(&h.global, 4),
-      bias(h.bias.data(), h.bias.size()), res(h.residual.data(), h.residual.size());
+// CUDA graph, or in place on the residual) and downloads d.
+GpuRun run_gpu(const HostGemm& h, bool workspace = true, bool graph = false, bool in_place = false) {
+  DevBuf a(h.a.data(), h.a.size()), as(h.a_scales.data(), h.a_scales.size()), b(h.b.data(), h.b.size()),
+      bs(h.b_scales.data(), h.b_scales.size()), g(&h.global, 4), bias(h.bias.data(), h.bias.size()),
+      res(h.residual.data(), h.residual.size());
   const size_t d_bytes = h.M * h.N * 2;
   std::vector<uint16_t> poison(h.M * h.N, test::kBf16NaN);
   DevBuf d(poison.data(), d_bytes);
   const Device dev = Device::cuda(0);
   GemmParams p = h.params(a.p, as.p, b.p, bs.p, g.p, bias.p, res.p, d.p, dev);
-  if (col_major_scales)
-    p.a_scales = make_strided_tensor(as.p, h.a_scale_dtype, {h.M, h.a_scale_cols}, {1, cm.ld}, dev);
   if (in_place) {
     EXPECT_EQ(cudaMemcpy(d.p, h.residual.data(), d_bytes, cudaMemcpyHostToDevice), cudaSuccess);
     p.residual = p.d;
@@ -259,36 +235,6 @@ TEST(GemmCuda, ExactLargeM) {
   // The largest M, one format, narrow N/K so the reference stays cheap.
   HostGemm h = test::make_exact_gemm(GemmFormat::kFP8Block, 65536, 128, 128, g);
   expect_gpu_bitwise(h, run_cpu(h));
-}
-
-// FP8 past 256 rows with column-major A scales runs on 128 x 256 tiles (config.h, fp8_wide_for; the
-// CPU test GemmConfig.WideFp8Tiles pins that these shapes take them on 132 SMs): TMA brings the A
-// scales, a loader warp stages each tile's B scales. Both scale dtypes; a partial last M tile
-// (2100: its rows past M come from TMA's zero fill and are never stored); bias and residual (the
-// direct epilogue); a CUDA graph; an odd K-block count (3); bit for bit. A random problem must give
-// the same bits as with row-major scales (the 128 x 128 loop: same products, same roundings).
-TEST(GemmCuda, WideFp8ColumnMajorScales) {
-  SKIP_WITHOUT_GPU();
-  std::mt19937_64 g = test::rng_for_test();
-  const int64_t shapes[][3] = {{2100, 1024, 384}, {4224, 1024, 256}};
-  for (DType scale : {DType::UE8M0, DType::F32})
-    for (const auto& sh : shapes) {
-      HostGemm h = test::make_exact_gemm(GemmFormat::kFP8Block, sh[0], sh[1], sh[2], g, scale);
-      const bool epi = sh[0] == 4224;
-      if (epi) {
-        h.has_bias = h.has_residual = true;
-        test::add_epilogue_inputs(h, g, true);
-      }
-      const std::vector<uint16_t> want = run_cpu(h);
-      const GpuRun r = run_gpu(h, true, !epi, false, true);
-      ASSERT_TRUE(r.status.ok()) << where(h) << ": " << r.status.message();
-      expect_bitwise(h, r.d, want);
-    }
-  HostGemm hr = test::make_random_gemm(GemmFormat::kFP8Block, 2100, 1024, 1024, g);
-  const GpuRun row = run_gpu(hr), col = run_gpu(hr, true, false, false, true);
-  ASSERT_TRUE(row.status.ok() && col.status.ok());
-  expect_bitwise(hr, col.d, row.d);
-  expect_close(hr, col.d, run_cpu(hr));
 }
 
 // The largest minus the smallest B exponent over the 128 x 128 blocks of an MXFP4 weight (a NaN
@@ -563,25 +509,23 @@ TEST(GemmCuda, StridedOutputWindowOnly) {
 // The mainloop's group list (the MoE building block): contiguous row groups, B stacked per group.
 // Each group's rows must equal the plain GEMM of that group (exact: bit for bit); an empty group
 // and a group spanning several M tiles are included.
-// col_major: A's scales column-major (FP8 groups past 256 rows then take the wide tiles).
-void check_grouped(const FormatCase& c, const std::vector<int32_t>& rows, int64_t N, int64_t K, std::mt19937_64& g,
-                   bool col_major = false) {
+TEST(GemmCuda, GroupedContiguousMatchesPerGroupReference) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 g = test::rng_for_test();
+  const int64_t N = 256, K = 384;
+  const std::vector<int32_t> rows = {0, 5, 5, 135, 200};  // groups of 5, 0, 130, 65 rows
   const int G = static_cast<int>(rows.size()) - 1;
   const int64_t M = rows.back();
-  {
+  for (const FormatCase& c : {kCases[0], kCases[2], kCases[5], kCases[6]}) {
     // One problem of width G*N holds every group's weights; group g uses its rows [g*N, (g+1)*N).
     HostGemm all = test::make_exact_gemm(c.f, M, G * N, K, g, c.scale, c.mx_a);
-    const ColMajorScales cm = col_major ? col_major_a_scales(all) : ColMajorScales{};
-    DevBuf a(all.a.data(), all.a.size()),
-        as(col_major ? cm.bytes.data() : all.a_scales.data(), col_major ? cm.bytes.size() : all.a_scales.size()),
+    DevBuf a(all.a.data(), all.a.size()), as(all.a_scales.data(), all.a_scales.size()),
         b(all.b.data(), all.b.size()), bs(all.b_scales.data(), all.b_scales.size()), gl(&all.global, 4),
         gr(rows.data(), rows.size() * 4);
     std::vector<uint16_t> poison(M * N, test::kBf16NaN);
     DevBuf d(poison.data(), poison.size() * 2);
     GemmParams p = all.params(a.p, as.p, b.p, bs.p, gl.p, nullptr, nullptr, d.p, Device::cuda(0));
     p.d = make_tensor(d.p, DType::BF16, {M, N}, Device::cuda(0));
-    if (col_major)
-      p.a_scales = make_strided_tensor(as.p, all.a_scale_dtype, {M, all.a_scale_cols}, {1, cm.ld}, Device::cuda(0));
     const Status s = cuda::gemm_grouped_contiguous(p, N, static_cast<const int32_t*>(gr.p), G, nullptr);
     ASSERT_TRUE(s.ok()) << s.message();
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -605,16 +549,6 @@ void check_grouped(const FormatCase& c, const std::vector<int32_t>& rows, int64_
       expect_bitwise(h, slice, want);
     }
   }
-}
-
-TEST(GemmCuda, GroupedContiguousMatchesPerGroupReference) {
-  SKIP_WITHOUT_GPU();
-  std::mt19937_64 g = test::rng_for_test();
-  const std::vector<int32_t> rows = {0, 5, 5, 135, 200};  // groups of 5, 0, 130, 65 rows
-  for (const FormatCase& c : {kCases[0], kCases[2], kCases[5], kCases[6]}) check_grouped(c, rows, 256, 384, g);
-  // FP8 groups of 2000, 0 and 2300 rows with column-major A scales: 128 x 256 tiles (an average of
-  // 1433 rows at N = 2048 makes one round of wide tiles against two of 128 x 128 on 132 SMs).
-  check_grouped(kCases[0], {0, 2000, 2000, 4300}, 2048, 256, g, true);
 }
 
 // FP4 weights at M <= 16 take the register-A decode kernel (kernel_decode_fp4.cuh). The issue's

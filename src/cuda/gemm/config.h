@@ -24,7 +24,7 @@ namespace dsv4::cuda::gemm_detail {
 
 inline constexpr int kBN = 128;     // the usual tile width
 inline constexpr int kBNDecode = 32;  // FP8 decode tile width (64 where N / 32 tiles exceed the SMs)
-inline constexpr int kBNWide = 256;   // pre-expanded W4A16's and wide FP8's tile width (N % 256 == 0)
+inline constexpr int kBNWide = 256;   // pre-expanded W4A16 tile width (N % 256 == 0)
 inline constexpr int kBK = 128;
 inline constexpr int kMaxStages = 8;
 inline constexpr int kMaxStagesDecode = 16;  // 32-row tiles: 4 KiB of weights a stage
@@ -58,11 +58,9 @@ constexpr int tma_stage_bytes(GemmFormat f, int bm, int bn = kBN, bool pre = fal
 // A scales as f32 per row (W4A8 budgets MXFP8 activations' four per-32 scales a row), then B's
 // scale bytes (FP8: one f32 in a 16-byte slot; MXFP4: four ue8m0 a row; NVFP4: eight e4m3 a row;
 // pre-expanded W4A8: one f32 a row; pre-expanded W4A16: none).
-// Wide FP8 (128 x 256 tiles, see fp8_wide_for): the stage's 128 A scales by TMA (up to 512 bytes),
-// no B scale (those come a tile at a time, tile_scale_bytes).
-constexpr int scale_stage_bytes(GemmFormat f, int bm, bool pre = false, int bn = kBN) {
+constexpr int scale_stage_bytes(GemmFormat f, int bm, bool pre = false) {
   switch (f) {
-    case GemmFormat::kFP8Block: return bn == kBNWide ? bm * 4 : bm * 4 + 16;
+    case GemmFormat::kFP8Block: return bm * 4 + 16;
     case GemmFormat::kW4A8MXFP4: return pre ? bm * 4 + kBN * 4 : bm * 4 * 4 + kBN * 4;
     case GemmFormat::kW4A16MXFP4: return pre ? 0 : kBN * 4;
     case GemmFormat::kW4A16NVFP4: return pre ? 0 : kBN * 8;
@@ -70,14 +68,7 @@ constexpr int scale_stage_bytes(GemmFormat f, int bm, bool pre = false, int bn =
   return 0;
 }
 constexpr int stage_bytes(GemmFormat f, int bm, int bn = kBN, bool pre = false) {
-  return tma_stage_bytes(f, bm, bn, pre) + scale_stage_bytes(f, bm, pre, bn);
-}
-// Wide FP8's B scales: a loader warp stages each tile's two rows of 128 x 128 block scales (f32, one
-// per K block) in one of two slots, so the consumers read them from shared memory with no per-stage
-// producer work. Bounds K: at most kWideMaxKBlocks K blocks a tile.
-inline constexpr int kWideMaxKBlocks = 256;
-constexpr int tile_scale_bytes(GemmFormat f, int bn) {
-  return f == GemmFormat::kFP8Block && bn == kBNWide ? 2 * 2 * kWideMaxKBlocks * 4 : 0;
+  return tma_stage_bytes(f, bm, bn, pre) + scale_stage_bytes(f, bm, pre);
 }
 // Shared memory for B expanded by the consumers (double-buffered): 0 when B feeds wgmma directly.
 constexpr int converted_b_bytes(GemmFormat f, bool pre = false) {
@@ -96,14 +87,13 @@ constexpr int converted_b_bytes(GemmFormat f, bool pre = false) {
 constexpr int epilogue_bytes(int bm, int bn = kBN) { return bn >= kBN ? bm * kBN * 2 : 0; }
 constexpr int max_stages(GemmFormat f, int bm, int bn = kBN, bool pre = false) {
   const int cap = bn < kBN ? kMaxStagesDecode : kMaxStages;
-  const int s = (kSmemLimit - reserved_bytes(f, pre) - converted_b_bytes(f, pre) - epilogue_bytes(bm, bn) -
-                 tile_scale_bytes(f, bn)) /
+  const int s = (kSmemLimit - reserved_bytes(f, pre) - converted_b_bytes(f, pre) - epilogue_bytes(bm, bn)) /
                 stage_bytes(f, bm, bn, pre);
   return s < cap ? s : cap;
 }
 constexpr int smem_bytes(GemmFormat f, int bm, int stages, int bn = kBN, bool pre = false) {
   return stages * stage_bytes(f, bm, bn, pre) + converted_b_bytes(f, pre) + epilogue_bytes(bm, bn) +
-         tile_scale_bytes(f, bn) + reserved_bytes(f, pre);
+         reserved_bytes(f, pre);
 }
 
 // B expanded before the kernel, from this many rows of M a group. Each BM-row tile that reads a B
@@ -195,28 +185,7 @@ constexpr int bm_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool grou
 // bytes a MAC (H100, 4096^2 x 7168: 363-378 us against 451-466). Only where they make fewer waves
 // of tiles than 128 x 128 ones: at 512 x 4096 x 7168 their 64 tiles left half the SMs idle (115-118
 // us against 85-87).
-//
-// FP8 past 256 rows takes 128 x 256 tiles when the caller's A scales can come by TMA (column-major,
-// 16-byte-aligned K-block rows: `scale_tma`; launch.cu checks) and K has at most kWideMaxKBlocks
-// blocks. Why: the 128 x 128 loop is bound by shared-memory bandwidth, not the tensor pipe. A
-// stage's wgmmas read A (64 x 32 bytes) and B (N x 32) from shared memory for every m64nNk32, and
-// TMA writes the stage there too; at 4096 e4m3 MACs a clock an SM that is 64 + 4096 / N bytes a
-// clock of wgmma reads plus 4096 (1 / BM + 1 / BN) of TMA writes: 160 at 128 x 128, 144 at 128 x
-// 256 as two n128 halves, against the ~128 a clock shared memory serves. scripts/wgmma-rate.cu's
-// isolated loops (H100, TMA-fed from 4096 x 7168 operands) run at 75% of the tensor peak with
-// 128 x 128's two-scratch promotion, 68-71% with the kernel's loader warps, and 86-87% as 128 x
-// 256 halves with the scales coming by TMA (docs/notes/gemm.md, round 15). Only where the wide
-// tiles' rounds of CTAs take at most ~9/16 of the narrow ones' time (a wide tile is twice the
-// work): 4096^2 x 7168 4 rounds against 8; 512 x 4096 x 7168 one against one keeps 128 x 128.
-constexpr bool fp8_wide_for(int64_t M, int64_t N, int64_t K, int sm_count, bool scale_tma) {
-  if (!scale_tma || M <= 256 || N % kBNWide != 0 || K / kBK > kWideMaxKBlocks) return false;
-  const int64_t m_tiles = (M + 127) / 128, sms = sm_count > 0 ? sm_count : 1;
-  const int64_t waves_wide = (m_tiles * (N / kBNWide) + sms - 1) / sms, waves = (m_tiles * (N / kBN) + sms - 1) / sms;
-  return 16 * waves_wide <= 9 * waves;
-}
-constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool pre = false, int64_t K = 0,
-                     bool fp8_scale_tma = false) {
-  if (f == GemmFormat::kFP8Block && fp8_wide_for(M, N, K, sm_count, fp8_scale_tma)) return kBNWide;
+constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool pre = false) {
   if (f == GemmFormat::kFP8Block && M >= 8 && M <= 128) {  // BM = 64: one or two M tiles
     const int64_t m_tiles = (M + 63) / 64;
     if (m_tiles * (N / kBNDecode) <= sm_count) return kBNDecode;
@@ -232,7 +201,7 @@ constexpr int bn_for(int64_t M, int64_t N, GemmFormat f, int sm_count, bool pre 
 
 struct GemmConfig {
   int bm = 128;          // 64 or 128
-  int bn = kBN;          // 128, 32 / 64 for FP8 decode, 256 for pre-expanded W4A16 and wide FP8
+  int bn = kBN;          // 128, 32 for FP8 decode, 256 for pre-expanded W4A16
   int stage_k = kBK;     // K elements a stage (64 with bn = 256)
   int stages = 1;        // TMA pipeline depth
   int splits = 1;        // split-K factor (1: the kernel writes bf16 D directly)
@@ -247,16 +216,15 @@ struct GemmConfig {
 // M >= 1; N, K positive multiples of 128; sm_count >= 1. workspace_limit caps the split-K or
 // expanded-B scratch (pass a huge value to ask for the ideal choice). b_rows: rows of B (all
 // groups'), N when 0. With too small a workspace FP4 weights are expanded in the kernel.
-// pre_min_m: pre_expand_for's override. fp8_scale_tma: FP8 A scales TMA can load (fp8_wide_for).
+// pre_min_m: pre_expand_for's override.
 inline GemmConfig choose_gemm_config(int64_t M, int64_t N, int64_t K, GemmFormat f, int sm_count,
-                                     int64_t workspace_limit, int64_t b_rows = 0, int64_t pre_min_m = 0,
-                                     bool fp8_scale_tma = false) {
+                                     int64_t workspace_limit, int64_t b_rows = 0, int64_t pre_min_m = 0) {
   GemmConfig c;
   sm_count = std::max(sm_count, 1);
   if (b_rows <= 0) b_rows = N;
   c.pre_expand = pre_expand_for(M, f, pre_min_m) && pre_expand_bytes(f, b_rows, K) <= workspace_limit;
   c.bm = bm_for(M, N, f, sm_count, b_rows > N);
-  c.bn = bn_for(M, N, f, sm_count, c.pre_expand, K, fp8_scale_tma);
+  c.bn = bn_for(M, N, f, sm_count, c.pre_expand);
   c.stage_k = stage_k(f, c.bn, c.pre_expand);
   c.stages = max_stages(f, c.bm, c.bn, c.pre_expand);
   const int64_t m_tiles = (M + c.bm - 1) / c.bm;

@@ -29,14 +29,7 @@
 //    scale, fits bf16's 8 significant bits); bf16 wgmma accumulates straight into the accumulators.
 //    NVFP4's f32 global scale multiplies the accumulators in the epilogue.
 //
-// Wide FP8 (128 x 256 tiles, config.h fp8_wide_for): a stage's 256 columns run as two n128 halves
-// through one 64 x 128 scratch tile (issue, wait, promote into that half of the 64 x 256
-// accumulator; the other consumer warpgroup's queued half keeps the tensor pipe busy meanwhile),
-// A's scales come by TMA with the tiles (column-major, tm_sa) and B's a tile at a time from a loader
-// warp: nothing touches a stage but TMA and the consumers.
-//
-// Work units: output tiles (BM x BN; BN is 128, 32/64 for FP8 decode, 256 for pre-expanded W4A16
-// and wide FP8)
+// Work units: output tiles (BM x BN; BN is 128, 32/64 for FP8 decode, 256 for pre-expanded W4A16)
 // times K splits. Groups (MoE): rows [group_rows[g],
 // group_rows[g+1]) of A and D use rows [g * N, (g + 1) * N) of B; a plain GEMM is one group.
 #pragma once
@@ -97,7 +90,6 @@ struct KernelArgs {
 template <GemmFormat F, int BM, bool kMXFP8A = false, int BN = kBN, bool kPreB = false>
 struct Traits {
   static constexpr bool kBF16 = is_w4a16(F);
-  static constexpr bool kWideFP8 = F == GemmFormat::kFP8Block && BN == kBNWide;  // scales by TMA + tile slots
   static constexpr bool kConvertB = F != GemmFormat::kFP8Block && !kPreB;
   static constexpr bool kColScales = F == GemmFormat::kW4A8MXFP4 && kPreB;  // per-row B scales in the stage
   static constexpr bool kPer32 = kMXFP8A;  // W4A8 with MXFP8 activations: promote every k32
@@ -136,8 +128,7 @@ struct Traits {
   static constexpr bool kAScales = !kBF16;
   static constexpr int kAScaleCols = kMXFP8A ? 4 : 1;
   static constexpr int kAScaleFloats = kAScales ? BM * kAScaleCols : 0;
-  static constexpr int kBScaleBytes = kWideFP8                    ? 0
-                                      : F == GemmFormat::kFP8Block ? 16
+  static constexpr int kBScaleBytes = F == GemmFormat::kFP8Block ? 16
                                       : kPreB                      ? (kBF16 ? 0 : kBN * 4)
                                       : F == GemmFormat::kW4A16NVFP4 ? kBN * 8
                                                                      : kBN * 4;
@@ -147,23 +138,21 @@ struct Traits {
   static constexpr int kBConvBytes = kBF16 ? kBN * kBK * 2 : kBN * kBK;  // one expanded B buffer
   static constexpr int kScaleRowFloats = F == GemmFormat::kW4A8MXFP4 && !kPreB ? 4 * kBN : 0;  // per buffer
   static constexpr int kEpiBytes = epilogue_bytes(BM, BN);  // 16 KiB a consumer warpgroup, or 0
-  static constexpr int kTileScaleFloats = tile_scale_bytes(F, BN) / 4;  // wide FP8: two slots of [2][kWideMaxKBlocks]
   static constexpr int kSmemBytes = smem_bytes(F, BM, kStages, BN, kPreB);
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups of 64 rows");
   static_assert(BN == kBN || ((BN == kBNDecode || BN == 2 * kBNDecode) && F == GemmFormat::kFP8Block && BM == 64) ||
-                    (BN == kBNWide && BM == 128 && ((kBF16 && kPreB) || (kWideFP8 && !kMXFP8A && !kPreB))),
-                "32/64-column tiles are the FP8 decode kernel's only, 256-column ones pre-expanded W4A16's and wide FP8's");
+                    (BN == kBNWide && kBF16 && kPreB && BM == 128),
+                "32-column tiles are the FP8 decode kernel's only, 256-column ones pre-expanded W4A16's");
   static_assert(!kPreB || (F != GemmFormat::kFP8Block && BM == 128 && (BN == kBN || BN == kBNWide) && !kMXFP8A),
                 "pre-expanded B: FP4 weights at large M, 1x128 activation scales");
   static_assert(kTmaBytes == tma_stage_bytes(F, BM, BN, kPreB), "TMA bytes a stage must match the heuristic's budget");
-  static_assert(kSideBytes <= scale_stage_bytes(F, BM, kPreB, BN), "stage scales must fit the heuristic's budget");
-  static_assert(!kWideFP8 || kSideBytes % 128 == 0, "wide FP8: each stage's A-scale slot is a 128-byte-aligned TMA destination");
+  static_assert(kSideBytes <= scale_stage_bytes(F, BM, kPreB), "stage scales must fit the heuristic's budget");
   static_assert(kSideBytes % 16 == 0, "the barriers after the scales need 8-byte alignment");
   static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "stages must keep 1024-byte swizzle alignment");
   static_assert(kBConvBytes % 1024 == 0 && kEpiBytes == (BN >= kBN ? 64 * 128 * 2 * kConsumerWGs : 0),
                 "epilogue tiles: 1024-aligned, 64 x 128 bf16 a warpgroup");
   static_assert(kStages >= 2, "the pipeline needs at least double buffering");
-  static_assert(1024 + 16 * kStages + 16 * kConvSlots + 32 + 2 * kScaleRowFloats * 4 <= reserved_bytes(F, kPreB),
+  static_assert(1024 + 16 * kStages + 16 * kConvSlots + 2 * kScaleRowFloats * 4 <= reserved_bytes(F, kPreB),
                 "reserved smem too small");
   static_assert(!kPer32 || F == GemmFormat::kW4A8MXFP4, "per-32 promotion is the W4A8/MXFP8 path");
   static_assert(128 * kProducerRegs + 128 * kExpanderWGs * kExpanderRegs + kConsumerThreads * kConsumerRegs <= 65536,
@@ -445,8 +434,7 @@ __global__ void __launch_bounds__(256) pre_expand_kernel(const uint8_t* __restri
 template <GemmFormat F, int BM, bool kMXFP8A, int BN = kBN, bool kPreB = false>
 __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap tm_a, const __grid_constant__ CUtensorMap tm_b,
-                const __grid_constant__ CUtensorMap tm_d, const __grid_constant__ CUtensorMap tm_sa,
-                const KernelArgs args) {
+                const __grid_constant__ CUtensorMap tm_d, const KernelArgs args) {
   using T = Traits<F, BM, kMXFP8A, BN, kPreB>;
   constexpr int kAcc = BN / 2;  // f32 accumulators a thread of an m64 x BN wgmma tile
   constexpr int kJ = BN / 8;    // their 8-column groups
@@ -461,13 +449,10 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
   uint8_t* s_epi = s_bconv + (T::kConvertB ? 2 * T::kBConvBytes : 0);  // 1024-aligned: 128B swizzle
   uint8_t* s_side = s_epi + T::kEpiBytes;
   float* s_scale_rows = reinterpret_cast<float*>(s_side + S * T::kSideBytes);
-  float* s_tile_scales = s_scale_rows + 2 * T::kScaleRowFloats;  // wide FP8: B scales, two tile slots
-  uint64_t* full = reinterpret_cast<uint64_t*>(s_tile_scales + T::kTileScaleFloats);
+  uint64_t* full = reinterpret_cast<uint64_t*>(s_scale_rows + 2 * T::kScaleRowFloats);
   uint64_t* empty = full + S;
   uint64_t* conv_full = empty + S;                  // FP4: converted-B slot written (expander)
   uint64_t* conv_empty = conv_full + T::kConvSlots;  // FP4: converted-B slot read (consumers)
-  uint64_t* tile_full = conv_empty + T::kConvSlots;  // wide FP8: a tile's B scales staged (loader warp)
-  uint64_t* tile_empty = tile_full + 2;              // wide FP8: the tile's consumers are done with them
 
   // Pre-expanded W4A8: one B scale a 128 x 128 block (FP8's promotion) or one a row (per column).
   bool block_mode = false;
@@ -480,8 +465,7 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) {
-      // TMA issuer + the loader warp's lanes; wide FP8's scales come with the TMA bytes.
-      ptx::mbar_init(&full[s], T::kWideFP8 ? 1 : 1 + 32);
+      ptx::mbar_init(&full[s], 1 + 32);                // TMA issuer + the loader warp's lanes
       // Every consumer and expander thread arrives for its own reads of the stage (no lane
       // releasing on behalf of its warp).
       ptx::mbar_init(&empty[s], T::kConsumerThreads + 128 * T::kExpanderWGs);
@@ -489,10 +473,6 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
     for (int s = 0; s < T::kConvSlots; ++s) {
       ptx::mbar_init(&conv_full[s], T::kExpanderThreads);  // every expander thread
       ptx::mbar_init(&conv_empty[s], T::kConsumerThreads);  // every consumer thread
-    }
-    for (int s = 0; s < 2; ++s) {
-      ptx::mbar_init(&tile_full[s], 32);
-      ptx::mbar_init(&tile_empty[s], T::kConsumerThreads);
     }
     ptx::fence_barrier_init();
   }
@@ -506,7 +486,6 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
       if (lane != 0) return;
       ptx::tma_prefetch_desc(&tm_a);
       ptx::tma_prefetch_desc(&tm_b);
-      if constexpr (T::kWideFP8) ptx::tma_prefetch_desc(&tm_sa);
       int stage = 0;
       uint32_t phase = 0;
       Tile t;
@@ -528,8 +507,6 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
           } else {
             ptx::tma_load_2d(b_dst, &tm_b, &full[stage], T::kConvertB ? kb * kBK / 2 : kb * kBK, t.b_row0);
           }
-          // Wide FP8: the 128 A scales of the stage (column-major [K / 128][M], zero fill past M).
-          if constexpr (T::kWideFP8) ptx::tma_load_2d(s_side + stage * T::kSideBytes, &tm_sa, &full[stage], t.m0, kb);
           if (++stage == S) stage = 0, phase ^= 1;
         }
       }
@@ -542,39 +519,6 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
     // flight a warp made the loaders the critical path of the decode kernels: ~19 dependent
     // round trips a warp at 56 K blocks a CTA.)
     const int lw = warp - 1;
-    if constexpr (T::kWideFP8) {
-      // Wide FP8: loader warp 1 stages each tile's two rows of B block scales (f32, K blocks
-      // kb0..kb1) in a slot; the consumers free it at the tile's end. The slot of tile i + 1 is freed
-      // when tile i - 1 ends, a whole tile before the consumers need it.
-      if (lw != 0) return;
-      int slot = 0;
-      uint32_t tphase = 0;
-      Tile t;
-      for (int unit = blockIdx.x; get_tile<BM, BN>(args, unit, t); unit += gridDim.x) {
-        const int nkb = t.kb1 - t.kb0;
-        ptx::mbar_wait(&tile_empty[slot], tphase ^ 1);
-        float* dst = s_tile_scales + slot * 2 * kWideMaxKBlocks;
-        for (int i0 = 0; i0 < 2 * nkb; i0 += 128) {
-          uint32_t bits[4];  // four loads in flight a lane, then their stores
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const int i = i0 + lane + 32 * j, h = i >= nkb, k = i - h * nkb;
-            if (i < 2 * nkb)
-              bits[j] = load_scale_bits(args.b_scales,
-                                        static_cast<int64_t>(t.b_row0 / kBK + h) * args.bs_s0 + static_cast<int64_t>(t.kb0 + k) * args.bs_s1,
-                                        args.b_scale_f32);
-          }
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const int i = i0 + lane + 32 * j, h = i >= nkb, k = i - h * nkb;
-            if (i < 2 * nkb) dst[h * kWideMaxKBlocks + k] = scale_from_bits(bits[j], args.b_scale_f32);
-          }
-        }
-        ptx::mbar_arrive(&tile_full[slot]);  // release: the stores above are visible to the waiters
-        if (++slot == 2) slot = 0, tphase ^= 1;
-      }
-      return;
-    }
     constexpr int kARows = T::kAScales ? BM / 32 : 0;
     constexpr int kBRows = kBN / 32;  // B scale rows of a lane (FP4 weights)
     constexpr int kD = T::kLoaderDepth;
@@ -753,8 +697,8 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
   const int row_in_tile = cw * 64 + warp * 16 + lane / 4;
   int stage = 0;
   uint32_t phase = 0;
-  [[maybe_unused]] int slot = 0, buf = 0, tslot = 0;
-  [[maybe_unused]] uint32_t cphase = 0, tphase = 0;
+  [[maybe_unused]] int slot = 0, buf = 0;
+  [[maybe_unused]] uint32_t cphase = 0;
   [[maybe_unused]] const int ctid = threadIdx.x - 128 * (1 + T::kExpanderWGs);  // consumer thread index
   float acc[kAcc];
   [[maybe_unused]] float tmp[kAcc];
@@ -840,47 +784,6 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
       ptx::wgmma_wait<0>();
       ptx::fence_accumulators(acc);
       if (prev >= 0) ptx::mbar_arrive(&empty[prev]);
-    } else if constexpr (T::kWideFP8) {
-      // Wide FP8 (see the top of this file): per stage, two n128 halves through one scratch tile,
-      // each issued, waited for and promoted into its half of acc. Same products and roundings as
-      // the 128-wide loop (the scratch holds one 128-K block of one 128-column B block).
-      float th[64];
-      ptx::mbar_wait(&tile_full[tslot], tphase);
-      const float* tsc = s_tile_scales + tslot * 2 * kWideMaxKBlocks - t.kb0;
-      for (int kb = t.kb0; kb < t.kb1; ++kb) {
-        ptx::mbar_wait(&full[stage], phase);
-        const uint8_t* side = s_side + stage * T::kSideBytes;
-        float a_lo, a_hi;
-        if (args.a_scale_f32) {
-          a_lo = reinterpret_cast<const float*>(side)[row_in_tile], a_hi = reinterpret_cast<const float*>(side)[row_in_tile + 8];
-        } else {
-          a_lo = num::ue8m0_to_float(side[row_in_tile]), a_hi = num::ue8m0_to_float(side[row_in_tile + 8]);
-        }
-        const float b0 = tsc[kb], b1 = tsc[kWideMaxKBlocks + kb];
-        const uint64_t da = desc_at(desc_a0, stage * T::kABytes), db = desc_at(desc_b0, stage * T::kBBytes);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          ptx::wgmma_fence();
-#pragma unroll
-          for (int k = 0; k < 4; ++k)
-            ptx::wgmma_m64n128k32_e4m3(th, desc_at(da, k * 32), desc_at(db, h * kBN * kBK + k * 32), k > 0);
-          ptx::wgmma_commit();
-          ptx::wgmma_wait<0>();
-          ptx::fence_accumulators(th);
-          if (h == 1) ptx::mbar_arrive(&empty[stage]);  // both halves read; the scales are in registers
-          const float s_lo = a_lo * (h ? b1 : b0), s_hi = a_hi * (h ? b1 : b0);
-#pragma unroll
-          for (int j = 0; j < 16; ++j) {
-            acc[64 * h + 4 * j + 0] += th[4 * j + 0] * s_lo;
-            acc[64 * h + 4 * j + 1] += th[4 * j + 1] * s_lo;
-            acc[64 * h + 4 * j + 2] += th[4 * j + 2] * s_hi;
-            acc[64 * h + 4 * j + 3] += th[4 * j + 3] * s_hi;
-          }
-        }
-        if (++stage == S) stage = 0, phase ^= 1;
-      }
-      ptx::mbar_arrive(&tile_empty[tslot]);
-      if (++tslot == 2) tslot = 0, tphase ^= 1;
     } else if constexpr (!T::kConvertB) {
       // FP8: B feeds wgmma straight from the TMA stage. Two scratch tiles, so the wgmmas of block
       // kb+1 run while block kb is promoted: the tensor pipe always has this warpgroup's next

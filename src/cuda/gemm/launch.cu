@@ -53,28 +53,28 @@ class DeviceGuard {
 };
 
 template <GemmFormat F, int BM, bool kMXFP8A, int BN = gemm_detail::kBN, bool kPreB = false>
-Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d, const CUtensorMap& tm_sa,
+Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
                      const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
   using T = gemm_detail::Traits<F, BM, kMXFP8A, BN, kPreB>;
   auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A, BN, kPreB>;
   static std::atomic<uint64_t> smem_set{0};
   DSV4_RETURN_IF_ERROR(opt_in_smem(kernel, T::kSmemBytes, smem_set, kOp));
-  kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(tm_a, tm_b, tm_d, tm_sa, args);
+  kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(tm_a, tm_b, tm_d, args);
   return launch_status(kOp, "gemm_kernel");
 }
 
 template <GemmFormat F, bool kMXFP8A = false>
 Status launch_bm(int bm, int bn, bool pre, const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUtensorMap& tm_d,
-                 const CUtensorMap& tm_sa, const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
+                 const gemm_detail::KernelArgs& args, int grid, cudaStream_t stream) {
   if constexpr (gemm_detail::is_w4a16(F)) {
     if (pre && bn == gemm_detail::kBNWide)
-      return launch_kernel<F, 128, false, gemm_detail::kBNWide, true>(tm_a, tm_b, tm_d, tm_sa, args, grid, stream);
+      return launch_kernel<F, 128, false, gemm_detail::kBNWide, true>(tm_a, tm_b, tm_d, args, grid, stream);
   }
   if constexpr (F != GemmFormat::kFP8Block && !kMXFP8A) {
-    if (pre) return launch_kernel<F, 128, false, gemm_detail::kBN, true>(tm_a, tm_b, tm_d, tm_sa, args, grid, stream);
+    if (pre) return launch_kernel<F, 128, false, gemm_detail::kBN, true>(tm_a, tm_b, tm_d, args, grid, stream);
   }
-  if (bm == 64) return launch_kernel<F, 64, kMXFP8A>(tm_a, tm_b, tm_d, tm_sa, args, grid, stream);
-  return launch_kernel<F, 128, kMXFP8A>(tm_a, tm_b, tm_d, tm_sa, args, grid, stream);
+  if (bm == 64) return launch_kernel<F, 64, kMXFP8A>(tm_a, tm_b, tm_d, args, grid, stream);
+  return launch_kernel<F, 128, kMXFP8A>(tm_a, tm_b, tm_d, args, grid, stream);
 }
 
 // The expansion pass of a pre-expanded GEMM: B [b_rows, K] packed e2m1 into the workspace.
@@ -106,25 +106,6 @@ Status launch_pre_expand(const GemmParams& p, int64_t b_rows, int64_t K, uint8_t
 }
 
 }  // namespace
-
-// Experiment switch for same-binary A/Bs: DSV4_GEMM_FP8_WIDE=0 keeps FP8 on 128 x 128 tiles with
-// the loader warps where the wide tiles would run (config.h, fp8_wide_for).
-static bool env_fp8_wide_off() {
-  static const bool v = [] {
-    const char* e = std::getenv("DSV4_GEMM_FP8_WIDE");
-    return e && e[0] == '0';
-  }();
-  return v;
-}
-
-// Whether TMA can bring FP8's A scales: column-major [M, K/128] (strides (1, ld), ld >= M), K-block
-// rows 16-byte aligned. The quantizer writes them so on request (ops/quant.h: any strides).
-static bool fp8_a_scales_by_tma(const GemmParams& p, int64_t M) {
-  if (p.format != GemmFormat::kFP8Block || !p.a_scales.defined() || p.a_scales.shape[1] < 1) return false;
-  const int64_t es = p.a_scales.dtype == DType::F32 ? 4 : 1;
-  return p.a_scales.strides[0] == 1 && p.a_scales.strides[1] >= M && (p.a_scales.strides[1] * es) % 16 == 0 &&
-         reinterpret_cast<uintptr_t>(p.a_scales.data) % 16 == 0 && !env_fp8_wide_off();
-}
 
 // Experiment override for same-binary A/Bs: the M from which FP4 weights are expanded before the
 // GEMM (config.h, pre_expand_min_m), both formats; unset or 0 keeps the heuristic.
@@ -169,8 +150,7 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
                            static_cast<cudaStream_t>(stream_));
   gemm_detail::GemmConfig cfg =
       gemm_detail::choose_gemm_config(std::max<int64_t>(M / num_groups, 1), N, K, f, sms, ws_bytes, b_rows,
-                                      env_pre_expand_min_m(), fp8_a_scales_by_tma(p, M));
-  const bool wide_fp8 = f == GemmFormat::kFP8Block && cfg.bn == gemm_detail::kBNWide;
+                                      env_pre_expand_min_m());
   // W4A8 with MXFP8 activations promotes every 32 along K; it keeps the in-kernel expansion.
   const bool mx_a = f == GemmFormat::kW4A8MXFP4 && p.a_scales.shape[1] == K / 32;
   const bool pre = cfg.pre_expand && !mx_a;
@@ -228,16 +208,6 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
     args.b_scale_f32 = true;
   }
   if (cfg.splits > 1) args.partial = reinterpret_cast<float*>(ws);
-  // Wide FP8: the A scales' map ([K/128] rows of M, boxes of one BM-row column), whose bytes join
-  // the stage's TMA transaction; otherwise unused, and tm_a stands in for it.
-  CUtensorMap tm_sa = tm_a;
-  if (wide_fp8) {
-    const bool f32 = p.a_scales.dtype == DType::F32;
-    DSV4_RETURN_IF_ERROR(encode_2d(&tm_sa, f32 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : CU_TENSOR_MAP_DATA_TYPE_UINT8,
-                                   p.a_scales.data, M, K / gemm_detail::kBK, p.a_scales.strides[1] * (f32 ? 4 : 1),
-                                   static_cast<uint32_t>(cfg.bm), 1, CU_TENSOR_MAP_SWIZZLE_NONE, kOp, "a_scales"));
-    args.tma_bytes = gemm_detail::tma_stage_bytes(f, cfg.bm, cfg.bn) + cfg.bm * (f32 ? 4 : 1);
-  }
   // D by TMA store where the epilogue is a plain bf16 write (kernel.cuh says why); the map is
   // otherwise unused and tm_a stands in for it.
   CUtensorMap tm_d = tm_a;
@@ -263,25 +233,22 @@ Status launch(const GemmParams& p, int64_t N, const int32_t* group_rows, int num
     case GemmFormat::kFP8Block:
       if (cfg.bn == gemm_detail::kBNDecode)
         DSV4_RETURN_IF_ERROR((launch_kernel<GemmFormat::kFP8Block, 64, false, gemm_detail::kBNDecode>(
-            tm_a, tm_b, tm_d, tm_sa, args, cfg.grid, stream)));
+            tm_a, tm_b, tm_d, args, cfg.grid, stream)));
       else if (cfg.bn == 2 * gemm_detail::kBNDecode)
         DSV4_RETURN_IF_ERROR((launch_kernel<GemmFormat::kFP8Block, 64, false, 2 * gemm_detail::kBNDecode>(
-            tm_a, tm_b, tm_d, tm_sa, args, cfg.grid, stream)));
-      else if (wide_fp8)
-        DSV4_RETURN_IF_ERROR((launch_kernel<GemmFormat::kFP8Block, 128, false, gemm_detail::kBNWide>(
-            tm_a, tm_b, tm_d, tm_sa, args, cfg.grid, stream)));
+            tm_a, tm_b, tm_d, args, cfg.grid, stream)));
       else
-        DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, cfg.bn, false, tm_a, tm_b, tm_d, tm_sa, args, cfg.grid, stream));
+        DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kFP8Block>(cfg.bm, cfg.bn, false, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A8MXFP4:
-      if (mx_a) DSV4_RETURN_IF_ERROR((launch_bm<GemmFormat::kW4A8MXFP4, true>(cfg.bm, cfg.bn, false, tm_a, tm_b, tm_d, tm_sa, args, cfg.grid, stream)));
-      else DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A8MXFP4>(cfg.bm, cfg.bn, pre, tm_a, tm_b, tm_d, tm_sa, args, cfg.grid, stream));
+      if (mx_a) DSV4_RETURN_IF_ERROR((launch_bm<GemmFormat::kW4A8MXFP4, true>(cfg.bm, cfg.bn, false, tm_a, tm_b, tm_d, args, cfg.grid, stream)));
+      else DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A8MXFP4>(cfg.bm, cfg.bn, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A16MXFP4:
-      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16MXFP4>(cfg.bm, cfg.bn, pre, tm_a, tm_b, tm_d, tm_sa, args, cfg.grid, stream));
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16MXFP4>(cfg.bm, cfg.bn, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
     case GemmFormat::kW4A16NVFP4:
-      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16NVFP4>(cfg.bm, cfg.bn, pre, tm_a, tm_b, tm_d, tm_sa, args, cfg.grid, stream));
+      DSV4_RETURN_IF_ERROR(launch_bm<GemmFormat::kW4A16NVFP4>(cfg.bm, cfg.bn, pre, tm_a, tm_b, tm_d, args, cfg.grid, stream));
       break;
   }
   if (cfg.splits > 1)
