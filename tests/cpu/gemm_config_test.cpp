@@ -128,7 +128,8 @@ TEST(GemmConfig, LargeProblemsDoNotSplit) {
       EXPECT_EQ(l.row_scales, int64_t(4096) * 7168);
       EXPECT_EQ(l.block_scales, l.row_scales + int64_t(4096) * 56 * 4);
       EXPECT_EQ(l.block_exps, l.block_scales + 32 * 56 * 4);
-      EXPECT_EQ(l.flag, l.block_exps + 1792);  // 32 x 56 exponents, 256-aligned
+      EXPECT_EQ(l.cta_flags, l.block_exps + 1792);  // 32 x 56 exponents, 256-aligned
+      EXPECT_EQ(l.flag, l.cta_flags + kStatsCtas);  // a byte a statistics CTA
       EXPECT_EQ(l.bytes, l.flag + 16);
     }
     EXPECT_EQ(c.pre_expand, f != GemmFormat::kFP8Block);

@@ -313,6 +313,51 @@ TEST(GemmCuda, PreExpandedMatchesInKernelExpansion) {
   }
 }
 
+// The W4A8 exponent statistics run on at most kStatsCtas CTAs, striding over the 128 x 128 blocks,
+// and leave one byte a CTA that the expansion pass ORs (no zeroing between calls). Weights of 33 x 64
+// blocks need a second stride; a span of 15 in the very last block (row mode) or none (block mode)
+// must give the in-kernel expansion's bits, and one workspace reused across the two calls, in
+// both orders, must not carry the first call's mode into the second.
+TEST(GemmCuda, PreExpandedStatsCoverEveryBlock) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 g = test::rng_for_test();
+  const int64_t M = 257, N = 33 * 128, K = 64 * 128;
+  ASSERT_GT(N / 128 * (K / 128), int64_t(8) * cuda::gemm_detail::kStatsCtas);
+  HostGemm block = test::make_random_gemm(GemmFormat::kW4A8MXFP4, M, N, K, g);
+  ASSERT_LE(max_block_span(block), 14);
+  HostGemm row = block;
+  const int64_t cols = K / 32;
+  int hi = 0;
+  for (int64_t n = N - 128; n < N; ++n)
+    for (int64_t j = cols - 4; j < cols; ++j) hi = std::max<int>(hi, row.b_scales[n * cols + j]);
+  row.b_scales[(N - 1) * cols + cols - 1] = static_cast<uint8_t>(hi - 15);
+  ASSERT_GT(max_block_span(row), 14);
+  const Device dev = Device::cuda(0);
+  const int64_t ws = gemm_workspace_size(GemmFormat::kW4A8MXFP4, M, N, K, dev);
+  ASSERT_GT(ws, 0);
+  DevBuf wsb(ws);
+  for (int order = 0; order < 2; ++order) {
+    for (int i = 0; i < 2; ++i) {
+      const HostGemm& h = (i == order) ? row : block;
+      SCOPED_TRACE(testing::Message() << "order " << order << (i == order ? " row mode" : " block mode"));
+      DevBuf a(h.a.data(), h.a.size()), as(h.a_scales.data(), h.a_scales.size()), b(h.b.data(), h.b.size()),
+          bs(h.b_scales.data(), h.b_scales.size()), gl(&h.global, 4);
+      std::vector<uint16_t> poison(M * N, test::kBf16NaN);
+      DevBuf d(poison.data(), poison.size() * 2);
+      GemmParams p = h.params(a.p, as.p, b.p, bs.p, gl.p, nullptr, nullptr, d.p, dev);
+      p.workspace = make_tensor(wsb.p, DType::U8, {ws}, dev);
+      const Status st = gemm(p);
+      ASSERT_TRUE(st.ok()) << st.message();
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<uint16_t> got(M * N);
+      ASSERT_EQ(cudaMemcpy(got.data(), d.p, got.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      const GpuRun in_kernel = run_gpu(h, false);
+      ASSERT_TRUE(in_kernel.status.ok()) << in_kernel.status.message();
+      expect_bitwise(h, got, in_kernel.d);
+    }
+  }
+}
+
 // The expansion pass reads a block's four exponents with one 4-byte load when the scale tensor has
 // unit column stride and 4-byte aligned rows; column-major scales take the byte-load path.
 TEST(GemmCuda, PreExpandedColumnMajorScales) {

@@ -121,12 +121,15 @@ constexpr bool pre_expand_for(int64_t M, GemmFormat f, int64_t min_m = 0) {
 }
 // Workspace of the expanded B (b_rows x K). W4A16: bf16 elements. W4A8: e4m3 elements, then
 // (each piece 256-aligned) f32 scales a row and 128-K block, f32 scales and their ue8m0 exponents a
-// 128 x 128 block, and one u32 flag. The flag is 0 when every 128 x 128 block's exponents span at
+// 128 x 128 block, one byte a CTA of the exponent-statistics pass (kStatsCtas: whether one of the
+// blocks it saw spans too far), and one u32 flag, their OR, written by the expansion pass (every
+// piece is assigned each call, so nothing needs zeroing first). The flag is 0 when every 128 x 128 block's exponents span at
 // most 14 (and none is NaN): then the block's largest exponent folds exactly into the e4m3 values of
 // all its rows and the kernel promotes once a block like FP8 (one FFMA an element); otherwise
 // every row keeps its own exponent and the promotion scales each column (pre_expand_kernel).
+inline constexpr int kStatsCtas = 256;  // CTAs of the W4A8 exponent-statistics pass at most
 struct PreExpandLayout {
-  int64_t row_scales = 0, block_scales = 0, block_exps = 0, flag = 0, bytes = 0;
+  int64_t row_scales = 0, block_scales = 0, block_exps = 0, cta_flags = 0, flag = 0, bytes = 0;
 };
 constexpr int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
 constexpr PreExpandLayout pre_expand_layout(GemmFormat f, int64_t b_rows, int64_t K) {
@@ -140,7 +143,8 @@ constexpr PreExpandLayout pre_expand_layout(GemmFormat f, int64_t b_rows, int64_
   l.row_scales = align256(b_rows * K);
   l.block_scales = l.row_scales + align256(b_rows * kblocks * 4);
   l.block_exps = l.block_scales + align256(nblocks * kblocks * 4);
-  l.flag = l.block_exps + align256(nblocks * kblocks);
+  l.cta_flags = l.block_exps + align256(nblocks * kblocks);
+  l.flag = l.cta_flags + align256(kStatsCtas);
   l.bytes = l.flag + 16;
   return l;
 }

@@ -350,45 +350,54 @@ __device__ __forceinline__ void expand_w4a16(const uint8_t* packed, uint8_t* dst
 // block scales applied. A thread writes one 16-byte chunk of the output, so a warp's loads and
 // stores are contiguous runs (a thread a 128-K block wrote 16 bytes every 128 or 256: ~0.5 TB/s on
 // H100). b_ld: bytes between rows of packed B.
-// W4A8 expansion, first step: a warp a 128 x 128 block of B's ue8m0 exponents. It writes the
-// block's largest exponent S and its scale 2^(S - 133), and sets *flag when any block spans more
-// than kFoldMaxSpan or holds the NaN code (then every row keeps its own exponent: see config.h).
-// *flag must be 0 before the launch.
+// W4A8 expansion, first step: a warp a 128 x 128 block of B's ue8m0 exponents (grid-stride, at
+// most kStatsCtas CTAs of 256 threads). It writes the block's largest exponent S and its scale
+// 2^(S - 133), and its CTA's byte of cta_flags: 1 when a block it saw spans more than kFoldMaxSpan
+// or holds the NaN code (then every row keeps its own exponent: see config.h). Assigned, not
+// OR-ed: nothing needs zeroing before the launch. A lane's four row loads are issued together.
 __global__ void __launch_bounds__(256) w4a8_block_stats_kernel(const uint8_t* __restrict__ bs, int64_t bs_s0,
                                                                 int64_t bs_s1, bool vec4, int rows, int kblocks,
                                                                 float* __restrict__ block_scales,
-                                                                uint8_t* __restrict__ block_exps, uint32_t* flag) {
-  const int64_t block = (blockIdx.x * int64_t(256) + threadIdx.x) / 32;
+                                                                uint8_t* __restrict__ block_exps, uint8_t* __restrict__ cta_flags) {
   const int lane = threadIdx.x % 32;
   const int nblocks = (rows + kBK - 1) / kBK;
-  if (block >= int64_t(nblocks) * kblocks) return;  // whole warps leave together
-  const int nb = static_cast<int>(block / kblocks), kb = static_cast<int>(block - int64_t(nb) * kblocks);
-  int hi = 0, lo = 0xFF;
+  const int64_t total = int64_t(nblocks) * kblocks;
+  bool bad = false;
+  for (int64_t block = (blockIdx.x * int64_t(256) + threadIdx.x) / 32; block < total; block += gridDim.x * int64_t(8)) {
+    const int nb = static_cast<int>(block / kblocks), kb = static_cast<int>(block - int64_t(nb) * kblocks);
+    uint32_t e4[4];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t row = int64_t(nb) * kBK + lane + 32 * i;
-    if (row >= rows) break;
-    const uint32_t e4 = load_exponents4(bs + row * bs_s0, kb, bs_s1, vec4);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int e = (e4 >> (8 * j)) & 0xFF;
-      hi = max(hi, e), lo = min(lo, e);
+    for (int i = 0; i < 4; ++i) {
+      const int64_t row = min(int64_t(nb) * kBK + lane + 32 * i, int64_t(rows) - 1);  // past the end: a repeat
+      e4[i] = load_exponents4(bs + row * bs_s0, kb, bs_s1, vec4);
     }
-  }
+    int hi = 0, lo = 0xFF;
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    hi = max(hi, __shfl_xor_sync(0xFFFFFFFFu, hi, o));
-    lo = min(lo, __shfl_xor_sync(0xFFFFFFFFu, lo, o));
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int e = (e4[i] >> (8 * j)) & 0xFF;
+        hi = max(hi, e), lo = min(lo, e);
+      }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      hi = max(hi, __shfl_xor_sync(0xFFFFFFFFu, hi, o));
+      lo = min(lo, __shfl_xor_sync(0xFFFFFFFFu, lo, o));
+    }
+    if (lane == 0) {
+      block_exps[block] = static_cast<uint8_t>(hi);
+      block_scales[block] = w4a8_fold_scale(hi);
+    }
+    bad |= hi == 0xFF || hi - lo > kFoldMaxSpan;
   }
-  if (lane == 0) {
-    block_exps[block] = static_cast<uint8_t>(hi);
-    block_scales[block] = w4a8_fold_scale(hi);
-    if (hi == 0xFF || hi - lo > kFoldMaxSpan) atomicOr(flag, 1u);
-  }
+  bad = __syncthreads_or(bad);
+  if (threadIdx.x == 0) cta_flags[blockIdx.x] = bad ? 1 : 0;
 }
 
-// block_exps / flag: W4A8 only, from w4a8_block_stats_kernel (flag 0: fold each 128 x 128 block's
-// largest exponent; otherwise each row's own, and out_scales holds the row scales). A W4A8 thread
+// block_exps / cta_flags: W4A8 only, from w4a8_block_stats_kernel (all of its n_stats bytes 0: fold
+// each 128 x 128 block's largest exponent; otherwise each row's own, and out_scales holds the row
+// scales). Each CTA ORs the statistics CTAs' bytes itself; CTA 0 stores the result in *flag for the
+// GEMM kernel (KernelArgs::pre_flag). A W4A8 thread
 // writes a whole 32-element sub-block (two chunks under one scale: its exponent loads and table are
 // set up once for 32 bytes; 1.8 TB/s with a thread a chunk against W4A16's 2.6).
 template <GemmFormat F>
@@ -396,11 +405,18 @@ __global__ void __launch_bounds__(256) pre_expand_kernel(const uint8_t* __restri
                                                           const uint8_t* __restrict__ bs, int64_t bs_s0, int64_t bs_s1,
                                                           bool vec4, int rows, int kblocks, uint8_t* __restrict__ out,
                                                           float* __restrict__ out_scales,
-                                                          const uint8_t* __restrict__ block_exps, const uint32_t* flag) {
+                                                          const uint8_t* __restrict__ block_exps,
+                                                          const uint8_t* __restrict__ cta_flags, int n_stats,
+                                                          uint32_t* __restrict__ flag) {
   constexpr int kElems = F == GemmFormat::kW4A8MXFP4 ? 32 : 8;  // elements a thread (32 or 16 output bytes)
   constexpr int kChunks = kBK / kElems;                          // threads a 128-K block
   const int64_t chunk = blockIdx.x * int64_t(256) + threadIdx.x;
   const int64_t per_row = int64_t(kblocks) * kChunks;
+  [[maybe_unused]] bool fold_block = true;
+  if constexpr (F == GemmFormat::kW4A8MXFP4) {
+    fold_block = !__syncthreads_or(threadIdx.x < n_stats && __ldg(cta_flags + threadIdx.x) != 0);
+    if (blockIdx.x == 0 && threadIdx.x == 0) *flag = fold_block ? 0u : 1u;
+  }
   if (chunk >= int64_t(rows) * per_row) return;
   const int64_t row = chunk / per_row;
   const int c = static_cast<int>(chunk - row * per_row);  // chunk in the row
@@ -409,12 +425,11 @@ __global__ void __launch_bounds__(256) pre_expand_kernel(const uint8_t* __restri
   const uint8_t* src = b + row * b_ld + k0 / 2;
   const uint8_t* srow = bs + row * bs_s0;
   if constexpr (F == GemmFormat::kW4A8MXFP4) {
-    // Every load up front, the block's exponent and the flag too (not the block exponent after the
-    // flag has arrived): a thread expands only 16 bytes, so a second load latency in its chain
-    // costs bandwidth.
+    // Every load up front, the block's exponent too (not after the statistics' flag has been
+    // reduced): a thread expands only 16 bytes, so a second load latency in its chain costs
+    // bandwidth.
     const uint32_t packed_s = load_exponents4(srow, kb, bs_s1, vec4);
     const int block_smax = __ldg(block_exps + (row / kBK) * kblocks + kb);
-    const bool fold_block = __ldg(flag) == 0;
     const uint4 w = __ldg(reinterpret_cast<const uint4*>(src));
     int smax = w4a8_fold_smax(packed_s);
     if (c % kChunks == 0) out_scales[row * kblocks + kb] = w4a8_fold_scale(smax);

@@ -91,17 +91,19 @@ Status launch_pre_expand(const GemmParams& p, int64_t b_rows, int64_t K, uint8_t
   // Four exponents a 128-K block in one load where the layout allows (see load_exponents4).
   const bool vec4 = bs1 == 1 && bs0 % 4 == 0 && reinterpret_cast<uintptr_t>(bs) % 4 == 0;
   uint32_t* flag = reinterpret_cast<uint32_t*>(ws + l.flag);
+  int n_stats = 0;
   if constexpr (F == GemmFormat::kW4A8MXFP4) {
-    DSV4_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flag, 0, sizeof(uint32_t), stream), kOp);
     const int64_t warps = (b_rows + gemm_detail::kBK - 1) / gemm_detail::kBK * kblocks;
-    gemm_detail::w4a8_block_stats_kernel<<<static_cast<int>((warps + 7) / 8), 256, 0, stream>>>(
+    n_stats = static_cast<int>(std::min<int64_t>((warps + 7) / 8, gemm_detail::kStatsCtas));
+    gemm_detail::w4a8_block_stats_kernel<<<n_stats, 256, 0, stream>>>(
         bs, bs0, bs1, vec4, static_cast<int>(b_rows), kblocks, reinterpret_cast<float*>(ws + l.block_scales),
-        ws + l.block_exps, flag);
+        ws + l.block_exps, ws + l.cta_flags);
     DSV4_RETURN_IF_ERROR(launch_status(kOp, "w4a8_block_stats_kernel"));
   }
   gemm_detail::pre_expand_kernel<F><<<blocks, 256, 0, stream>>>(
       static_cast<const uint8_t*>(p.b.data), static_cast<int64_t>(row_bytes(p.b)), bs, bs0, bs1, vec4,
-      static_cast<int>(b_rows), kblocks, ws, reinterpret_cast<float*>(ws + l.row_scales), ws + l.block_exps, flag);
+      static_cast<int>(b_rows), kblocks, ws, reinterpret_cast<float*>(ws + l.row_scales), ws + l.block_exps,
+      ws + l.cta_flags, n_stats, flag);
   return launch_status(kOp, "pre_expand_kernel");
 }
 
