@@ -10,12 +10,12 @@
 namespace dsv4::cuda {
 
 template <typename... KernelArgs, typename... Args>
-cudaError_t launch_programmatic(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, cudaStream_t stream,
-                                Args&&... args) {
+cudaError_t launch_programmatic_smem(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                                     cudaStream_t stream, Args&&... args) {
   cudaLaunchConfig_t lc = {};
   lc.gridDim = grid;
   lc.blockDim = block;
-  lc.dynamicSmemBytes = 0;
+  lc.dynamicSmemBytes = smem;
   lc.stream = stream;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -23,6 +23,12 @@ cudaError_t launch_programmatic(void (*kernel)(KernelArgs...), dim3 grid, dim3 b
   lc.attrs = attr;
   lc.numAttrs = 1;
   return cudaLaunchKernelEx(&lc, kernel, std::forward<Args>(args)...);
+}
+
+template <typename... KernelArgs, typename... Args>
+cudaError_t launch_programmatic(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, cudaStream_t stream,
+                                Args&&... args) {
+  return launch_programmatic_smem(kernel, grid, block, 0, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace dsv4::cuda

@@ -359,6 +359,9 @@ __global__ void __launch_bounds__(256) w4a8_block_stats_kernel(const uint8_t* __
                                                                 int64_t bs_s1, bool vec4, int rows, int kblocks,
                                                                 float* __restrict__ block_scales,
                                                                 uint8_t* __restrict__ block_exps, uint8_t* __restrict__ cta_flags) {
+  // The expansion pass is its programmatic dependent: its CTAs start now and issue their loads of
+  // the packed weights (which this kernel does not write) while the statistics run.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   const int lane = threadIdx.x % 32;
   const int nblocks = (rows + kBK - 1) / kBK;
   const int64_t total = int64_t(nblocks) * kblocks;
@@ -412,25 +415,28 @@ __global__ void __launch_bounds__(256) pre_expand_kernel(const uint8_t* __restri
   constexpr int kChunks = kBK / kElems;                          // threads a 128-K block
   const int64_t chunk = blockIdx.x * int64_t(256) + threadIdx.x;
   const int64_t per_row = int64_t(kblocks) * kChunks;
-  [[maybe_unused]] bool fold_block = true;
-  if constexpr (F == GemmFormat::kW4A8MXFP4) {
-    fold_block = !__syncthreads_or(threadIdx.x < n_stats && __ldg(cta_flags + threadIdx.x) != 0);
-    if (blockIdx.x == 0 && threadIdx.x == 0) *flag = fold_block ? 0u : 1u;
-  }
-  if (chunk >= int64_t(rows) * per_row) return;
-  const int64_t row = chunk / per_row;
+  const bool in_range = chunk < int64_t(rows) * per_row;
+  const int64_t row = in_range ? chunk / per_row : 0;
   const int c = static_cast<int>(chunk - row * per_row);  // chunk in the row
   const int kb = c / kChunks;
   const int k0 = c * kElems;  // first element
   const uint8_t* src = b + row * b_ld + k0 / 2;
   const uint8_t* srow = bs + row * bs_s0;
   if constexpr (F == GemmFormat::kW4A8MXFP4) {
-    // Every load up front, the block's exponent too (not after the statistics' flag has been
-    // reduced): a thread expands only 16 bytes, so a second load latency in its chain costs
-    // bandwidth.
-    const uint32_t packed_s = load_exponents4(srow, kb, bs_s1, vec4);
-    const int block_smax = __ldg(block_exps + (row / kBK) * kblocks + kb);
-    const uint4 w = __ldg(reinterpret_cast<const uint4*>(src));
+    // Launched as the statistics kernel's programmatic dependent: the loads of B and its exponents
+    // (inputs of the op, complete before the statistics started) go out first; griddepcontrol.wait
+    // then waits for the statistics' results (block exponents, the CTAs' flag bytes).
+    uint32_t packed_s = 0;
+    uint4 w = make_uint4(0, 0, 0, 0);
+    if (in_range) {
+      packed_s = load_exponents4(srow, kb, bs_s1, vec4);
+      w = __ldg(reinterpret_cast<const uint4*>(src));
+    }
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    const bool fold_block = !__syncthreads_or(threadIdx.x < n_stats && cta_flags[threadIdx.x] != 0);
+    if (blockIdx.x == 0 && threadIdx.x == 0) *flag = fold_block ? 0u : 1u;
+    if (!in_range) return;
+    const int block_smax = block_exps[(row / kBK) * kblocks + kb];
     int smax = w4a8_fold_smax(packed_s);
     if (c % kChunks == 0) out_scales[row * kblocks + kb] = w4a8_fold_scale(smax);
     if (fold_block) smax = block_smax;
@@ -440,6 +446,7 @@ __global__ void __launch_bounds__(256) pre_expand_kernel(const uint8_t* __restri
     dst[0] = e2m1x16_lookup(w.x, w.y, lut0, lut1);
     dst[1] = e2m1x16_lookup(w.z, w.w, lut0, lut1);
   } else {
+    if (!in_range) return;
     const int64_t sidx = F == GemmFormat::kW4A16NVFP4 ? k0 / 16 : k0 / 32;
     reinterpret_cast<uint4*>(out)[chunk] =
         e2m1x8_to_bf16_scaled(__ldg(reinterpret_cast<const uint32_t*>(src)), w4a16_scale2<F>(__ldg(srow + sidx * bs_s1)));
@@ -469,9 +476,6 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
   uint64_t* conv_full = empty + S;                  // FP4: converted-B slot written (expander)
   uint64_t* conv_empty = conv_full + T::kConvSlots;  // FP4: converted-B slot read (consumers)
 
-  // Pre-expanded W4A8: one B scale a 128 x 128 block (FP8's promotion) or one a row (per column).
-  bool block_mode = false;
-  if constexpr (T::kColScales) block_mode = *args.pre_flag == 0;
   const int wg = ptx::warp_uniform(static_cast<int>(threadIdx.x / 128));  // descriptors in uniform registers
   const int tid_wg = threadIdx.x % 128;
   const int warp = tid_wg / 32, lane = tid_wg % 32;
@@ -491,6 +495,13 @@ __global__ void __launch_bounds__(Traits<F, BM, kMXFP8A, BN, kPreB>::kThreads, 1
     }
     ptx::fence_barrier_init();
   }
+  // Pre-expanded B: launched as the expansion pass's programmatic dependent (its launch and the
+  // set-up above overlap the pass's tail); nothing the pass writes is read before this. A no-op
+  // for ordinary launches.
+  if constexpr (kPreB) asm volatile("griddepcontrol.wait;" ::: "memory");
+  // Pre-expanded W4A8: one B scale a 128 x 128 block (FP8's promotion) or one a row (per column).
+  bool block_mode = false;
+  if constexpr (T::kColScales) block_mode = *args.pre_flag == 0;
   __syncthreads();
 
   if (wg == 0) {

@@ -59,6 +59,12 @@ Status launch_kernel(const CUtensorMap& tm_a, const CUtensorMap& tm_b, const CUt
   auto kernel = gemm_detail::gemm_kernel<F, BM, kMXFP8A, BN, kPreB>;
   static std::atomic<uint64_t> smem_set{0};
   DSV4_RETURN_IF_ERROR(opt_in_smem(kernel, T::kSmemBytes, smem_set, kOp));
+  if constexpr (kPreB) {
+    // The expansion pass's programmatic dependent (the kernel waits for its results first thing).
+    return cuda_status(launch_programmatic_smem(kernel, dim3(grid), dim3(T::kThreads), T::kSmemBytes, stream, tm_a,
+                                                tm_b, tm_d, args),
+                       kOp, "gemm_kernel launch");
+  }
   kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(tm_a, tm_b, tm_d, args);
   return launch_status(kOp, "gemm_kernel");
 }
@@ -100,10 +106,20 @@ Status launch_pre_expand(const GemmParams& p, int64_t b_rows, int64_t K, uint8_t
         ws + l.block_exps, ws + l.cta_flags);
     DSV4_RETURN_IF_ERROR(launch_status(kOp, "w4a8_block_stats_kernel"));
   }
-  gemm_detail::pre_expand_kernel<F><<<blocks, 256, 0, stream>>>(
-      static_cast<const uint8_t*>(p.b.data), static_cast<int64_t>(row_bytes(p.b)), bs, bs0, bs1, vec4,
-      static_cast<int>(b_rows), kblocks, ws, reinterpret_cast<float*>(ws + l.row_scales), ws + l.block_exps,
-      ws + l.cta_flags, n_stats, flag);
+  const uint8_t* b = static_cast<const uint8_t*>(p.b.data);
+  const int64_t b_ld = static_cast<int64_t>(row_bytes(p.b));
+  float* row_scales = reinterpret_cast<float*>(ws + l.row_scales);
+  if constexpr (F == GemmFormat::kW4A8MXFP4) {
+    // The statistics kernel's programmatic dependent: the pass's loads of B overlap the statistics.
+    return cuda_status(launch_programmatic(gemm_detail::pre_expand_kernel<F>, dim3(blocks), dim3(256), stream, b, b_ld,
+                                           bs, bs0, bs1, vec4, static_cast<int>(b_rows), kblocks, ws, row_scales,
+                                           static_cast<const uint8_t*>(ws + l.block_exps),
+                                           static_cast<const uint8_t*>(ws + l.cta_flags), n_stats, flag),
+                       kOp, "pre_expand_kernel launch");
+  }
+  gemm_detail::pre_expand_kernel<F><<<blocks, 256, 0, stream>>>(b, b_ld, bs, bs0, bs1, vec4, static_cast<int>(b_rows),
+                                                                kblocks, ws, row_scales, ws + l.block_exps,
+                                                                ws + l.cta_flags, n_stats, flag);
   return launch_status(kOp, "pre_expand_kernel");
 }
 
