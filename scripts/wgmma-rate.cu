@@ -72,6 +72,19 @@ __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
                : "r"(addr));
 }
 
+// Halves modes: waits for the n128 scratch tile t of half h and adds it, scaled per row, into that
+// half of the 64 x 256 accumulator.
+__device__ __forceinline__ void promote_half(float (&acc)[128], float (&t)[64], int h, float s_lo, float s_hi) {
+  fence_accumulators(t);
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    acc[64 * h + 4 * j + 0] += t[4 * j + 0] * s_lo;
+    acc[64 * h + 4 * j + 1] += t[4 * j + 1] * s_lo;
+    acc[64 * h + 4 * j + 2] += t[4 * j + 2] * s_hi;
+    acc[64 * h + 4 * j + 3] += t[4 * j + 3] * s_hi;
+  }
+}
+
 enum Mode { kChain, kTwo, kOne, kHalves, kHalfChain, kRSHalves, kRSChain };
 constexpr int kThreads = 384;
 constexpr int kABytes = 128 * 128;
@@ -370,14 +383,7 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
           for (int k = 0; k < 4; ++k) wgmma_m64n128k32_e4m3_rs(t0, af[k], db + h * (128 * 128 >> 4) + k * 2, k > 0);
           wgmma_commit();
           wgmma_wait<0>();
-          fence_accumulators(t0);
-#pragma unroll
-          for (int j = 0; j < 16; ++j) {
-            acc[64 * h + 4 * j + 0] += t0[4 * j + 0] * s_lo;
-            acc[64 * h + 4 * j + 1] += t0[4 * j + 1] * s_lo;
-            acc[64 * h + 4 * j + 2] += t0[4 * j + 2] * s_hi;
-            acc[64 * h + 4 * j + 3] += t0[4 * j + 3] * s_hi;
-          }
+          promote_half(acc, t0, h, s_lo, s_hi);
         }
         release(it);
       }
@@ -424,14 +430,7 @@ __global__ void __launch_bounds__(kThreads, 1) rate(const uint8_t* __restrict__ 
         for (int k = 0; k < 4; ++k) wgmma_m64n128k32_e4m3(t0, da + k * 2, db + h * (128 * 128 >> 4) + k * 2, k > 0);
         wgmma_commit();
         wgmma_wait<0>();
-        fence_accumulators(t0);
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-          acc[64 * h + 4 * j + 0] += t0[4 * j + 0] * s_lo;
-          acc[64 * h + 4 * j + 1] += t0[4 * j + 1] * s_lo;
-          acc[64 * h + 4 * j + 2] += t0[4 * j + 2] * s_hi;
-          acc[64 * h + 4 * j + 3] += t0[4 * j + 3] * s_hi;
-        }
+        promote_half(acc, t0, h, s_lo, s_hi);
       }
       release(it);
     }
